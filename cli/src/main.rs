@@ -1,1 +1,34 @@
-fn main() {}
+//! `tbc`: the TinyBERT distillation compiler.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tbc",
+    version,
+    about = "Compiles TinyBERT distillation training into a trainer executable"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the IR of a phase's graph.
+    Graph(cli::graph_cmd::GraphArgs),
+    /// Run one step of a phase with the reference interpreter.
+    Step(cli::step::StepArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Graph(a) => cli::graph_cmd::run(a),
+        Command::Step(a) => cli::step::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

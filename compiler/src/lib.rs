@@ -1,1 +1,4 @@
-//! tbc compiler.
+//! The tbc compiler: the frontend that builds TinyBERT training graphs in the IR, and (in later
+//! stages) the passes that simplify, fuse and plan them for the targets.
+
+pub mod frontend;

@@ -1,1 +1,111 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: the tiny fixture configs, running a phase through
+//! the interpreter with the fixture inputs, and tolerance-based comparison.
+
+use compiler::frontend::config::{HfBertConfig, ModelConfig};
+use compiler::frontend::preset::{Phase, Preset};
+use compiler::frontend::{build_graph, GraphSpec};
+use ir::{DType, Graph, Interpreter, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn tiny_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/tiny")
+}
+
+/// The tiny teacher and student configs resolved with `preset`.
+pub fn tiny_configs(preset: &Preset) -> (ModelConfig, ModelConfig) {
+    let load = |f: &str| {
+        let p = tiny_dir().join(f);
+        HfBertConfig::from_file(&p)
+            .unwrap()
+            .resolve(preset, f)
+            .unwrap()
+    };
+    (load("teacher.json"), load("student.json"))
+}
+
+pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
+    let (t, s) = tiny_configs(preset);
+    let spec = GraphSpec {
+        phase,
+        teacher: &t,
+        student: &s,
+        preset,
+        batch: 4,
+        seq_len: 16,
+        dtype,
+    };
+    build_graph(&spec).unwrap()
+}
+
+pub fn read_fixture(name: &str) -> BTreeMap<String, Tensor> {
+    cli::tensor_file::read(&tiny_dir().join(name)).unwrap()
+}
+
+/// State and schedule values of one step: a constant `lr` (warmup 0, no decay).
+pub struct StepInputs {
+    pub lr: f64,
+    pub step: i32,
+    pub loss_scale: f64,
+}
+
+/// Feeds every graph input from the fixture weights and batch (moments zero) and runs the graph.
+pub fn run_with_fixture_inputs(g: &Graph, si: &StepInputs) -> HashMap<String, Tensor> {
+    let weights = read_fixture("weights.safetensors");
+    let batch = read_fixture("batch.safetensors");
+    let scalars: HashMap<&str, f64> = HashMap::from([
+        ("state.step", si.step as f64),
+        ("state.cur_iter", si.step as f64 + 1.0),
+        ("state.last_overflow_iter", 0.0),
+        ("state.loss_scale", si.loss_scale),
+        ("state.seed", 0.0),
+        ("sched.lr0", si.lr),
+        ("sched.end_lr", si.lr),
+        ("sched.warmup_steps", 0.0),
+        ("sched.decay_steps", 1e30),
+    ]);
+    let mut feed = HashMap::new();
+    for (name, v) in g.inputs() {
+        let ty = g.ty(v).clone();
+        let t = if let Some(&x) = scalars.get(name) {
+            Tensor::scalar_f64(ty.dtype, x)
+        } else if let Some(t) = batch.get(name).or_else(|| weights.get(name)) {
+            Tensor::new(t.shape.clone(), t.data.cast(ty.dtype))
+        } else if name.starts_with("adam_") {
+            Tensor::zeros(&ty)
+        } else {
+            panic!("fixture has no input {name}");
+        };
+        assert_eq!(t.shape, ty.shape, "{name}");
+        feed.insert(name.to_string(), t);
+    }
+    Interpreter::run_map(g, &feed).unwrap()
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Norm-wise relative error `‖a − e‖₂ / ‖e‖₂` (the absolute error `‖a − e‖₂` when `e` is 0).
+pub fn rel_err(a: &Tensor, e: &Tensor) -> f64 {
+    assert_eq!(a.shape, e.shape);
+    let (a, e) = (a.to_f64(), e.to_f64());
+    let d: Vec<f64> = a.iter().zip(&e).map(|(x, y)| x - y).collect();
+    let ne = norm(&e);
+    if ne == 0.0 {
+        norm(&d)
+    } else {
+        norm(&d) / ne
+    }
+}
+
+pub fn l2(t: &Tensor) -> f64 {
+    norm(&t.to_f64())
+}

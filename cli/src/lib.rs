@@ -1,0 +1,6 @@
+//! The `tbc` command as a library, so integration tests can call its pieces.
+
+pub mod graph_cmd;
+pub mod model_args;
+pub mod step;
+pub mod tensor_file;

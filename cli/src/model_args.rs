@@ -1,0 +1,94 @@
+//! The flags every graph-building command shares: phase, configs, preset, shapes.
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use compiler::frontend::config::{builtin, HfBertConfig, ModelConfig};
+use compiler::frontend::preset::{Phase, Preset};
+use compiler::frontend::{build_graph, GraphSpec};
+use ir::{DType, Graph};
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// gd | td1 | td2 | eval
+    #[arg(long)]
+    pub phase: String,
+    /// Teacher config.json (Hugging Face BERT); default: built-in BERT-base.
+    #[arg(long)]
+    pub teacher_config: Option<PathBuf>,
+    /// Student config.json; default: the preset's built-in student.
+    #[arg(long)]
+    pub student_config: Option<PathBuf>,
+    /// mindspore | paper
+    #[arg(long, default_value = "mindspore")]
+    pub preset: String,
+    /// Float type of parameters and activations: f32 | f64.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// Configs, preset and phase resolved from the flags.
+pub struct Resolved {
+    pub phase: Phase,
+    pub preset: Preset,
+    pub teacher: ModelConfig,
+    pub student: ModelConfig,
+    pub dtype: DType,
+}
+
+impl ModelArgs {
+    pub fn resolve(&self) -> Result<Resolved> {
+        let phase = Phase::parse(&self.phase).map_err(|e| anyhow!(e))?;
+        let preset = Preset::by_name(&self.preset).map_err(|e| anyhow!(e))?;
+        let dtype = match self.dtype.as_str() {
+            "f32" => DType::F32,
+            "f64" => DType::F64,
+            d => return Err(anyhow!("unknown --dtype '{d}' (expected f32 or f64)")),
+        };
+        let load = |path: &Option<PathBuf>,
+                    builtin_text: &str,
+                    builtin_name: &str|
+         -> Result<ModelConfig> {
+            let (hf, name) = match path {
+                Some(p) => (HfBertConfig::from_file(p)?, p.display().to_string()),
+                None => (
+                    HfBertConfig::from_json(builtin_text, builtin_name)?,
+                    builtin_name.to_string(),
+                ),
+            };
+            Ok(hf.resolve(&preset, &name)?)
+        };
+        let teacher = load(
+            &self.teacher_config,
+            builtin::BERT_BASE,
+            "built-in teacher config (BERT-base)",
+        )?;
+        let student = load(
+            &self.student_config,
+            preset.default_student,
+            "built-in student config",
+        )?;
+        Ok(Resolved {
+            phase,
+            preset,
+            teacher,
+            student,
+            dtype,
+        })
+    }
+}
+
+impl Resolved {
+    pub fn graph(&self, batch: usize, seq_len: usize) -> Result<Graph> {
+        let spec = GraphSpec {
+            phase: self.phase,
+            teacher: &self.teacher,
+            student: &self.student,
+            preset: &self.preset,
+            batch,
+            seq_len,
+            dtype: self.dtype,
+        };
+        Ok(build_graph(&spec)?)
+    }
+}
