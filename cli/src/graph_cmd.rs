@@ -44,7 +44,7 @@ pub fn summary(g: &ir::Graph, built: std::time::Duration) -> String {
         .sum();
     writeln!(
         s,
-        "graph \"{}\": {} nodes, {} inputs, {} outputs (built in {:.1} ms)",
+        "graph \"{}\": {} nodes, {} inputs, {} outputs ({:.1} ms)",
         g.name,
         g.len(),
         n_inputs,

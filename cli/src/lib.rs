@@ -4,3 +4,4 @@ pub mod graph_cmd;
 pub mod model_args;
 pub mod step;
 pub mod tensor_file;
+pub mod verify_cmd;

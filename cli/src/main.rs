@@ -19,6 +19,8 @@ enum Command {
     Graph(cli::graph_cmd::GraphArgs),
     /// Run one step of a phase with the reference interpreter.
     Step(cli::step::StepArgs),
+    /// Parse and verify a graph in the IR text format.
+    Verify(cli::verify_cmd::VerifyArgs),
 }
 
 fn main() {
@@ -26,6 +28,7 @@ fn main() {
     let result = match &cli.command {
         Command::Graph(a) => cli::graph_cmd::run(a),
         Command::Step(a) => cli::step::run(a),
+        Command::Verify(a) => cli::verify_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -131,22 +131,8 @@ pub fn run(args: &StepArgs) -> Result<()> {
         ("producer".to_string(), "tbc step (interpreter)".to_string()),
     ]);
     tensor_file::write(&args.out, &outputs, &meta)?;
-    if let Some((_, loss)) = outputs.iter().find(|(n, _)| n == "loss") {
-        eprintln!(
-            "{} step: loss {:.6}, wrote {} tensors to {}",
-            r.phase,
-            loss.item(),
-            outputs.len(),
-            args.out.display()
-        );
-    } else {
-        eprintln!(
-            "{} step: wrote {} tensors to {}",
-            r.phase,
-            outputs.len(),
-            args.out.display()
-        );
-    }
+    eprintln!("{}", report(r.phase.name(), &outputs));
+    eprintln!("wrote {} tensors to {}", outputs.len(), args.out.display());
     Ok(())
 }
 
@@ -160,4 +146,22 @@ fn checked(t: Tensor, shape: &[usize], file: &std::path::Path, name: &str) -> Re
         );
     }
     Ok(t)
+}
+
+/// One line per scalar output (losses, overflow, lr, state) and the global gradient norm.
+fn report(phase: &str, outputs: &[(String, Tensor)]) -> String {
+    let mut lines = vec![format!("{phase} step (interpreter):")];
+    let mut grad_sq = 0.0;
+    for (name, t) in outputs {
+        if t.numel() == 1 && !name.starts_with("state.seed") {
+            lines.push(format!("  {name:28} {}", t.item()));
+        }
+        if name.starts_with("grad.") {
+            grad_sq += t.to_f64().iter().map(|x| x * x).sum::<f64>();
+        }
+    }
+    if grad_sq > 0.0 {
+        lines.push(format!("  {:28} {:.6}", "global grad norm", grad_sq.sqrt()));
+    }
+    lines.join("\n")
 }

@@ -152,7 +152,7 @@ impl HfBertConfig {
                 return Err(fail(format!("{field} must be positive")));
             }
         }
-        if cfg.hidden_size % cfg.num_heads != 0 {
+        if !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
             return Err(fail(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 cfg.hidden_size, cfg.num_heads

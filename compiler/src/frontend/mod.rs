@@ -69,7 +69,7 @@ impl GraphSpec<'_> {
         if self.phase == Phase::Eval {
             return Ok(());
         }
-        if t.num_layers % s.num_layers != 0 {
+        if !t.num_layers.is_multiple_of(s.num_layers) {
             return fail(format!(
                 "teacher num_hidden_layers {} is not a multiple of student num_hidden_layers {} (TinyBERT maps layers uniformly)",
                 t.num_layers, s.num_layers
@@ -334,14 +334,7 @@ fn train_graph(spec: &GraphSpec) -> Graph {
     let opt = Optimizer { preset, constants };
     let (updates, overflow, lr) = opt.apply(&mut b, &params, &state, &sched);
 
-    let i32_one = b.scalar(1.0, DType::I32);
-    let advanced = b.add(state.step, i32_one);
-    let next_step = b.select(overflow, state.step, advanced);
-    let next_iter = b.add(state.cur_iter, i32_one);
-    let (next_scale, next_last) = match &constants.loss_scale {
-        Some(cfg) => train::update_loss_scale(&mut b, cfg, &state, overflow),
-        None => (state.loss_scale, state.last_overflow_iter),
-    };
+    let next = train::advance_state(&mut b, constants, &state, overflow);
 
     b.output("loss", loss);
     for (n, v) in outputs {
@@ -361,10 +354,10 @@ fn train_graph(spec: &GraphSpec) -> Graph {
     }
     b.output("overflow", overflow);
     b.output("lr", lr);
-    b.output("state.step", next_step);
-    b.output("state.cur_iter", next_iter);
-    b.output("state.last_overflow_iter", next_last);
-    b.output("state.loss_scale", next_scale);
+    b.output("state.step", next.step);
+    b.output("state.cur_iter", next.cur_iter);
+    b.output("state.last_overflow_iter", next.last_overflow_iter);
+    b.output("state.loss_scale", next.loss_scale);
     b.output("state.seed", state.seed);
     b.finish()
 }

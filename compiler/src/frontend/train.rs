@@ -141,6 +141,38 @@ pub fn update_loss_scale(
     (next, last)
 }
 
+/// The state after a step.
+pub struct NextState {
+    pub step: ValueId,
+    pub cur_iter: ValueId,
+    pub last_overflow_iter: ValueId,
+    pub loss_scale: ValueId,
+}
+
+/// Advances the counters (the optimizer step only without overflow) and, with dynamic loss
+/// scaling, the scale.
+pub fn advance_state(
+    b: &mut Builder,
+    constants: &PhaseConstants,
+    state: &State,
+    overflow: ValueId,
+) -> NextState {
+    let one = b.scalar(1.0, DType::I32);
+    let advanced = b.add(state.step, one);
+    let step = b.select(overflow, state.step, advanced);
+    let cur_iter = b.add(state.cur_iter, one);
+    let (loss_scale, last_overflow_iter) = match &constants.loss_scale {
+        Some(cfg) => update_loss_scale(b, cfg, state, overflow),
+        None => (state.loss_scale, state.last_overflow_iter),
+    };
+    NextState {
+        step,
+        cur_iter,
+        last_overflow_iter,
+        loss_scale,
+    }
+}
+
 /// True when AdamWeightDecay decays this parameter (both references use this filter).
 pub fn is_decayed(name: &str) -> bool {
     let lower = name.to_lowercase();

@@ -1,0 +1,51 @@
+# tbc — make targets. `make demo` runs the main job on a built-in default; `make test` runs
+# every check CI runs. Both install what a fresh Debian 12 machine lacks (scripts/setup.sh).
+
+CARGO ?= cargo
+TINY := tests/fixtures/tiny
+TBC := target/release/tbc
+DEMO_OUT := out/demo
+
+.PHONY: setup build demo test fmt-check clippy unit fixtures clean
+
+setup:
+	@bash scripts/setup.sh
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+build: setup
+	$(CARGO) build --release -p cli
+
+demo: build
+	@mkdir -p $(DEMO_OUT)
+	@echo "== td1 training-step graph, tiny config (teacher 6L/64, student 2L/32, batch 4, seq 16)"
+	$(TBC) graph --phase td1 --teacher-config $(TINY)/teacher.json --student-config $(TINY)/student.json \
+		--batch 4 --seq-len 16 --summary
+	@echo
+	@echo "== td1 graph for the real shapes (BERT-base teacher, mindspore student 4L/384, batch 32, seq 64)"
+	$(TBC) graph --phase td1 --batch 32 --seq-len 64 --summary
+	@echo
+	@echo "== one interpreted td1 step on the tiny fixture weights and batch"
+	$(TBC) step --phase td1 --teacher-config $(TINY)/teacher.json --student-config $(TINY)/student.json \
+		--weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors --lr 1e-3 --loss-scale 256 \
+		--out $(DEMO_OUT)/td1_step.safetensors
+	@echo "outputs (loss, gradients, updated parameters, state) in $(DEMO_OUT)/td1_step.safetensors"
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: setup
+	$(CARGO) test --workspace
+
+test: setup fmt-check clippy unit
+
+# Regenerates the PyTorch fixtures (needs PyTorch: see tests/reference/README.md).
+fixtures:
+	@test -x .venv/bin/python || (python3 -m venv .venv && .venv/bin/pip install -r tests/reference/requirements.txt)
+	.venv/bin/python tests/reference/make_fixtures.py
+
+clean:
+	$(CARGO) clean
+	rm -rf out
