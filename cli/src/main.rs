@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile phase graphs (today up to the memory plan; see --compile-to).
+    Compile(cli::compile_cmd::CompileArgs),
     /// Print the IR of a phase's graph.
     Graph(cli::graph_cmd::GraphArgs),
     /// Run one step of a phase with the reference interpreter.
@@ -26,6 +28,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Compile(a) => cli::compile_cmd::run(a),
         Command::Graph(a) => cli::graph_cmd::run(a),
         Command::Step(a) => cli::step::run(a),
         Command::Verify(a) => cli::verify_cmd::run(a),

@@ -2,7 +2,6 @@
 //! writes (temporary file, fsync, rename) so no half-written file is ever left behind.
 
 use anyhow::{anyhow, bail, Context, Result};
-use half::{bf16, f16};
 use ir::{DType, Data, Tensor};
 use safetensors::{Dtype as StDtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -18,62 +17,41 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
         let raw = view.data();
-        let data = decode(view.dtype(), raw).ok_or_else(|| {
+        let dtype = ir_dtype(view.dtype()).ok_or_else(|| {
             anyhow!(
                 "{}: tensor '{name}' has unsupported dtype {:?}",
                 path.display(),
                 view.dtype()
             )
         })?;
-        out.insert(name, Tensor::new(shape, data));
+        out.insert(name, Tensor::new(shape, Data::from_le_bytes(dtype, raw)));
     }
     Ok(out)
 }
 
-fn chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-    raw.chunks_exact(N).map(|c| c.try_into().unwrap())
-}
-
-fn decode(dtype: StDtype, raw: &[u8]) -> Option<Data> {
+/// The IR dtype of a safetensors dtype tbc can read.
+fn ir_dtype(dtype: StDtype) -> Option<DType> {
     Some(match dtype {
-        StDtype::F32 => Data::F32(chunks::<4>(raw).map(f32::from_le_bytes).collect()),
-        StDtype::F64 => Data::F64(chunks::<8>(raw).map(f64::from_le_bytes).collect()),
-        StDtype::F16 => Data::F16(chunks::<2>(raw).map(f16::from_le_bytes).collect()),
-        StDtype::BF16 => Data::BF16(chunks::<2>(raw).map(bf16::from_le_bytes).collect()),
-        StDtype::I32 => Data::I32(chunks::<4>(raw).map(i32::from_le_bytes).collect()),
-        StDtype::I64 => Data::I64(chunks::<8>(raw).map(i64::from_le_bytes).collect()),
-        StDtype::BOOL => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
+        StDtype::F32 => DType::F32,
+        StDtype::F64 => DType::F64,
+        StDtype::F16 => DType::F16,
+        StDtype::BF16 => DType::BF16,
+        StDtype::I32 => DType::I32,
+        StDtype::I64 => DType::I64,
+        StDtype::BOOL => DType::Bool,
         _ => return None,
     })
 }
 
-fn encode(t: &Tensor) -> (StDtype, Vec<u8>) {
-    match &t.data {
-        Data::F32(v) => (
-            StDtype::F32,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::F64(v) => (
-            StDtype::F64,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::F16(v) => (
-            StDtype::F16,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::BF16(v) => (
-            StDtype::BF16,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::I32(v) => (
-            StDtype::I32,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::I64(v) => (
-            StDtype::I64,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        Data::Bool(v) => (StDtype::BOOL, v.iter().map(|&x| x as u8).collect()),
+fn st_dtype(dtype: DType) -> StDtype {
+    match dtype {
+        DType::F32 => StDtype::F32,
+        DType::F64 => StDtype::F64,
+        DType::F16 => StDtype::F16,
+        DType::BF16 => StDtype::BF16,
+        DType::I32 => StDtype::I32,
+        DType::I64 => StDtype::I64,
+        DType::Bool => StDtype::BOOL,
     }
 }
 
@@ -86,8 +64,12 @@ pub fn write(
     let encoded: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {
-            let (dt, bytes) = encode(t);
-            (n.clone(), dt, t.shape.clone(), bytes)
+            (
+                n.clone(),
+                st_dtype(t.dtype()),
+                t.shape.clone(),
+                t.data.to_le_bytes(),
+            )
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = encoded

@@ -194,3 +194,35 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
     }
     s
 }
+
+fn le_chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    raw.chunks_exact(N).map(|c| c.try_into().unwrap())
+}
+
+impl Data {
+    /// Little-endian bytes of the elements (bool as one byte 0/1).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+        }
+    }
+
+    /// Elements of `dtype` from little-endian bytes (the length must be a multiple of the size).
+    pub fn from_le_bytes(dtype: DType, raw: &[u8]) -> Data {
+        match dtype {
+            DType::F32 => Data::F32(le_chunks::<4>(raw).map(f32::from_le_bytes).collect()),
+            DType::F64 => Data::F64(le_chunks::<8>(raw).map(f64::from_le_bytes).collect()),
+            DType::F16 => Data::F16(le_chunks::<2>(raw).map(f16::from_le_bytes).collect()),
+            DType::BF16 => Data::BF16(le_chunks::<2>(raw).map(bf16::from_le_bytes).collect()),
+            DType::I32 => Data::I32(le_chunks::<4>(raw).map(i32::from_le_bytes).collect()),
+            DType::I64 => Data::I64(le_chunks::<8>(raw).map(i64::from_le_bytes).collect()),
+            DType::Bool => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
+        }
+    }
+}

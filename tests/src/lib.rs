@@ -58,6 +58,11 @@ pub struct StepInputs {
 
 /// Feeds every graph input from the fixture weights and batch (moments zero) and runs the graph.
 pub fn run_with_fixture_inputs(g: &Graph, si: &StepInputs) -> HashMap<String, Tensor> {
+    Interpreter::run_map(g, &fixture_feed(g, si)).unwrap()
+}
+
+/// Every graph input from the fixture weights and batch, the step scalars, zero moments.
+pub fn fixture_feed(g: &Graph, si: &StepInputs) -> HashMap<String, Tensor> {
     let weights = read_fixture("weights.safetensors");
     let batch = read_fixture("batch.safetensors");
     let scalars: HashMap<&str, f64> = HashMap::from([
@@ -86,7 +91,7 @@ pub fn run_with_fixture_inputs(g: &Graph, si: &StepInputs) -> HashMap<String, Te
         assert_eq!(t.shape, ty.shape, "{name}");
         feed.insert(name.to_string(), t);
     }
-    Interpreter::run_map(g, &feed).unwrap()
+    feed
 }
 
 fn norm(v: &[f64]) -> f64 {

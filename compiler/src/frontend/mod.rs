@@ -139,7 +139,16 @@ pub fn build_graph(spec: &GraphSpec) -> Result<Graph, FrontendError> {
     spec.validate()?;
     Ok(match spec.phase {
         Phase::Eval => eval_graph(spec),
-        _ => train_graph(spec),
+        _ => train_graph(spec, false),
+    })
+}
+
+/// The graph before autodiff: forward passes and losses (eval: the whole eval graph).
+pub fn build_forward_graph(spec: &GraphSpec) -> Result<Graph, FrontendError> {
+    spec.validate()?;
+    Ok(match spec.phase {
+        Phase::Eval => eval_graph(spec),
+        _ => train_graph(spec, true),
     })
 }
 
@@ -215,7 +224,9 @@ fn soft_cross_entropy(
     b.reduce_all(ReduceKind::Mean, neg)
 }
 
-fn train_graph(spec: &GraphSpec) -> Graph {
+/// The training step; with `forward_only`, just the forward pass and losses (the `frontend`
+/// stage, before autodiff).
+fn train_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
     let (tc, sc, preset) = (spec.teacher, spec.student, spec.preset);
     let constants = preset.phase(spec.phase).expect("training phase");
     let dt = spec.dtype;
@@ -300,6 +311,14 @@ fn train_graph(spec: &GraphSpec) -> Graph {
         outputs.push(("loss.rep".into(), rep));
         b.add(att, rep)
     };
+
+    if forward_only {
+        b.output("loss", loss);
+        for (n, v) in outputs {
+            b.output(n, v);
+        }
+        return b.finish();
+    }
 
     // Backward of the scaled loss, then unscale.
     let wrt: Vec<ValueId> = sw.order.iter().map(|(_, v)| *v).collect();

@@ -1,0 +1,125 @@
+//! `tbc compile`: runs the compiler pipeline for one or more phases, up to a stage.
+
+use crate::model_args::ModelArgs;
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use compiler::frontend::preset::Phase;
+use compiler::frontend::GraphSpec;
+use compiler::pipeline::{compile, Stage};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// cpu | gpu | ascend
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
+    /// Comma-separated phases to compile (gd, td1, td2, eval).
+    #[arg(long, default_value = "gd,td1,td2,eval")]
+    pub phases: String,
+    /// Teacher config.json; default: built-in BERT-base.
+    #[arg(long)]
+    pub teacher_config: Option<PathBuf>,
+    /// Student config.json; default: the preset's built-in student.
+    #[arg(long)]
+    pub student_config: Option<PathBuf>,
+    /// mindspore | paper
+    #[arg(long, default_value = "mindspore")]
+    pub preset: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Stop after this stage and print (or write with -o) its result.
+    #[arg(long)]
+    pub compile_to: Option<String>,
+    /// Print the result of this stage or pass as well (repeatable).
+    #[arg(long)]
+    pub dump_after: Vec<String>,
+    /// Output file (default: standard output).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Names `--dump-after` accepts: the stages and the simplify passes.
+fn dump_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    v.extend(
+        compiler::passes::simplify::simplify_pipeline()
+            .iter()
+            .map(|p| p.name()),
+    );
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+pub fn run(args: &CompileArgs) -> Result<()> {
+    if !["cpu", "gpu", "ascend"].contains(&args.target.as_str()) {
+        bail!(
+            "unknown target '{}' (expected cpu, gpu or ascend)",
+            args.target
+        );
+    }
+    let until = match &args.compile_to {
+        Some(s) => Stage::parse(s).map_err(|e| anyhow!(e))?,
+        None => Stage::Link,
+    };
+    if !until.available() {
+        bail!(
+            "stage '{}' is not built yet for target {}: stages available now are frontend, autodiff, simplify, fuse and plan (use --compile-to)",
+            until.name(),
+            args.target
+        );
+    }
+    let known = dump_names();
+    for d in &args.dump_after {
+        if !known.contains(&d.as_str()) {
+            bail!(
+                "unknown --dump-after '{d}' (expected one of: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let mut phases = Vec::new();
+    for p in args.phases.split(',').filter(|p| !p.is_empty()) {
+        let ph = Phase::parse(p.trim()).map_err(|e| anyhow!(e))?;
+        if !phases.contains(&ph) {
+            phases.push(ph);
+        }
+    }
+    if phases.is_empty() {
+        bail!("--phases is empty (expected a list such as gd,td1,td2,eval)");
+    }
+    let mut text = String::new();
+    for phase in phases {
+        let model = ModelArgs {
+            phase: phase.name().into(),
+            teacher_config: args.teacher_config.clone(),
+            student_config: args.student_config.clone(),
+            preset: args.preset.clone(),
+            dtype: "f32".into(),
+        };
+        let r = model.resolve()?;
+        let spec = GraphSpec {
+            phase,
+            teacher: &r.teacher,
+            student: &r.student,
+            preset: &r.preset,
+            batch: args.batch,
+            seq_len: args.seq_len,
+            dtype: r.dtype,
+        };
+        let compiled = compile(&spec, until, &args.dump_after, |name, dump| {
+            println!("// ----- {phase}: after {name} -----");
+            print!("{dump}");
+        })?;
+        writeln!(text, "// ===== {phase}: {} =====", until.name()).unwrap();
+        text.push_str(&compiled.render(until));
+    }
+    match &args.output {
+        Some(p) => crate::tensor_file::write_atomic(p, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `tbc compile`: stages, dumps, determinism and bad flags.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn micro(f: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/fixtures/micro")
+        .join(f)
+        .display()
+        .to_string()
+}
+
+fn tbc(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tbc"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn compile_args(stage: &str) -> Vec<String> {
+    [
+        "compile",
+        "--target",
+        "cpu",
+        "--phases",
+        "td1,td2",
+        "--teacher-config",
+        &micro("teacher.json"),
+        "--student-config",
+        &micro("student.json"),
+        "--batch",
+        "2",
+        "--seq-len",
+        "4",
+        "--compile-to",
+        stage,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(args: &[String]) -> (bool, String, String) {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    tbc(&a)
+}
+
+#[test]
+fn every_available_stage_is_deterministic() {
+    for stage in ["frontend", "autodiff", "simplify", "fuse", "plan"] {
+        let (ok, first, err) = run(&compile_args(stage));
+        assert!(ok, "{stage}: {err}");
+        assert!(
+            first.contains("// ===== td1:") && first.contains("// ===== td2:"),
+            "{stage}"
+        );
+        let (_, second, _) = run(&compile_args(stage));
+        assert_eq!(first, second, "{stage} output differs between runs");
+    }
+}
+
+#[test]
+fn fusion_and_plan_snapshot() {
+    let mut args = compile_args("plan");
+    args[4] = "td1".into();
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    insta::assert_snapshot!("micro_td1_plan", out);
+}
+
+#[test]
+fn dump_after_prints_intermediate_stages() {
+    let mut args = compile_args("fuse");
+    args.extend([
+        "--dump-after".to_string(),
+        "autodiff".to_string(),
+        "--dump-after".to_string(),
+        "simplify".to_string(),
+    ]);
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("// ----- td1: after autodiff -----"));
+    assert!(out.contains("// ----- td2: after simplify -----"));
+    assert!(out.contains("fusion \"td2\""));
+}
+
+#[test]
+fn output_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let o: PathBuf = dir.path().join("td.plan");
+    let mut args = compile_args("plan");
+    args.extend(["-o".to_string(), o.display().to_string()]);
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert!(out.is_empty());
+    assert!(std::fs::read_to_string(&o)
+        .unwrap()
+        .contains("memory plan \"td1\": arena"));
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let (ok, _, err) = tbc(&["compile", "--target", "tpu", "--compile-to", "plan"]);
+    assert!(
+        !ok && err.contains("unknown target 'tpu' (expected cpu, gpu or ascend)"),
+        "{err}"
+    );
+    let (ok, _, err) = tbc(&["compile", "--compile-to", "optimize"]);
+    assert!(!ok && err.contains("unknown stage 'optimize' (stages: frontend, autodiff, simplify, fuse, plan, lower, codegen, link)"), "{err}");
+    let (ok, _, err) = tbc(&["compile", "--compile-to", "plan", "--phases", "gd,td9"]);
+    assert!(!ok && err.contains("unknown phase 'td9'"), "{err}");
+    let (ok, _, err) = tbc(&[
+        "compile",
+        "--compile-to",
+        "plan",
+        "--dump-after",
+        "nonsense",
+    ]);
+    assert!(
+        !ok && err.contains("unknown --dump-after 'nonsense'"),
+        "{err}"
+    );
+    let (ok, _, err) = tbc(&["compile", "--compile-to", "link"]);
+    assert!(
+        !ok && err.contains("stage 'link' is not built yet"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
