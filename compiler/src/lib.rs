@@ -2,6 +2,7 @@
 //! stages) the passes that simplify, fuse and plan them for the targets.
 
 pub mod exec;
+pub mod executable;
 pub mod frontend;
 pub mod fusion;
 pub mod passes;

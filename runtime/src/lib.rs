@@ -1,1 +1,6 @@
-//! Runtime of the trainer executable (plan loading, arena, back ends, data, checkpoints). Built in a later issue.
+//! The runtime of the trainer executable. It shares only the serialized [`plan`] format with the
+//! compiler (no IR, no MLIR, no LLVM): a list of steps over buffers that live in graph inputs,
+//! graph outputs or one static arena.
+
+pub mod exec;
+pub mod plan;

@@ -114,3 +114,51 @@ pub fn rel_err(a: &Tensor, e: &Tensor) -> f64 {
 pub fn l2(t: &Tensor) -> f64 {
     norm(&t.to_f64())
 }
+
+/// Compares outputs against reference values. Tensors that are round-off of an exact zero in the
+/// reference (norm below 1e-12 (f64) or 1e-6 (f32) of the largest tensor of the same kind, e.g.
+/// `grad.`) are compared absolutely against that largest norm; all others by [`rel_err`].
+pub struct OutputComparer {
+    max_norm: HashMap<String, f64>,
+}
+
+fn kind_of(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(k, _)| k)
+}
+
+impl OutputComparer {
+    pub fn new<'a>(reference: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Self {
+        let mut max_norm: HashMap<String, f64> = HashMap::new();
+        for (n, t) in reference {
+            if t.dtype().is_float() {
+                let e = max_norm.entry(kind_of(n).to_string()).or_insert(0.0);
+                *e = e.max(l2(t));
+            }
+        }
+        OutputComparer { max_norm }
+    }
+
+    /// True when the reference tensor `name` is round-off of an exact zero.
+    pub fn is_roundoff(&self, name: &str, e: &Tensor) -> bool {
+        let m = self.max_norm.get(kind_of(name)).copied().unwrap_or(0.0);
+        let level = if e.dtype() == DType::F64 { 1e-12 } else { 1e-6 };
+        l2(e) < level * m
+    }
+
+    pub fn error(&self, name: &str, a: &Tensor, e: &Tensor) -> f64 {
+        if !e.dtype().is_float() {
+            return if a == e { 0.0 } else { f64::INFINITY };
+        }
+        if self.is_roundoff(name, e) {
+            let d: Vec<f64> = a
+                .to_f64()
+                .iter()
+                .zip(e.to_f64())
+                .map(|(x, y)| x - y)
+                .collect();
+            norm(&d) / self.max_norm[kind_of(name)]
+        } else {
+            rel_err(a, e)
+        }
+    }
+}

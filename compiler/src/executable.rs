@@ -1,0 +1,107 @@
+//! From the fused, planned graph to the runtime's [`ExecutablePlan`]: every kernel becomes a step
+//! over buffer references (graph input, graph output or arena offset). Loop kernels are named
+//! `<phase>_k<index>`, the symbol their generated code will have.
+
+use crate::fusion::{Fusion, KernelKind};
+use crate::plan::{Location, MemoryPlan};
+use ir::{DType, Graph, Op, ValueId};
+use runtime::plan::{BufferRef, ElemType, ExecutablePlan, Place, Slot, Step};
+
+pub fn elem_type(d: DType) -> ElemType {
+    match d {
+        DType::F32 => ElemType::F32,
+        DType::F16 => ElemType::F16,
+        DType::BF16 => ElemType::BF16,
+        DType::F64 => ElemType::F64,
+        DType::I32 => ElemType::I32,
+        DType::I64 => ElemType::I64,
+        DType::Bool => ElemType::Bool,
+    }
+}
+
+/// The symbol of loop kernel `index` of graph `phase`.
+pub fn loop_symbol(phase: &str, index: usize) -> String {
+    format!("{phase}_k{index}")
+}
+
+pub fn executable_plan(g: &Graph, fusion: &Fusion, mem: &MemoryPlan) -> ExecutablePlan {
+    let buf = |v: ValueId| {
+        let place = match mem.location[v.index()].expect("materialized value") {
+            Location::Input(i) => Place::Input(i),
+            Location::Output(i) => Place::Output(i),
+            Location::Arena { offset } => Place::Arena(offset),
+        };
+        let t = g.ty(v);
+        BufferRef {
+            place,
+            elem: elem_type(t.dtype),
+            shape: t.shape.clone(),
+        }
+    };
+    let slot = |name: &str, v: ValueId| {
+        let t = g.ty(v);
+        Slot {
+            name: name.to_string(),
+            elem: elem_type(t.dtype),
+            shape: t.shape.clone(),
+        }
+    };
+    let steps = fusion
+        .kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let node = g.node(k.nodes[0]);
+            match k.kind {
+                KernelKind::Loop => Step::Loop {
+                    symbol: loop_symbol(&g.name, i),
+                    inputs: k.inputs.iter().map(|&v| buf(v)).collect(),
+                    outputs: k.outputs.iter().map(|&v| buf(v)).collect(),
+                },
+                KernelKind::Gemm => {
+                    let Op::MatMul {
+                        transpose_a,
+                        transpose_b,
+                    } = node.op
+                    else {
+                        unreachable!("gemm kernels hold one matmul")
+                    };
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    let sa = &g.ty(a).shape;
+                    let r = sa.len();
+                    let k_dim = if transpose_a { sa[r - 2] } else { sa[r - 1] };
+                    let out = &node.ty.shape;
+                    Step::Gemm {
+                        a: buf(a),
+                        b: buf(b),
+                        c: buf(k.nodes[0]),
+                        transpose_a,
+                        transpose_b,
+                        batch: out[..r - 2].iter().product(),
+                        m: out[r - 2],
+                        n: out[r - 1],
+                        k: k_dim,
+                    }
+                }
+                KernelKind::Gather => Step::Gather {
+                    table: buf(node.inputs[0]),
+                    indices: buf(node.inputs[1]),
+                    out: buf(k.nodes[0]),
+                },
+                KernelKind::ScatterAdd => Step::ScatterAdd {
+                    indices: buf(node.inputs[0]),
+                    updates: buf(node.inputs[1]),
+                    out: buf(k.nodes[0]),
+                },
+            }
+        })
+        .collect();
+    ExecutablePlan {
+        name: g.name.clone(),
+        arena_bytes: mem.arena_bytes,
+        inputs: g.inputs().map(|(n, v)| slot(n, v)).collect(),
+        outputs: g.outputs.iter().map(|(n, v)| slot(n, *v)).collect(),
+        output_sources: g.outputs.iter().map(|(_, v)| buf(*v)).collect(),
+        steps,
+    }
+}

@@ -1,0 +1,383 @@
+//! Runs an [`ExecutablePlan`]: allocates the arena and the outputs, walks the steps, calls the
+//! generated loop kernels through [`LoopKernels`] and runs the library steps (GEMM, gather,
+//! scatter-add) itself.
+
+use crate::plan::{BufferRef, ElemType, ExecutablePlan, Place, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("plan \"{plan}\": expected {expected} inputs, got {got}")]
+    InputCount {
+        plan: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("plan \"{plan}\": input '{name}' must be {expected} bytes, got {got}")]
+    InputSize {
+        plan: String,
+        name: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{step}: index {index} out of range for {rows} rows")]
+    IndexOutOfRange {
+        step: &'static str,
+        index: i64,
+        rows: usize,
+    },
+    #[error("loop kernel {symbol}: {message}")]
+    Kernel { symbol: String, message: String },
+    #[error("unsupported element type {0:?} for {1}")]
+    Unsupported(ElemType, &'static str),
+}
+
+/// A kernel argument: a buffer's address, element type and shape.
+#[derive(Clone, Debug)]
+pub struct KernelArg {
+    pub ptr: *mut u8,
+    pub elem: ElemType,
+    pub shape: Vec<usize>,
+}
+
+/// The generated loop kernels, by symbol.
+pub trait LoopKernels {
+    /// Runs `symbol`. Inputs are only read; an output may share its bytes with an input (in
+    /// place), in which case the kernel reads each element before writing it.
+    ///
+    /// # Safety
+    /// Every pointer is valid for its shape and element type for the duration of the call.
+    unsafe fn run(
+        &self,
+        symbol: &str,
+        inputs: &[KernelArg],
+        outputs: &[KernelArg],
+    ) -> Result<(), String>;
+}
+
+/// Zeroed bytes aligned to 64.
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 64).expect("buffer size");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, len }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len.max(1), 64).unwrap();
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, layout) }
+    }
+}
+
+/// Executes one plan repeatedly (the arena is allocated once).
+pub struct Runner<'k> {
+    pub plan: ExecutablePlan,
+    arena: AlignedBuf,
+    kernels: &'k dyn LoopKernels,
+}
+
+impl<'k> Runner<'k> {
+    pub fn new(plan: ExecutablePlan, kernels: &'k dyn LoopKernels) -> Runner<'k> {
+        let arena = AlignedBuf::zeroed(plan.arena_bytes);
+        Runner {
+            plan,
+            arena,
+            kernels,
+        }
+    }
+
+    /// Runs the plan on `inputs` (raw little-endian bytes, one per input slot, in order) and
+    /// returns the outputs' bytes in slot order.
+    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<Vec<AlignedBuf>, RuntimeError> {
+        let plan = &self.plan;
+        if inputs.len() != plan.inputs.len() {
+            return Err(RuntimeError::InputCount {
+                plan: plan.name.clone(),
+                expected: plan.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for (slot, bytes) in plan.inputs.iter().zip(inputs) {
+            let expected = slot.shape.iter().product::<usize>() * slot.elem.size_bytes();
+            if bytes.len() != expected {
+                return Err(RuntimeError::InputSize {
+                    plan: plan.name.clone(),
+                    name: slot.name.clone(),
+                    expected,
+                    got: bytes.len(),
+                });
+            }
+        }
+        let mut outputs: Vec<AlignedBuf> = plan
+            .outputs
+            .iter()
+            .map(|s| AlignedBuf::zeroed(s.shape.iter().product::<usize>() * s.elem.size_bytes()))
+            .collect();
+        let arena = self.arena.as_mut_ptr();
+        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let addr = |b: &BufferRef| -> *mut u8 {
+            match b.place {
+                Place::Input(i) => inputs[i].as_ptr() as *mut u8,
+                Place::Output(i) => out_ptrs[i],
+                // SAFETY: the compiler placed the buffer inside the arena.
+                Place::Arena(off) => unsafe { arena.add(off) },
+            }
+        };
+        let arg = |b: &BufferRef| KernelArg {
+            ptr: addr(b),
+            elem: b.elem,
+            shape: b.shape.clone(),
+        };
+        for step in &plan.steps {
+            match step {
+                Step::Loop {
+                    symbol,
+                    inputs: ins,
+                    outputs: outs,
+                } => {
+                    let ia: Vec<KernelArg> = ins.iter().map(arg).collect();
+                    let oa: Vec<KernelArg> = outs.iter().map(arg).collect();
+                    // SAFETY: every buffer lives in the inputs, outputs or arena for this call.
+                    unsafe { self.kernels.run(symbol, &ia, &oa) }.map_err(|message| {
+                        RuntimeError::Kernel {
+                            symbol: symbol.clone(),
+                            message,
+                        }
+                    })?;
+                }
+                Step::Gemm {
+                    a,
+                    b,
+                    c,
+                    transpose_a,
+                    transpose_b,
+                    batch,
+                    m,
+                    n,
+                    k,
+                } => {
+                    // SAFETY: a, b, c are valid for their shapes; c does not overlap a or b.
+                    unsafe {
+                        gemm(
+                            a.elem,
+                            addr(a),
+                            addr(b),
+                            addr(c),
+                            *transpose_a,
+                            *transpose_b,
+                            *batch,
+                            *m,
+                            *n,
+                            *k,
+                        )?
+                    }
+                }
+                Step::Gather {
+                    table,
+                    indices,
+                    out,
+                } => unsafe { gather(table, addr(table), indices, addr(indices), out, addr(out))? },
+                Step::ScatterAdd {
+                    indices,
+                    updates,
+                    out,
+                } => unsafe {
+                    scatter_add(
+                        indices,
+                        addr(indices),
+                        updates,
+                        addr(updates),
+                        out,
+                        addr(out),
+                    )?
+                },
+            }
+        }
+        // Outputs that equal an input or another output.
+        for (i, src) in plan.output_sources.iter().enumerate() {
+            if src.place != Place::Output(i) {
+                let from = addr(src);
+                let n = outputs[i].len();
+                // SAFETY: both buffers hold n bytes; a different output or an input never
+                // overlaps output i.
+                unsafe { std::ptr::copy_nonoverlapping(from, outputs[i].as_mut_ptr(), n) };
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+/// Reads integer indices.
+unsafe fn indices_of(b: &BufferRef, p: *mut u8) -> Result<Vec<i64>, RuntimeError> {
+    let n = b.numel();
+    Ok(match b.elem {
+        ElemType::I32 => std::slice::from_raw_parts(p as *const i32, n)
+            .iter()
+            .map(|&x| x as i64)
+            .collect(),
+        ElemType::I64 => std::slice::from_raw_parts(p as *const i64, n).to_vec(),
+        e => return Err(RuntimeError::Unsupported(e, "indices")),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    elem: ElemType,
+    a: *mut u8,
+    b: *mut u8,
+    c: *mut u8,
+    ta: bool,
+    tb: bool,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), RuntimeError> {
+    // Row-major strides of op(A) [m,k] and op(B) [k,n].
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    for i in 0..batch {
+        match elem {
+            ElemType::F32 => {
+                let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.add(i * m * k),
+                    rsa,
+                    csa,
+                    b.add(i * k * n),
+                    rsb,
+                    csb,
+                    0.0,
+                    c.add(i * m * n),
+                    n as isize,
+                    1,
+                );
+            }
+            ElemType::F64 => {
+                let (a, b, c) = (a as *const f64, b as *const f64, c as *mut f64);
+                matrixmultiply::dgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.add(i * m * k),
+                    rsa,
+                    csa,
+                    b.add(i * k * n),
+                    rsb,
+                    csb,
+                    0.0,
+                    c.add(i * m * n),
+                    n as isize,
+                    1,
+                );
+            }
+            e => return Err(RuntimeError::Unsupported(e, "gemm")),
+        }
+    }
+    Ok(())
+}
+
+unsafe fn gather(
+    table: &BufferRef,
+    tp: *mut u8,
+    idx: &BufferRef,
+    ip: *mut u8,
+    out: &BufferRef,
+    op: *mut u8,
+) -> Result<(), RuntimeError> {
+    let rows = table.shape[0];
+    let row_bytes = table.bytes() / rows.max(1);
+    for (i, &id) in indices_of(idx, ip)?.iter().enumerate() {
+        if id < 0 || id as usize >= rows {
+            return Err(RuntimeError::IndexOutOfRange {
+                step: "gather",
+                index: id,
+                rows,
+            });
+        }
+        std::ptr::copy_nonoverlapping(
+            tp.add(id as usize * row_bytes),
+            op.add(i * row_bytes),
+            row_bytes,
+        );
+    }
+    let _ = out;
+    Ok(())
+}
+
+unsafe fn scatter_add(
+    idx: &BufferRef,
+    ip: *mut u8,
+    upd: &BufferRef,
+    up: *mut u8,
+    out: &BufferRef,
+    op: *mut u8,
+) -> Result<(), RuntimeError> {
+    let rows = out.shape[0];
+    let row = out.numel() / rows.max(1);
+    let ids = indices_of(idx, ip)?;
+    std::ptr::write_bytes(op, 0, out.bytes());
+    match upd.elem {
+        ElemType::F32 => {
+            let (u, o) = (up as *const f32, op as *mut f32);
+            for (i, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= rows {
+                    return Err(RuntimeError::IndexOutOfRange {
+                        step: "scatter_add",
+                        index: id,
+                        rows,
+                    });
+                }
+                for j in 0..row {
+                    *o.add(id as usize * row + j) += *u.add(i * row + j);
+                }
+            }
+        }
+        ElemType::F64 => {
+            let (u, o) = (up as *const f64, op as *mut f64);
+            for (i, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= rows {
+                    return Err(RuntimeError::IndexOutOfRange {
+                        step: "scatter_add",
+                        index: id,
+                        rows,
+                    });
+                }
+                for j in 0..row {
+                    *o.add(id as usize * row + j) += *u.add(i * row + j);
+                }
+            }
+        }
+        e => return Err(RuntimeError::Unsupported(e, "scatter_add")),
+    }
+    Ok(())
+}

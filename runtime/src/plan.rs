@@ -1,0 +1,121 @@
+//! The executable plan: what the compiler hands the runtime for one phase graph. Serialized with
+//! serde (JSON) and embedded in the trainer executable.
+
+use serde::{Deserialize, Serialize};
+
+/// Element types as stored in buffers (bool is one byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ElemType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I32,
+    I64,
+    Bool,
+}
+
+impl ElemType {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::F16 | ElemType::BF16 => 2,
+            ElemType::F64 | ElemType::I64 => 8,
+            ElemType::Bool => 1,
+        }
+    }
+}
+
+/// Where a buffer's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Place {
+    /// Graph input `i` (owned by the caller).
+    Input(usize),
+    /// Graph output `i` (allocated by the runtime).
+    Output(usize),
+    /// The arena, at this byte offset.
+    Arena(usize),
+}
+
+/// A typed, shaped, contiguous view of bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferRef {
+    pub place: Place,
+    pub elem: ElemType,
+    pub shape: Vec<usize>,
+}
+
+impl BufferRef {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.elem.size_bytes()
+    }
+}
+
+/// A named graph input or output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub name: String,
+    pub elem: ElemType,
+    pub shape: Vec<usize>,
+}
+
+/// One unit of work, in execution order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// A generated loop kernel: `symbol(inputs…, outputs…)`.
+    Loop {
+        symbol: String,
+        inputs: Vec<BufferRef>,
+        outputs: Vec<BufferRef>,
+    },
+    /// `c[b] = op(a[b]) · op(bm[b])` for every batch index, row-major.
+    Gemm {
+        a: BufferRef,
+        b: BufferRef,
+        c: BufferRef,
+        transpose_a: bool,
+        transpose_b: bool,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    /// `out[i, :] = table[indices[i], :]`.
+    Gather {
+        table: BufferRef,
+        indices: BufferRef,
+        out: BufferRef,
+    },
+    /// `out = 0; out[indices[i], :] += updates[i, :]`.
+    ScatterAdd {
+        indices: BufferRef,
+        updates: BufferRef,
+        out: BufferRef,
+    },
+}
+
+/// Everything the runtime needs to run one phase graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutablePlan {
+    pub name: String,
+    pub arena_bytes: usize,
+    pub inputs: Vec<Slot>,
+    pub outputs: Vec<Slot>,
+    /// Where each output's value is when the steps are done (`Output(i)` itself, or an input or
+    /// another output it equals).
+    pub output_sources: Vec<BufferRef>,
+    pub steps: Vec<Step>,
+}
+
+impl ExecutablePlan {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plans serialize")
+    }
+
+    pub fn from_json(s: &str) -> Result<ExecutablePlan, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
