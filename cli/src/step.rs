@@ -11,10 +11,13 @@
 //!   update, `overflow`, `lr`, `state.*`; eval writes `logits`.
 
 use crate::model_args::ModelArgs;
-use crate::tensor_file;
 use anyhow::{bail, Result};
 use clap::Args;
-use ir::{DType, Interpreter, Tensor};
+use compiler::executable::{elem_type, step_defaults};
+use ir::{Interpreter, Tensor};
+use runtime::plan::Slot;
+use runtime::step_io::{bind_inputs, report, StepFlags};
+use runtime::tensor_io::RawTensor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -53,7 +56,7 @@ pub struct StepArgs {
 
 pub fn run(args: &StepArgs) -> Result<()> {
     let r = args.model.resolve()?;
-    let batch = tensor_file::read(&args.batch)?;
+    let batch = runtime::tensor_io::read(&args.batch)?;
     let ids = batch
         .get("input_ids")
         .ok_or_else(|| anyhow::anyhow!("{}: missing tensor 'input_ids'", args.batch.display()))?;
@@ -65,103 +68,51 @@ pub fn run(args: &StepArgs) -> Result<()> {
         );
     }
     let graph = r.graph(ids.shape[0], ids.shape[1])?;
-    let weights = tensor_file::read(&args.weights)?;
-
-    let constants = r.preset.phase(r.phase);
-    let scale = args
-        .loss_scale
-        .unwrap_or_else(|| constants.and_then(|c| c.loss_scale).map_or(1.0, |l| l.init));
-    let (lr0, end_lr, warmup, decay) = match (args.lr, constants) {
-        (Some(lr), _) => (lr, lr, 0.0, 1e30),
-        (None, Some(c)) => (c.lr, c.end_lr, args.warmup_steps, args.decay_steps),
-        (None, None) => (0.0, 0.0, 0.0, 1e30),
-    };
-    let scalars: HashMap<&str, f64> = HashMap::from([
-        ("state.step", args.step as f64),
-        ("state.cur_iter", args.step as f64 + 1.0),
-        ("state.last_overflow_iter", 0.0),
-        ("state.loss_scale", scale),
-        ("state.seed", args.seed as f64),
-        ("sched.lr0", lr0),
-        ("sched.end_lr", end_lr),
-        ("sched.warmup_steps", warmup),
-        ("sched.decay_steps", decay),
-    ]);
-
-    let mut feed: HashMap<String, Tensor> = HashMap::new();
-    for (name, v) in graph.inputs() {
-        let ty = graph.ty(v).clone();
-        let t = if let Some(&x) = scalars.get(name) {
-            Tensor::scalar_f64(ty.dtype, x)
-        } else if ["input_ids", "input_mask", "segment_ids"].contains(&name) {
-            let t = batch.get(name).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: missing tensor '{name}' (expected int32 {:?})",
-                    args.batch.display(),
-                    ty.shape
-                )
-            })?;
-            checked(
-                tensor_file::convert_for_input(t, DType::I32, &args.batch, name)?,
-                &ty.shape,
-                &args.batch,
-                name,
-            )?
-        } else if let Some(t) = weights.get(name) {
-            checked(
-                tensor_file::convert_for_input(t, ty.dtype, &args.weights, name)?,
-                &ty.shape,
-                &args.weights,
-                name,
-            )?
-        } else if name.starts_with("adam_m.") || name.starts_with("adam_v.") {
-            Tensor::zeros(&ty)
-        } else {
-            bail!(
-                "{}: missing tensor '{name}' (expected {ty})",
-                args.weights.display()
-            );
-        };
-        feed.insert(name.to_string(), t);
-    }
+    let slots: Vec<Slot> = graph
+        .inputs()
+        .map(|(n, v)| Slot {
+            name: n.to_string(),
+            elem: elem_type(graph.ty(v).dtype),
+            shape: graph.ty(v).shape.clone(),
+        })
+        .collect();
+    let inputs = bind_inputs(
+        &slots,
+        &step_defaults(&r.preset, r.phase),
+        &args.flags(),
+        &args.weights,
+        &args.batch,
+    )?;
+    let feed: HashMap<String, Tensor> = slots
+        .iter()
+        .zip(&inputs)
+        .map(|(s, t)| (s.name.clone(), crate::tensor_file::to_tensor(t)))
+        .collect();
     let outputs = Interpreter::run(&graph, &feed)?;
+    let raw: Vec<(String, RawTensor)> = outputs
+        .iter()
+        .map(|(n, t)| (n.clone(), crate::tensor_file::to_raw(t)))
+        .collect();
     let meta = BTreeMap::from([
         ("phase".to_string(), r.phase.name().to_string()),
         ("preset".to_string(), r.preset.name.to_string()),
         ("producer".to_string(), "tbc step (interpreter)".to_string()),
     ]);
-    tensor_file::write(&args.out, &outputs, &meta)?;
-    eprintln!("{}", report(r.phase.name(), &outputs));
-    eprintln!("wrote {} tensors to {}", outputs.len(), args.out.display());
+    runtime::tensor_io::write(&args.out, &raw, &meta)?;
+    eprintln!("{}", report(r.phase.name(), "interpreter", &raw));
+    eprintln!("wrote {} tensors to {}", raw.len(), args.out.display());
     Ok(())
 }
 
-fn checked(t: Tensor, shape: &[usize], file: &std::path::Path, name: &str) -> Result<Tensor> {
-    if t.shape != shape {
-        bail!(
-            "{}: tensor '{name}' has shape {:?}, expected {:?}",
-            file.display(),
-            t.shape,
-            shape
-        );
-    }
-    Ok(t)
-}
-
-/// One line per scalar output (losses, overflow, lr, state) and the global gradient norm.
-fn report(phase: &str, outputs: &[(String, Tensor)]) -> String {
-    let mut lines = vec![format!("{phase} step (interpreter):")];
-    let mut grad_sq = 0.0;
-    for (name, t) in outputs {
-        if t.numel() == 1 && !name.starts_with("state.seed") {
-            lines.push(format!("  {name:28} {}", t.item()));
-        }
-        if name.starts_with("grad.") {
-            grad_sq += t.to_f64().iter().map(|x| x * x).sum::<f64>();
+impl StepArgs {
+    pub fn flags(&self) -> StepFlags {
+        StepFlags {
+            lr: self.lr,
+            step: self.step,
+            loss_scale: self.loss_scale,
+            warmup_steps: self.warmup_steps,
+            decay_steps: self.decay_steps,
+            seed: self.seed,
         }
     }
-    if grad_sq > 0.0 {
-        lines.push(format!("  {:28} {:.6}", "global grad norm", grad_sq.sqrt()));
-    }
-    lines.join("\n")
 }

@@ -2,10 +2,11 @@
 //! over buffer references (graph input, graph output or arena offset). Loop kernels are named
 //! `<phase>_k<index>`, the symbol their generated code will have.
 
+use crate::frontend::preset::{Phase, Preset};
 use crate::fusion::{Fusion, KernelKind};
 use crate::plan::{Location, MemoryPlan};
 use ir::{DType, Graph, Op, ValueId};
-use runtime::plan::{BufferRef, ElemType, ExecutablePlan, Place, Slot, Step};
+use runtime::plan::{BufferRef, ElemType, ExecutablePlan, Place, Slot, Step, StepDefaults};
 
 pub fn elem_type(d: DType) -> ElemType {
     match d {
@@ -24,7 +25,28 @@ pub fn loop_symbol(phase: &str, index: usize) -> String {
     format!("{phase}_k{index}")
 }
 
-pub fn executable_plan(g: &Graph, fusion: &Fusion, mem: &MemoryPlan) -> ExecutablePlan {
+/// The preset's defaults for a phase: initial loss scale (1 without scaling) and base LRs.
+pub fn step_defaults(preset: &Preset, phase: Phase) -> StepDefaults {
+    match preset.phase(phase) {
+        Some(c) => StepDefaults {
+            loss_scale: c.loss_scale.map_or(1.0, |l| l.init),
+            lr0: c.lr,
+            end_lr: c.end_lr,
+        },
+        None => StepDefaults {
+            loss_scale: 1.0,
+            lr0: 0.0,
+            end_lr: 0.0,
+        },
+    }
+}
+
+pub fn executable_plan(
+    g: &Graph,
+    fusion: &Fusion,
+    mem: &MemoryPlan,
+    defaults: StepDefaults,
+) -> ExecutablePlan {
     let buf = |v: ValueId| {
         let place = match mem.location[v.index()].expect("materialized value") {
             Location::Input(i) => Place::Input(i),
@@ -103,5 +125,6 @@ pub fn executable_plan(g: &Graph, fusion: &Fusion, mem: &MemoryPlan) -> Executab
         outputs: g.outputs.iter().map(|(n, v)| slot(n, *v)).collect(),
         output_sources: g.outputs.iter().map(|(_, v)| buf(*v)).collect(),
         steps,
+        defaults,
     }
 }

@@ -244,6 +244,11 @@ unsafe fn indices_of(b: &BufferRef, p: *mut u8) -> Result<Vec<i64>, RuntimeError
     })
 }
 
+/// GEMMs smaller than this many multiply-adds run on one thread (threading costs more).
+const PARALLEL_GEMM_MIN_MACS: usize = 1 << 21;
+
+/// Row-major `c = op(a)·op(b)` for each batch index, through the `gemm` crate (strides make
+/// the transposes free).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm(
     elem: ElemType,
@@ -257,47 +262,62 @@ unsafe fn gemm(
     n: usize,
     k: usize,
 ) -> Result<(), RuntimeError> {
-    // Row-major strides of op(A) [m,k] and op(B) [k,n].
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // (column stride, row stride) of op(A) [m,k] and op(B) [k,n].
+    let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
+    let par = if m * n * k >= PARALLEL_GEMM_MIN_MACS {
+        gemm::Parallelism::Rayon(std::thread::available_parallelism().map_or(1, |p| p.get()))
+    } else {
+        gemm::Parallelism::None
+    };
     for i in 0..batch {
         match elem {
             ElemType::F32 => {
                 let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-                matrixmultiply::sgemm(
+                gemm::gemm(
                     m,
-                    k,
                     n,
-                    1.0,
-                    a.add(i * m * k),
-                    rsa,
-                    csa,
-                    b.add(i * k * n),
-                    rsb,
-                    csb,
-                    0.0,
+                    k,
                     c.add(i * m * n),
-                    n as isize,
                     1,
+                    n as isize,
+                    false,
+                    a.add(i * m * k),
+                    a_cs,
+                    a_rs,
+                    b.add(i * k * n),
+                    b_cs,
+                    b_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
                 );
             }
             ElemType::F64 => {
                 let (a, b, c) = (a as *const f64, b as *const f64, c as *mut f64);
-                matrixmultiply::dgemm(
+                gemm::gemm(
                     m,
-                    k,
                     n,
-                    1.0,
-                    a.add(i * m * k),
-                    rsa,
-                    csa,
-                    b.add(i * k * n),
-                    rsb,
-                    csb,
-                    0.0,
+                    k,
                     c.add(i * m * n),
-                    n as isize,
                     1,
+                    n as isize,
+                    false,
+                    a.add(i * m * k),
+                    a_cs,
+                    a_rs,
+                    b.add(i * k * n),
+                    b_cs,
+                    b_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
                 );
             }
             e => return Err(RuntimeError::Unsupported(e, "gemm")),

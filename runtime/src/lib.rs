@@ -4,3 +4,6 @@
 
 pub mod exec;
 pub mod plan;
+pub mod step_io;
+pub mod tensor_io;
+pub mod trainer;

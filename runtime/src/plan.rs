@@ -97,6 +97,14 @@ pub enum Step {
     },
 }
 
+/// Values a step uses when the user does not give them (from the compile-time preset).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDefaults {
+    pub loss_scale: f64,
+    pub lr0: f64,
+    pub end_lr: f64,
+}
+
 /// Everything the runtime needs to run one phase graph.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecutablePlan {
@@ -108,6 +116,7 @@ pub struct ExecutablePlan {
     /// another output it equals).
     pub output_sources: Vec<BufferRef>,
     pub steps: Vec<Step>,
+    pub defaults: StepDefaults,
 }
 
 impl ExecutablePlan {

@@ -82,7 +82,12 @@ fn runtime_runs_the_executable_plan() {
                 c.fusion.as_ref().unwrap(),
                 c.plan.as_ref().unwrap(),
             );
-            let plan = executable_plan(g, fusion, mem);
+            let plan = executable_plan(
+                g,
+                fusion,
+                mem,
+                compiler::executable::step_defaults(&preset, phase),
+            );
             let plan = ExecutablePlan::from_json(&plan.to_json()).unwrap();
             let graphs = fusion
                 .kernels

@@ -1,0 +1,250 @@
+//! The trainer executable's entry point. The generated `main` (see `targets::link`) calls
+//! [`tbc_trainer_main`] with the table of compiled loop kernels and the serialized plans that
+//! were linked into the executable.
+
+use crate::exec::{KernelArg, LoopKernels, Runner};
+use crate::plan::{ExecutablePlan, Step};
+use crate::step_io::{bind_inputs, report, StepFlags};
+use crate::tensor_io::{self, RawTensor};
+use clap::{Args, Parser, Subcommand};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{c_char, c_int, CStr};
+use std::path::PathBuf;
+
+/// One compiled loop kernel: its symbol and a trampoline taking the data pointers of its
+/// arguments (inputs, then outputs).
+#[repr(C)]
+pub struct KernelEntry {
+    pub name: *const c_char,
+    pub tramp: unsafe extern "C" fn(*mut *mut u8),
+}
+
+/// Loop kernels reached through the linked table.
+pub struct CompiledKernels {
+    by_name: HashMap<String, unsafe extern "C" fn(*mut *mut u8)>,
+}
+
+impl CompiledKernels {
+    /// # Safety
+    /// `table` points to `n` valid entries whose names are NUL-terminated.
+    pub unsafe fn from_table(table: *const KernelEntry, n: usize) -> CompiledKernels {
+        let entries = if n == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(table, n)
+        };
+        let by_name = entries
+            .iter()
+            .map(|e| {
+                (
+                    CStr::from_ptr(e.name).to_string_lossy().into_owned(),
+                    e.tramp,
+                )
+            })
+            .collect();
+        CompiledKernels { by_name }
+    }
+}
+
+impl LoopKernels for CompiledKernels {
+    unsafe fn run(
+        &self,
+        symbol: &str,
+        inputs: &[KernelArg],
+        outputs: &[KernelArg],
+    ) -> Result<(), String> {
+        let tramp = self
+            .by_name
+            .get(symbol)
+            .ok_or_else(|| format!("kernel {symbol} is not linked in"))?;
+        let mut ptrs: Vec<*mut u8> = inputs.iter().chain(outputs).map(|a| a.ptr).collect();
+        tramp(ptrs.as_mut_ptr());
+        Ok(())
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    about = "TinyBERT distillation trainer compiled by tbc"
+)]
+struct TrainerCli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one step of a phase (the same files in and out as `tbc step`).
+    Step(StepCmd),
+    /// Print the phases, kernels, GEMMs, arena sizes and FLOPs per step.
+    Info,
+}
+
+#[derive(Args)]
+struct StepCmd {
+    #[arg(long)]
+    phase: String,
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    batch: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    step: i32,
+    #[arg(long)]
+    loss_scale: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    warmup_steps: f64,
+    #[arg(long, default_value_t = 1e30)]
+    decay_steps: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: i32,
+}
+
+/// The phases, kernels, GEMMs, arena sizes and GEMM FLOPs of each plan.
+pub fn info(plans: &[ExecutablePlan]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for p in plans {
+        let (mut loops, mut gemms, mut other, mut flops) = (0, 0, 0, 0u64);
+        for st in &p.steps {
+            match st {
+                Step::Loop { .. } => loops += 1,
+                Step::Gemm { batch, m, n, k, .. } => {
+                    gemms += 1;
+                    flops += 2 * (*batch * *m * *n * *k) as u64;
+                }
+                _ => other += 1,
+            }
+        }
+        let input_bytes: usize = p
+            .inputs
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>() * s.elem.size_bytes())
+            .sum();
+        writeln!(
+            s,
+            "{:5} {} loop kernels, {} GEMMs ({:.1} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
+            p.name,
+            loops,
+            gemms,
+            flops as f64 / 1e9,
+            other,
+            p.arena_bytes as f64 / 1048576.0,
+            input_bytes as f64 / 1048576.0
+        )
+        .unwrap();
+    }
+    s
+}
+
+fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> Result<(), String> {
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    let plan = plans.iter().find(|p| p.name == cmd.phase).ok_or_else(|| {
+        format!(
+            "this trainer has no phase '{}' (it has: {})",
+            cmd.phase,
+            names.join(", ")
+        )
+    })?;
+    let flags = StepFlags {
+        lr: cmd.lr,
+        step: cmd.step,
+        loss_scale: cmd.loss_scale,
+        warmup_steps: cmd.warmup_steps,
+        decay_steps: cmd.decay_steps,
+        seed: cmd.seed,
+    };
+    let inputs = bind_inputs(
+        &plan.inputs,
+        &plan.defaults,
+        &flags,
+        &cmd.weights,
+        &cmd.batch,
+    )
+    .map_err(|e| e.to_string())?;
+    let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
+    let mut runner = Runner::new(plan.clone(), kernels);
+    let outs = runner.run(&refs).map_err(|e| e.to_string())?;
+    let raw: Vec<(String, RawTensor)> = plan
+        .outputs
+        .iter()
+        .zip(outs)
+        .map(|(s, b)| {
+            (
+                s.name.clone(),
+                RawTensor {
+                    elem: s.elem,
+                    shape: s.shape.clone(),
+                    bytes: b.as_slice().to_vec(),
+                },
+            )
+        })
+        .collect();
+    let meta = BTreeMap::from([
+        ("phase".to_string(), plan.name.clone()),
+        ("producer".to_string(), "tbc trainer".to_string()),
+    ]);
+    tensor_io::write(&cmd.out, &raw, &meta).map_err(|e| e.to_string())?;
+    eprintln!("{}", report(&plan.name, "compiled", &raw));
+    eprintln!("wrote {} tensors to {}", raw.len(), cmd.out.display());
+    Ok(())
+}
+
+/// Runs the trainer command line with the linked kernels and plans; returns the exit code.
+pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[u8]) -> i32 {
+    let cli = match TrainerCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let plans: Vec<ExecutablePlan> = match serde_json::from_slice(plans_json) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: the plans linked into this trainer are corrupt ({e})");
+            return 1;
+        }
+    };
+    let result = match &cli.command {
+        Command::Info => {
+            print!("{}", info(&plans));
+            Ok(())
+        }
+        Command::Step(cmd) => step(&plans, kernels, cmd),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// C entry point called by the generated `main`.
+///
+/// # Safety
+/// `argv` holds `argc` C strings; `table` holds `n_kernels` entries; `plans` holds `plans_len`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tbc_trainer_main(
+    argc: c_int,
+    argv: *const *const c_char,
+    table: *const KernelEntry,
+    n_kernels: i64,
+    plans: *const u8,
+    plans_len: i64,
+) -> c_int {
+    let args: Vec<String> = (0..argc as usize)
+        .map(|i| CStr::from_ptr(*argv.add(i)).to_string_lossy().into_owned())
+        .collect();
+    let kernels = CompiledKernels::from_table(table, n_kernels as usize);
+    let plans = std::slice::from_raw_parts(plans, plans_len as usize);
+    trainer_main(args, &kernels, plans)
+}
