@@ -13,7 +13,7 @@ setup:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
 build: setup
-	$(CARGO) build --release -p cli
+	$(CARGO) build --release -p cli -p runtime
 
 demo: build
 	@mkdir -p $(DEMO_OUT)
@@ -29,6 +29,13 @@ demo: build
 		--weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors --lr 1e-3 --loss-scale 256 \
 		--out $(DEMO_OUT)/td1_step.safetensors
 	@echo "outputs (loss, gradients, updated parameters, state) in $(DEMO_OUT)/td1_step.safetensors"
+	@echo
+	@echo "== compile the tiny config's td1, td2 and eval into one trainer executable and run its td1 step"
+	$(TBC) compile --target cpu --phases td1,td2,eval --teacher-config $(TINY)/teacher.json \
+		--student-config $(TINY)/student.json --batch 4 --seq-len 16 -o $(DEMO_OUT)/trainer
+	$(DEMO_OUT)/trainer info
+	$(DEMO_OUT)/trainer step --phase td1 --weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors \
+		--lr 1e-3 --loss-scale 256 --out $(DEMO_OUT)/td1_trainer.safetensors
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -37,6 +44,7 @@ clippy: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: setup
+	$(CARGO) build -p runtime   # libruntime.a, linked into the trainers the tests compile
 	$(CARGO) test --workspace
 
 test: setup fmt-check clippy unit

@@ -1,11 +1,15 @@
 //! `tbc compile`: runs the compiler pipeline for one or more phases, up to a stage.
 
+use crate::build_trainer::{build_trainer, lower_text, PhaseArtifacts};
 use crate::model_args::ModelArgs;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use compiler::exec::kernel_graph;
+use compiler::executable::{executable_plan, loop_symbol, step_defaults};
 use compiler::frontend::preset::Phase;
 use compiler::frontend::GraphSpec;
-use compiler::pipeline::{compile, Stage};
+use compiler::fusion::KernelKind;
+use compiler::pipeline::{compile, Compiled, Stage};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -36,9 +40,37 @@ pub struct CompileArgs {
     /// Print the result of this stage or pass as well (repeatable).
     #[arg(long)]
     pub dump_after: Vec<String>,
-    /// Output file (default: standard output).
+    /// Output file: the trainer executable for `link` (the default stage), else the stage's
+    /// text (default: standard output).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// CPU to generate code for: an LLVM CPU name (default x86-64-v3) or `native`.
+    #[arg(long, default_value = "x86-64-v3")]
+    pub cpu: String,
+}
+
+/// The executable plan and loop-kernel graphs of a planned phase.
+fn artifacts_of(c: &Compiled, defaults: runtime::plan::StepDefaults) -> PhaseArtifacts {
+    let (g, fusion, mem) = (
+        &c.graph,
+        c.fusion.as_ref().unwrap(),
+        c.plan.as_ref().unwrap(),
+    );
+    let kernels = fusion
+        .kernels
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.kind == KernelKind::Loop)
+        .map(|(i, k)| {
+            let name = loop_symbol(&g.name, i);
+            let kg = kernel_graph(g, k, &name);
+            (name, kg)
+        })
+        .collect();
+    PhaseArtifacts {
+        plan: executable_plan(g, fusion, mem, defaults),
+        kernels,
+    }
 }
 
 /// Names `--dump-after` accepts: the stages and the simplify passes.
@@ -65,12 +97,15 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         Some(s) => Stage::parse(s).map_err(|e| anyhow!(e))?,
         None => Stage::Link,
     };
-    if !until.available() {
+    if until.is_backend() && args.target != "cpu" {
         bail!(
-            "stage '{}' is not built yet for target {}: stages available now are frontend, autodiff, simplify, fuse and plan (use --compile-to)",
+            "stage '{}' is not built yet for target {}: the target-neutral stages (frontend, autodiff, simplify, fuse, plan) work for every target; lower, codegen and link exist for cpu",
             until.name(),
             args.target
         );
+    }
+    if until == Stage::Link && args.output.is_none() {
+        bail!("linking a trainer needs an output path: -o trainer");
     }
     let known = dump_names();
     for d in &args.dump_after {
@@ -92,6 +127,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         bail!("--phases is empty (expected a list such as gd,td1,td2,eval)");
     }
     let mut text = String::new();
+    let mut artifacts = Vec::new();
     for phase in phases {
         let model = ModelArgs {
             phase: phase.name().into(),
@@ -114,8 +150,45 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             println!("// ----- {phase}: after {name} -----");
             print!("{dump}");
         })?;
+        if until.is_backend() {
+            artifacts.push(artifacts_of(&compiled, step_defaults(&r.preset, phase)));
+            continue;
+        }
         writeln!(text, "// ===== {phase}: {} =====", until.name()).unwrap();
         text.push_str(&compiled.render(until));
+    }
+    match until {
+        Stage::Lower => {
+            for a in &artifacts {
+                writeln!(text, "// ===== {}: lower =====", a.plan.name).unwrap();
+                text.push_str(&lower_text(a)?);
+            }
+        }
+        Stage::Codegen => {
+            for a in &artifacts {
+                writeln!(text, "// ===== {}: codegen (LLVM IR) =====", a.plan.name).unwrap();
+                text.push_str(&targets::toolchain::mlir_to_llvm_ir_with_pipeline(
+                    &lower_text(a)?,
+                    &targets::cpu::pipeline(targets::cpu::Schedule::Vectorized),
+                )?);
+            }
+        }
+        Stage::Link => {
+            let out = args.output.as_ref().expect("checked above");
+            let start = std::time::Instant::now();
+            build_trainer(&artifacts, &args.cpu, out)?;
+            let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+            eprintln!(
+                "wrote trainer {} ({:.1} MB, {} phases, {} loop kernels) in {:.1} s",
+                out.display(),
+                size as f64 / 1e6,
+                artifacts.len(),
+                artifacts.iter().map(|a| a.kernels.len()).sum::<usize>(),
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     match &args.output {
         Some(p) => crate::tensor_file::write_atomic(p, text.as_bytes())?,

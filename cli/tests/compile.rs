@@ -55,7 +55,7 @@ fn run(args: &[String]) -> (bool, String, String) {
 
 #[test]
 fn every_available_stage_is_deterministic() {
-    for stage in ["frontend", "autodiff", "simplify", "fuse", "plan"] {
+    for stage in ["frontend", "autodiff", "simplify", "fuse", "plan", "lower"] {
         let (ok, first, err) = run(&compile_args(stage));
         assert!(ok, "{stage}: {err}");
         assert!(
@@ -130,7 +130,12 @@ fn bad_flags_are_clear_errors() {
     );
     let (ok, _, err) = tbc(&["compile", "--compile-to", "link"]);
     assert!(
-        !ok && err.contains("stage 'link' is not built yet"),
+        !ok && err.contains("linking a trainer needs an output path: -o trainer"),
+        "{err}"
+    );
+    let (ok, _, err) = tbc(&["compile", "--target", "gpu", "--compile-to", "lower"]);
+    assert!(
+        !ok && err.contains("stage 'lower' is not built yet for target gpu"),
         "{err}"
     );
     assert!(!err.contains("panicked"));

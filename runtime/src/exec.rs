@@ -354,6 +354,29 @@ unsafe fn gather(
     Ok(())
 }
 
+/// `out = 0; out[ids[i], :] += upd[i, :]` for one element type.
+unsafe fn scatter_rows<T: Copy + std::ops::AddAssign>(
+    ids: &[i64],
+    upd: *const T,
+    out: *mut T,
+    rows: usize,
+    row: usize,
+) -> Result<(), RuntimeError> {
+    for (i, &id) in ids.iter().enumerate() {
+        if id < 0 || id as usize >= rows {
+            return Err(RuntimeError::IndexOutOfRange {
+                step: "scatter_add",
+                index: id,
+                rows,
+            });
+        }
+        for j in 0..row {
+            *out.add(id as usize * row + j) += *upd.add(i * row + j);
+        }
+    }
+    Ok(())
+}
+
 unsafe fn scatter_add(
     idx: &BufferRef,
     ip: *mut u8,
@@ -367,37 +390,8 @@ unsafe fn scatter_add(
     let ids = indices_of(idx, ip)?;
     std::ptr::write_bytes(op, 0, out.bytes());
     match upd.elem {
-        ElemType::F32 => {
-            let (u, o) = (up as *const f32, op as *mut f32);
-            for (i, &id) in ids.iter().enumerate() {
-                if id < 0 || id as usize >= rows {
-                    return Err(RuntimeError::IndexOutOfRange {
-                        step: "scatter_add",
-                        index: id,
-                        rows,
-                    });
-                }
-                for j in 0..row {
-                    *o.add(id as usize * row + j) += *u.add(i * row + j);
-                }
-            }
-        }
-        ElemType::F64 => {
-            let (u, o) = (up as *const f64, op as *mut f64);
-            for (i, &id) in ids.iter().enumerate() {
-                if id < 0 || id as usize >= rows {
-                    return Err(RuntimeError::IndexOutOfRange {
-                        step: "scatter_add",
-                        index: id,
-                        rows,
-                    });
-                }
-                for j in 0..row {
-                    *o.add(id as usize * row + j) += *u.add(i * row + j);
-                }
-            }
-        }
-        e => return Err(RuntimeError::Unsupported(e, "scatter_add")),
+        ElemType::F32 => scatter_rows(&ids, up as *const f32, op as *mut f32, rows, row),
+        ElemType::F64 => scatter_rows(&ids, up as *const f64, op as *mut f64, rows, row),
+        e => Err(RuntimeError::Unsupported(e, "scatter_add")),
     }
-    Ok(())
 }

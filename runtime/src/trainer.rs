@@ -11,18 +11,28 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
 
-/// One compiled loop kernel: its symbol and a trampoline taking the data pointers of its
-/// arguments (inputs, then outputs).
+/// A compiled loop kernel's entry: `run(data, part)` computes part `part` of `*parts`
+/// independent parts, `data` holding the data pointers of its inputs then outputs.
+type KernelFn = unsafe extern "C" fn(*const *mut u8, i64);
+
+/// One compiled loop kernel in the linked table (see `targets::link`).
 #[repr(C)]
 pub struct KernelEntry {
     pub name: *const c_char,
-    pub tramp: unsafe extern "C" fn(*mut *mut u8),
+    pub run: KernelFn,
+    pub parts: *const i64,
 }
 
 /// Loop kernels reached through the linked table.
 pub struct CompiledKernels {
-    by_name: HashMap<String, unsafe extern "C" fn(*mut *mut u8)>,
+    by_name: HashMap<String, (KernelFn, usize)>,
 }
+
+/// The argument pointers of one kernel call, shared by the threads running its parts.
+struct CallArgs(Vec<*mut u8>);
+// SAFETY: the parts of a kernel write disjoint elements (the compiler's partition contract),
+// and the pointers stay valid for the whole call.
+unsafe impl Sync for CallArgs {}
 
 impl CompiledKernels {
     /// # Safety
@@ -36,9 +46,10 @@ impl CompiledKernels {
         let by_name = entries
             .iter()
             .map(|e| {
+                let parts = (*e.parts).max(1) as usize;
                 (
                     CStr::from_ptr(e.name).to_string_lossy().into_owned(),
-                    e.tramp,
+                    (e.run, parts),
                 )
             })
             .collect();
@@ -53,12 +64,21 @@ impl LoopKernels for CompiledKernels {
         inputs: &[KernelArg],
         outputs: &[KernelArg],
     ) -> Result<(), String> {
-        let tramp = self
+        let &(run, parts) = self
             .by_name
             .get(symbol)
             .ok_or_else(|| format!("kernel {symbol} is not linked in"))?;
-        let mut ptrs: Vec<*mut u8> = inputs.iter().chain(outputs).map(|a| a.ptr).collect();
-        tramp(ptrs.as_mut_ptr());
+        let args = CallArgs(inputs.iter().chain(outputs).map(|a| a.ptr).collect());
+        if parts == 1 {
+            run(args.0.as_ptr(), 0);
+        } else {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().for_each(|p| {
+                let a = &args;
+                // SAFETY: see `CallArgs`.
+                unsafe { run(a.0.as_ptr(), p as i64) }
+            });
+        }
         Ok(())
     }
 }

@@ -4,6 +4,8 @@
 //! MLIR (melior) → LLVM IR → object code (inkwell) path that the `cpu`, `gpu`
 //! and `ascend` back ends will build on.
 
+pub mod cpu;
+pub mod link;
 pub mod toolchain;
 
 pub use toolchain::{

@@ -325,7 +325,7 @@ fn init_native_target() -> Result<(), ToolchainError> {
 /// Creates a `TargetMachine` for the host triple. `cpu` is an LLVM CPU name
 /// (`"x86-64-v3"`, `"znver4"`, `"skylake-avx512"`, ...) with its default
 /// features, or `"native"` for the host CPU name and host features.
-fn host_target_machine(cpu: &str) -> Result<TargetMachine, ToolchainError> {
+pub(crate) fn host_target_machine(cpu: &str) -> Result<TargetMachine, ToolchainError> {
     init_native_target()?;
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple)

@@ -45,6 +45,21 @@ pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
     build_graph(&spec).unwrap()
 }
 
+/// The tiny graph of `phase` through the target-neutral pipeline (simplify, fuse, plan).
+pub fn compile_tiny(preset: &Preset, phase: Phase) -> compiler::pipeline::Compiled {
+    let (t, s) = tiny_configs(preset);
+    let spec = GraphSpec {
+        phase,
+        teacher: &t,
+        student: &s,
+        preset,
+        batch: 4,
+        seq_len: 16,
+        dtype: DType::F32,
+    };
+    compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Plan, &[], |_, _| {}).unwrap()
+}
+
 pub fn read_fixture(name: &str) -> BTreeMap<String, Tensor> {
     cli::tensor_file::read(&tiny_dir().join(name)).unwrap()
 }

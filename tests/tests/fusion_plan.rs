@@ -5,9 +5,7 @@
 
 use compiler::exec::run_planned;
 use compiler::frontend::preset::{Phase, Preset};
-use compiler::frontend::GraphSpec;
 use compiler::fusion::KernelKind;
-use compiler::pipeline::{compile, Stage};
 use ir::{DType, Interpreter};
 use tbc_tests::*;
 
@@ -16,17 +14,7 @@ fn fused_planned_execution_is_bit_identical() {
     for preset in [Preset::mindspore(), Preset::paper()] {
         for phase in Phase::ALL {
             let raw = tiny_graph(&preset, phase, DType::F32);
-            let (t, s) = tiny_configs(&preset);
-            let spec = GraphSpec {
-                phase,
-                teacher: &t,
-                student: &s,
-                preset: &preset,
-                batch: 4,
-                seq_len: 16,
-                dtype: DType::F32,
-            };
-            let compiled = compile(&spec, Stage::Plan, &[], |_, _| {}).unwrap();
+            let compiled = compile_tiny(&preset, phase);
             let (g, fusion, mem) = (
                 &compiled.graph,
                 compiled.fusion.as_ref().unwrap(),

@@ -6,9 +6,7 @@
 use compiler::exec::kernel_graph;
 use compiler::executable::{executable_plan, loop_symbol};
 use compiler::frontend::preset::{Phase, Preset};
-use compiler::frontend::GraphSpec;
 use compiler::fusion::KernelKind;
-use compiler::pipeline::{compile, Stage};
 use ir::{DType, Data, Graph, Interpreter, Tensor, TensorType};
 use runtime::exec::{KernelArg, LoopKernels, Runner};
 use runtime::plan::ExecutablePlan;
@@ -66,17 +64,7 @@ impl LoopKernels for InterpretedKernels {
 fn runtime_runs_the_executable_plan() {
     for preset in [Preset::mindspore(), Preset::paper()] {
         for phase in Phase::ALL {
-            let (t, s) = tiny_configs(&preset);
-            let spec = GraphSpec {
-                phase,
-                teacher: &t,
-                student: &s,
-                preset: &preset,
-                batch: 4,
-                seq_len: 16,
-                dtype: DType::F32,
-            };
-            let c = compile(&spec, Stage::Plan, &[], |_, _| {}).unwrap();
+            let c = compile_tiny(&preset, phase);
             let (g, fusion, mem) = (
                 &c.graph,
                 c.fusion.as_ref().unwrap(),

@@ -321,28 +321,22 @@ pub fn relu(b: &mut Builder, x: ValueId) -> ValueId {
 
 /// Softmax over the last axis; the subtracted max carries no gradient.
 pub fn softmax_last(b: &mut Builder, x: ValueId) -> ValueId {
-    let (e, sum_b) = exp_shifted(b, x);
+    let (_, e, sum, s, kept) = exp_shifted(b, x);
+    let sum_b = b.broadcast(sum, &s, &kept);
     b.div(e, sum_b)
 }
 
 /// Log-softmax over the last axis.
 pub fn log_softmax_last(b: &mut Builder, x: ValueId) -> ValueId {
-    let s = b.shape(x);
-    let last = s.len() - 1;
-    let kept: Vec<usize> = (0..last).collect();
-    let m = b.reduce(ReduceKind::Max, x, &[last]);
-    let m = b.stop_gradient(m);
-    let mb = b.broadcast(m, &s, &kept);
-    let z = b.sub(x, mb);
-    let e = b.exp(z);
-    let sum = b.sum(e, &[last]);
+    let (z, _, sum, s, kept) = exp_shifted(b, x);
     let lse = b.log(sum);
     let lse_b = b.broadcast(lse, &s, &kept);
     b.sub(z, lse_b)
 }
 
-/// `exp(x − max)` and its row sum broadcast back, over the last axis.
-fn exp_shifted(b: &mut Builder, x: ValueId) -> (ValueId, ValueId) {
+/// Over the last axis: `z = x − max` (no gradient through the max), `exp(z)` and its row sum,
+/// plus the shape and the kept axes for broadcasting back.
+fn exp_shifted(b: &mut Builder, x: ValueId) -> (ValueId, ValueId, ValueId, Vec<usize>, Vec<usize>) {
     let s = b.shape(x);
     let last = s.len() - 1;
     let kept: Vec<usize> = (0..last).collect();
@@ -352,8 +346,7 @@ fn exp_shifted(b: &mut Builder, x: ValueId) -> (ValueId, ValueId) {
     let z = b.sub(x, mb);
     let e = b.exp(z);
     let sum = b.sum(e, &[last]);
-    let sum_b = b.broadcast(sum, &s, &kept);
-    (e, sum_b)
+    (z, e, sum, s, kept)
 }
 
 /// Inverted dropout: keeps an element when its uniform draw is ≥ p and scales it by 1/(1−p).

@@ -1,0 +1,1334 @@
+//! A loop kernel (`compiler::exec::kernel_graph`) as an MLIR `func.func` on tensors.
+//!
+//! The kernel's nodes are split into *materialized* values, which live in a tensor, and *inline*
+//! values, which are recomputed inside the body of every `linalg.generic` that reads them:
+//! - materialized: kernel inputs, reductions, pads (and a pad's operand), kernel outputs, and
+//!   "shared expensive" values — nodes that two or more generics would otherwise each recompute
+//!   and whose recomputation costs at least `LowerOptions::shared_cost_limit` (an `exp`, a
+//!   `tanh`, Philox…; materializing the softmax `exp` measured 15 % faster than recomputing it);
+//! - inline: everything else (elementwise ops, broadcast, transpose, slice, iota, constants,
+//!   random numbers). Broadcast, transpose and slice only change *where* a value is read: they
+//!   are composed into the indexing maps of the generic's operands (a slice becomes a
+//!   `tensor.extract_slice` of the operand, so every map stays a projected permutation that the
+//!   vectorizer accepts).
+//!
+//! Each reduction becomes `linalg.fill` + one `linalg.generic` with reduction iterators over its
+//! operand's shape; consecutive elementwise outputs of one shape become one multi-output generic
+//! (so an elementwise kernel is a single pass, which also makes the planner's in-place outputs
+//! safe); a pad is a generic that reads its operand with `tensor.extract`. `reduce_mean` is a
+//! sum whose readers divide by the count; f32 sums accumulate in f64 (an option), like the
+//! interpreter.
+//!
+//! Memory types: f32, f64, i32 as themselves; bool is `i8` (0/1) in memory and `i1` in
+//! registers (`arith.cmpi ne` on load, `arith.extui` on store).
+
+use super::partition::Part;
+use super::{ArgLayout, KernelFunc, LowerError, LowerOptions};
+use ir::{BinaryOp, CmpOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+/// Tile sizes: innermost dimension up to this many elements (a multiple of the AVX-512 width;
+/// 32 and 128 measured slower on bias+GELU), or up to this many when it is reduced (whole
+/// LayerNorm rows of 768 in three steps).
+pub(crate) const INNER_TILE: usize = 64;
+pub(crate) const INNER_REDUCTION_TILE: usize = 256;
+
+/// Element type in registers.
+pub(crate) fn reg_ty(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::I32 => "i32",
+        DType::Bool => "i1",
+        _ => unreachable!("checked by validate"),
+    }
+}
+
+/// Element type in memory (memref / tensor element type).
+pub fn mem_ty(d: DType) -> &'static str {
+    match d {
+        DType::Bool => "i8",
+        other => reg_ty(other),
+    }
+}
+
+fn shape_prefix(shape: &[usize]) -> String {
+    shape.iter().map(|d| format!("{d}x")).collect()
+}
+
+pub(crate) fn tensor_ty(shape: &[usize], d: DType) -> String {
+    format!("tensor<{}{}>", shape_prefix(shape), mem_ty(d))
+}
+
+pub(crate) fn memref_ty(shape: &[usize], d: DType) -> String {
+    format!("memref<{}{}>", shape_prefix(shape), mem_ty(d))
+}
+
+/// An MLIR float literal that parses back to exactly `v` rounded to `d`.
+pub(crate) fn float_lit(v: f64, d: DType) -> String {
+    match d {
+        DType::F32 => {
+            let x = v as f32;
+            if x.is_finite() {
+                let s = decimal(format!("{x:e}"));
+                // MLIR parses through f64 (strtod) and then rounds to f32: check that path.
+                if s.parse::<f64>().map(|p| p as f32 == x).unwrap_or(false) {
+                    return s;
+                }
+            }
+            format!("0x{:08X}", x.to_bits())
+        }
+        _ => {
+            if v.is_finite() {
+                decimal(format!("{v:e}"))
+            } else {
+                format!("0x{:016X}", v.to_bits())
+            }
+        }
+    }
+}
+
+/// `1e0` → `1.0e0` (MLIR float literals need a dot).
+fn decimal(s: String) -> String {
+    match s.find('e') {
+        Some(i) if !s[..i].contains('.') => format!("{}.0{}", &s[..i], &s[i..]),
+        _ => s,
+    }
+}
+
+/// A loop dimension of the enclosing generic plus a constant offset (from slices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Ix {
+    dim: u32,
+    off: u32,
+}
+
+/// A materialized value: an SSA tensor.
+#[derive(Clone, Debug)]
+struct Mat {
+    ssa: String,
+    shape: Vec<usize>,
+    dtype: DType,
+    /// `reduce_mean` accumulators hold the sum: readers divide by this count.
+    mean_count: Option<usize>,
+    /// An f32 sum accumulated in f64: the tensor is f64, readers round to f32.
+    wide: bool,
+}
+
+/// The body of one `linalg.generic` being built.
+pub(crate) struct Body {
+    space: Vec<usize>,
+    lines: String,
+    /// `ins` operands: tensor SSA, tensor type, indexing map, block argument, element type.
+    ins: Vec<(String, String, String, String, String)>,
+    in_key: HashMap<(String, Vec<u32>), usize>,
+    memo: HashMap<(usize, Vec<Ix>), String>,
+    consts: HashMap<(String, String), String>,
+    index: HashMap<u32, String>,
+}
+
+impl Body {
+    fn new(space: &[usize]) -> Body {
+        Body {
+            space: space.to_vec(),
+            lines: String::new(),
+            ins: Vec::new(),
+            in_key: HashMap::new(),
+            memo: HashMap::new(),
+            consts: HashMap::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn identity(&self) -> Vec<Ix> {
+        (0..self.space.len() as u32)
+            .map(|dim| Ix { dim, off: 0 })
+            .collect()
+    }
+}
+
+/// One linalg op's vectorization schedule, in emission order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTiling {
+    pub op: &'static str,
+    /// Iteration space.
+    pub space: Vec<usize>,
+    pub reduction: Vec<bool>,
+}
+
+pub(crate) struct Emitter<'g> {
+    g: &'g Graph,
+    kernel: String,
+    text: String,
+    next: usize,
+    mat: Vec<Option<Mat>>,
+    slices: HashMap<(String, Vec<u32>, Vec<usize>), String>,
+    pub(crate) tilings: Vec<OpTiling>,
+    /// Output index of each node that is a kernel output.
+    output_of: HashMap<usize, usize>,
+    out_tensor: Vec<Option<String>>,
+    /// Function-level constants (fill values, pad values).
+    top_consts: HashMap<(String, String), String>,
+    /// The partition this function computes one part of.
+    part: Option<Part>,
+    /// Memref type of each output argument.
+    out_memref: Vec<String>,
+    f32_sums_in_f64: bool,
+}
+
+fn map_str(rank: usize, results: &[u32]) -> String {
+    let dims: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+    let res: Vec<String> = results.iter().map(|d| format!("d{d}")).collect();
+    format!("affine_map<({}) -> ({})>", dims.join(", "), res.join(", "))
+}
+
+/// The largest divisor of `n` that is at most `cap`.
+pub(crate) fn divisor_at_most(n: usize, cap: usize) -> usize {
+    (1..=cap.min(n).max(1))
+        .rev()
+        .find(|&d| n.is_multiple_of(d))
+        .unwrap_or(1)
+}
+
+/// Checks that `k` is a loop kernel the CPU back end can lower.
+fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
+    let unsupported = |i: usize, why: &str| LowerError::UnsupportedOp {
+        kernel: name.to_string(),
+        node: i,
+        op: k.nodes[i].op.mnemonic(),
+        why: why.to_string(),
+    };
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_name {
+        return Err(LowerError::Invalid {
+            kernel: name.to_string(),
+            message: "kernel names must match [A-Za-z_][A-Za-z0-9_]* (they become symbols)".into(),
+        });
+    }
+    if k.outputs.is_empty() {
+        return Err(LowerError::Invalid {
+            kernel: name.to_string(),
+            message: "the kernel has no outputs".into(),
+        });
+    }
+    for (i, n) in k.nodes.iter().enumerate() {
+        match &n.op {
+            Op::MatMul { .. } | Op::Gather | Op::ScatterAdd => {
+                return Err(unsupported(
+                    i,
+                    "library op (GEMM / gather / scatter-add kernels are not loop kernels)",
+                ))
+            }
+            Op::Reshape => {
+                return Err(unsupported(
+                    i,
+                    "reshape is a view between kernels and is not lowered inside loop kernels yet",
+                ))
+            }
+            _ => {}
+        }
+        for d in std::iter::once(n.ty.dtype).chain(n.inputs.iter().map(|v| k.ty(*v).dtype)) {
+            if !matches!(d, DType::F32 | DType::F64 | DType::I32 | DType::Bool) {
+                return Err(LowerError::UnsupportedDType {
+                    kernel: name.to_string(),
+                    node: i,
+                    op: n.op.mnemonic(),
+                    dtype: d,
+                });
+            }
+        }
+        if let Op::Reduce { .. } = n.op {
+            if k.ty(n.inputs[0]).dtype == DType::Bool {
+                return Err(unsupported(i, "reduction of a bool tensor"));
+            }
+        }
+    }
+    for (oname, v) in &k.outputs {
+        if matches!(k.node(*v).op, Op::Input { .. }) {
+            return Err(LowerError::Invalid {
+                kernel: name.to_string(),
+                message: format!("output {oname} is a kernel input (nothing to compute)"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Recomputation weight of one node per element.
+fn op_weight(op: &Op) -> usize {
+    match op {
+        Op::Unary(UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Erf) => 20,
+        Op::RandomUniform { .. } => 60,
+        Op::Unary(UnaryOp::Sqrt | UnaryOp::Rsqrt) | Op::Binary(BinaryOp::Div) => 4,
+        Op::Constant { .. }
+        | Op::Broadcast { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Unary(UnaryOp::StopGradient) => 0,
+        _ => 1,
+    }
+}
+
+/// Nodes inlined into the body that computes `start` (itself included when not materialized).
+fn inline_cone(k: &Graph, materialized: &[bool], start: &[ValueId]) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<ValueId> = start.to_vec();
+    while let Some(v) = stack.pop() {
+        if materialized[v.index()] || !seen.insert(v.index()) {
+            continue;
+        }
+        stack.extend(k.node(v).inputs.iter().copied());
+    }
+    seen
+}
+
+/// The cost of recomputing `v` inline.
+fn inline_cost(k: &Graph, materialized: &[bool], v: ValueId) -> usize {
+    let mut m = materialized.to_vec();
+    m[v.index()] = false;
+    inline_cone(k, &m, &[v])
+        .iter()
+        .map(|&i| op_weight(&k.nodes[i].op))
+        .sum()
+}
+
+/// Which nodes get a tensor of their own.
+fn choose_materialized(k: &Graph, shared_cost_limit: usize) -> Vec<bool> {
+    let n = k.len();
+    let mut m = vec![false; n];
+    for (i, node) in k.nodes.iter().enumerate() {
+        match node.op {
+            Op::Input { .. } | Op::Reduce { .. } => m[i] = true,
+            Op::Pad { .. } => {
+                m[i] = true;
+                m[node.inputs[0].index()] = true;
+            }
+            _ => {}
+        }
+    }
+    for (_, v) in &k.outputs {
+        m[v.index()] = true;
+    }
+    // Shared expensive values: materialize the latest one read by several generics, repeat.
+    loop {
+        let mut readers = vec![0usize; n];
+        for r in 0..n {
+            if !m[r] || matches!(k.nodes[r].op, Op::Input { .. }) {
+                continue;
+            }
+            for i in inline_cone(k, &m, &k.nodes[r].inputs) {
+                readers[i] += 1;
+            }
+        }
+        let pick = (0..n).rev().find(|&i| {
+            !m[i]
+                && readers[i] >= 2
+                && !k.nodes[i].ty.shape.is_empty()
+                && inline_cost(k, &m, ValueId(i as u32)) >= shared_cost_limit
+        });
+        match pick {
+            Some(i) => m[i] = true,
+            None => break,
+        }
+    }
+    m
+}
+
+/// What one generic of a group computes.
+#[derive(Clone, Copy)]
+struct Member {
+    node: usize,
+    /// Kernel output index, or `None` for a temporary.
+    output: Option<usize>,
+}
+
+impl<'g> Emitter<'g> {
+    /// The shape of node `v` in this function (a chunk of the partition axis).
+    fn shape_of(&self, v: usize) -> Vec<usize> {
+        let mut s = self.g.nodes[v].ty.shape.clone();
+        if let Some(p) = &self.part {
+            for (d, x) in s.iter_mut().enumerate() {
+                if p.in_class[v][d] {
+                    *x = p.chunk;
+                }
+            }
+        }
+        s
+    }
+
+    /// The memref type of argument node `v`: strided (the whole tensor's strides, dynamic
+    /// offset) when it has the partition axis.
+    fn arg_memref_ty(&self, v: usize) -> String {
+        let ty = &self.g.nodes[v].ty;
+        let shape = self.shape_of(v);
+        if shape == ty.shape {
+            return memref_ty(&shape, ty.dtype);
+        }
+        let strides = super::row_major_strides(&ty.shape);
+        let st: Vec<String> = strides.iter().map(|x| x.to_string()).collect();
+        format!(
+            "memref<{}{}, strided<[{}], offset: ?>>",
+            shape_prefix(&shape),
+            mem_ty(ty.dtype),
+            st.join(", ")
+        )
+    }
+
+    /// The global index of dim `d` of node `v` at loop position `ix` (the part's offset is
+    /// added along the partition axis).
+    fn global_index(&mut self, b: &mut Body, v: usize, d: usize, ix: Ix) -> String {
+        let local = self.index_of(b, ix);
+        match &self.part {
+            Some(p) if p.in_class[v][d] => self.op(b, format!("arith.addi {local}, %off : index")),
+            _ => local,
+        }
+    }
+
+    pub(crate) fn fresh(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("%{prefix}{}", self.next)
+    }
+
+    /// Appends `%v = <rhs>` to the body.
+    pub(crate) fn op(&mut self, b: &mut Body, rhs: String) -> String {
+        let v = self.fresh("v");
+        writeln!(b.lines, "      {v} = {rhs}").unwrap();
+        v
+    }
+
+    fn top(&mut self, rhs: String) -> String {
+        let v = self.fresh("t");
+        writeln!(self.text, "    {v} = {rhs}").unwrap();
+        v
+    }
+
+    fn body_const(&mut self, b: &mut Body, lit: String, ty: &str) -> String {
+        let key = (lit, ty.to_string());
+        if let Some(v) = b.consts.get(&key) {
+            return v.clone();
+        }
+        let v = if ty == "i1" {
+            self.op(b, format!("arith.constant {}", key.0))
+        } else {
+            self.op(b, format!("arith.constant {} : {ty}", key.0))
+        };
+        b.consts.insert(key, v.clone());
+        v
+    }
+
+    pub(crate) fn fconst(&mut self, b: &mut Body, v: f64, d: DType) -> String {
+        self.body_const(b, float_lit(v, d), reg_ty(d))
+    }
+
+    pub(crate) fn iconst(&mut self, b: &mut Body, v: i64, ty: &str) -> String {
+        self.body_const(b, v.to_string(), ty)
+    }
+
+    fn bconst(&mut self, b: &mut Body, v: bool) -> String {
+        self.body_const(b, v.to_string(), "i1")
+    }
+
+    /// A constant of dtype `d` in registers.
+    fn const_of(&mut self, b: &mut Body, value: f64, d: DType) -> String {
+        match d {
+            DType::F32 | DType::F64 => self.fconst(b, value, d),
+            DType::I32 => self.iconst(b, value as i32 as i64, "i32"),
+            DType::Bool => self.bconst(b, value != 0.0),
+            _ => unreachable!(),
+        }
+    }
+
+    fn top_const(&mut self, lit: String, ty: &str) -> String {
+        let key = (lit, ty.to_string());
+        if let Some(v) = self.top_consts.get(&key) {
+            return v.clone();
+        }
+        let v = self.top(format!("arith.constant {} : {ty}", key.0));
+        self.top_consts.insert(key, v.clone());
+        v
+    }
+
+    /// The `index` value of loop position `ix` (a `linalg.index` plus its offset).
+    fn index_of(&mut self, b: &mut Body, ix: Ix) -> String {
+        let base = match b.index.get(&ix.dim) {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.op(b, format!("linalg.index {} : index", ix.dim));
+                b.index.insert(ix.dim, v.clone());
+                v
+            }
+        };
+        if ix.off == 0 {
+            base
+        } else {
+            let c = self.iconst(b, ix.off as i64, "index");
+            self.op(b, format!("arith.addi {base}, {c} : index"))
+        }
+    }
+
+    /// The value of materialized node `v` at `ix`: an `ins` operand of the generic.
+    fn leaf(&mut self, b: &mut Body, v: usize, ix: &[Ix]) -> String {
+        let m = self.mat[v].clone().expect("materialized before use");
+        let store_d = if m.wide { DType::F64 } else { m.dtype };
+        let sliced = ix
+            .iter()
+            .zip(&m.shape)
+            .any(|(i, &s)| i.off != 0 || b.space[i.dim as usize] != s);
+        let (tensor, tshape) = if sliced {
+            let offs: Vec<u32> = ix.iter().map(|i| i.off).collect();
+            let sizes: Vec<usize> = ix.iter().map(|i| b.space[i.dim as usize]).collect();
+            let key = (m.ssa.clone(), offs.clone(), sizes.clone());
+            let s = match self.slices.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let list = |v: &[String]| v.join(", ");
+                    let o: Vec<String> = offs.iter().map(|x| x.to_string()).collect();
+                    let z: Vec<String> = sizes.iter().map(|x| x.to_string()).collect();
+                    let one: Vec<String> = sizes.iter().map(|_| "1".to_string()).collect();
+                    let s = self.top(format!(
+                        "tensor.extract_slice {}[{}] [{}] [{}] : {} to {}",
+                        m.ssa,
+                        list(&o),
+                        list(&z),
+                        list(&one),
+                        tensor_ty(&m.shape, store_d),
+                        tensor_ty(&sizes, store_d)
+                    ));
+                    self.slices.insert(key, s.clone());
+                    s
+                }
+            };
+            (s, sizes)
+        } else {
+            (m.ssa.clone(), m.shape.clone())
+        };
+        let dims: Vec<u32> = ix.iter().map(|i| i.dim).collect();
+        let key = (tensor.clone(), dims.clone());
+        let arg = match b.in_key.get(&key) {
+            Some(&i) => b.ins[i].3.clone(),
+            None => {
+                let arg = self.fresh("a");
+                b.ins.push((
+                    tensor,
+                    tensor_ty(&tshape, store_d),
+                    map_str(b.space.len(), &dims),
+                    arg.clone(),
+                    mem_ty(store_d).to_string(),
+                ));
+                b.in_key.insert(key, b.ins.len() - 1);
+                arg
+            }
+        };
+        self.finish_read(b, arg, &m)
+    }
+
+    /// A loaded element of `m` → the node's value in registers (bool from i8, mean division,
+    /// rounding of a wide f32 sum).
+    fn finish_read(&mut self, b: &mut Body, loaded: String, m: &Mat) -> String {
+        let store_d = if m.wide { DType::F64 } else { m.dtype };
+        let mut val = loaded;
+        if m.dtype == DType::Bool {
+            let z = self.iconst(b, 0, "i8");
+            val = self.op(b, format!("arith.cmpi ne, {val}, {z} : i8"));
+        }
+        if let Some(count) = m.mean_count {
+            let c = self.fconst(b, count as f64, store_d);
+            val = self.op(b, format!("arith.divf {val}, {c} : {}", reg_ty(store_d)));
+        }
+        if m.wide {
+            val = self.op(b, format!("arith.truncf {val} : f64 to f32"));
+        }
+        val
+    }
+
+    /// The value of node `v` at loop position `ix`, in registers.
+    fn eval(&mut self, b: &mut Body, v: ValueId, ix: &[Ix]) -> Result<String, LowerError> {
+        let key = (v.index(), ix.to_vec());
+        if let Some(s) = b.memo.get(&key) {
+            return Ok(s.clone());
+        }
+        let r = if self.mat[v.index()].is_some() {
+            self.leaf(b, v.index(), ix)
+        } else {
+            self.eval_inline(b, v, ix)?
+        };
+        b.memo.insert(key, r.clone());
+        Ok(r)
+    }
+
+    fn internal(&self, v: ValueId, what: &str) -> LowerError {
+        LowerError::Invalid {
+            kernel: self.kernel.clone(),
+            message: format!(
+                "internal: %{} ({}) {what}",
+                v.index(),
+                self.g.node(v).op.mnemonic()
+            ),
+        }
+    }
+
+    fn eval_inline(&mut self, b: &mut Body, v: ValueId, ix: &[Ix]) -> Result<String, LowerError> {
+        let g = self.g;
+        let node = g.node(v);
+        let d = node.ty.dtype;
+        let arg = |i: usize| node.inputs[i];
+        Ok(match &node.op {
+            Op::Constant { value } => self.const_of(b, *value, d),
+            Op::Iota { axis } => {
+                let i = self.global_index(b, v.index(), *axis, ix[*axis]);
+                match d {
+                    DType::I32 => self.op(b, format!("arith.index_cast {i} : index to i32")),
+                    _ => {
+                        let w = self.op(b, format!("arith.index_cast {i} : index to i64"));
+                        self.op(b, format!("arith.sitofp {w} : i64 to {}", reg_ty(d)))
+                    }
+                }
+            }
+            Op::Unary(u) => {
+                let x = self.eval(b, arg(0), ix)?;
+                self.unary(b, *u, &x, g.ty(arg(0)).dtype)
+            }
+            Op::Binary(op) => {
+                let x = self.eval(b, arg(0), ix)?;
+                let y = self.eval(b, arg(1), ix)?;
+                self.binary(b, *op, &x, &y, d)
+            }
+            Op::Compare(c) => {
+                let x = self.eval(b, arg(0), ix)?;
+                let y = self.eval(b, arg(1), ix)?;
+                let od = g.ty(arg(0)).dtype;
+                self.compare(b, *c, &x, &y, od)
+            }
+            Op::Select => {
+                let c = self.eval(b, arg(0), ix)?;
+                let x = self.eval(b, arg(1), ix)?;
+                let y = self.eval(b, arg(2), ix)?;
+                self.op(b, format!("arith.select {c}, {x}, {y} : {}", reg_ty(d)))
+            }
+            Op::Cast => {
+                let x = self.eval(b, arg(0), ix)?;
+                self.cast(b, &x, g.ty(arg(0)).dtype, d)
+            }
+            Op::Broadcast { dims } => {
+                let inner: Vec<Ix> = dims.iter().map(|&r| ix[r]).collect();
+                self.eval(b, arg(0), &inner)?
+            }
+            Op::Transpose { perm } => {
+                let mut inner = vec![Ix { dim: 0, off: 0 }; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inner[p] = ix[i];
+                }
+                self.eval(b, arg(0), &inner)?
+            }
+            Op::Slice { start, .. } => {
+                let inner: Vec<Ix> = ix
+                    .iter()
+                    .zip(start)
+                    .map(|(i, &s)| Ix {
+                        dim: i.dim,
+                        off: i.off + s as u32,
+                    })
+                    .collect();
+                self.eval(b, arg(0), &inner)?
+            }
+            Op::RandomUniform { op_id } => {
+                let seed = self.eval(b, arg(0), &[])?;
+                let counter = self.eval(b, arg(1), &[])?;
+                self.philox_uniform(b, v, ix, &seed, &counter, *op_id, d)?
+            }
+            Op::Input { .. } | Op::Reduce { .. } | Op::Pad { .. } => {
+                return Err(self.internal(v, "read before it was materialized"))
+            }
+            Op::Reshape | Op::MatMul { .. } | Op::Gather | Op::ScatterAdd => {
+                return Err(self.internal(v, "is not a loop op"))
+            }
+        })
+    }
+
+    /// Unary op `u` on `x` of dtype `d` (the operand's dtype).
+    fn unary(&mut self, b: &mut Body, u: UnaryOp, x: &str, d: DType) -> String {
+        let t = reg_ty(d);
+        match (u, d) {
+            (UnaryOp::StopGradient, _) => x.to_string(),
+            (UnaryOp::Not, _) => {
+                let one = self.bconst(b, true);
+                self.op(b, format!("arith.xori {x}, {one} : i1"))
+            }
+            (UnaryOp::Neg, DType::I32) => {
+                let z = self.iconst(b, 0, "i32");
+                self.op(b, format!("arith.subi {z}, {x} : i32"))
+            }
+            (UnaryOp::Abs, DType::I32) => {
+                let z = self.iconst(b, 0, "i32");
+                let n = self.op(b, format!("arith.subi {z}, {x} : i32"));
+                let neg = self.op(b, format!("arith.cmpi slt, {x}, {z} : i32"));
+                self.op(b, format!("arith.select {neg}, {n}, {x} : i32"))
+            }
+            (UnaryOp::IsFinite, DType::I32) => self.bconst(b, true),
+            (UnaryOp::IsFinite, _) => {
+                let a = self.op(b, format!("math.absf {x} : {t}"));
+                let inf = self.fconst(b, f64::INFINITY, d);
+                self.op(b, format!("arith.cmpf olt, {a}, {inf} : {t}"))
+            }
+            (UnaryOp::Neg, _) => self.op(b, format!("arith.negf {x} : {t}")),
+            (UnaryOp::Abs, _) => self.op(b, format!("math.absf {x} : {t}")),
+            (UnaryOp::Sqrt, _) => self.op(b, format!("math.sqrt {x} : {t}")),
+            (UnaryOp::Rsqrt, _) => {
+                let s = self.op(b, format!("math.sqrt {x} : {t}"));
+                let one = self.fconst(b, 1.0, d);
+                self.op(b, format!("arith.divf {one}, {s} : {t}"))
+            }
+            (UnaryOp::Exp, DType::F32) => self.exp_f32(b, x),
+            (UnaryOp::Log, DType::F32) => self.log_f32(b, x),
+            (UnaryOp::Tanh, DType::F32) => self.tanh_f32(b, x),
+            (UnaryOp::Erf, DType::F32) => self.erf_f32(b, x),
+            (UnaryOp::Exp, _) => self.op(b, format!("math.exp {x} : {t}")),
+            (UnaryOp::Log, _) => self.op(b, format!("math.log {x} : {t}")),
+            (UnaryOp::Tanh, _) => self.op(b, format!("math.tanh {x} : {t}")),
+            (UnaryOp::Erf, _) => self.op(b, format!("math.erf {x} : {t}")),
+        }
+    }
+
+    fn binary(&mut self, b: &mut Body, op: BinaryOp, x: &str, y: &str, d: DType) -> String {
+        let t = reg_ty(d);
+        let name = match (op, d) {
+            (BinaryOp::And, _) | (BinaryOp::Min, DType::Bool) => "arith.andi",
+            (BinaryOp::Or, _) | (BinaryOp::Max, DType::Bool) => "arith.ori",
+            (BinaryOp::Add, DType::I32) => "arith.addi",
+            (BinaryOp::Sub, DType::I32) => "arith.subi",
+            (BinaryOp::Mul, DType::I32) => "arith.muli",
+            (BinaryOp::Div, DType::I32) => "arith.divsi",
+            (BinaryOp::Max, DType::I32) => "arith.maxsi",
+            (BinaryOp::Min, DType::I32) => "arith.minsi",
+            (BinaryOp::Add, _) => "arith.addf",
+            (BinaryOp::Sub, _) => "arith.subf",
+            (BinaryOp::Mul, _) => "arith.mulf",
+            (BinaryOp::Div, _) => "arith.divf",
+            (BinaryOp::Max, _) => "arith.maximumf",
+            (BinaryOp::Min, _) => "arith.minimumf",
+        };
+        self.op(b, format!("{name} {x}, {y} : {t}"))
+    }
+
+    fn compare(&mut self, b: &mut Body, c: CmpOp, x: &str, y: &str, od: DType) -> String {
+        let t = reg_ty(od);
+        match od {
+            DType::F32 | DType::F64 => {
+                let p = match c {
+                    CmpOp::Eq => "oeq",
+                    CmpOp::Ne => "une",
+                    CmpOp::Lt => "olt",
+                    CmpOp::Le => "ole",
+                    CmpOp::Gt => "ogt",
+                    CmpOp::Ge => "oge",
+                };
+                self.op(b, format!("arith.cmpf {p}, {x}, {y} : {t}"))
+            }
+            _ => {
+                let signed = od != DType::Bool;
+                let p = match (c, signed) {
+                    (CmpOp::Eq, _) => "eq",
+                    (CmpOp::Ne, _) => "ne",
+                    (CmpOp::Lt, true) => "slt",
+                    (CmpOp::Le, true) => "sle",
+                    (CmpOp::Gt, true) => "sgt",
+                    (CmpOp::Ge, true) => "sge",
+                    (CmpOp::Lt, false) => "ult",
+                    (CmpOp::Le, false) => "ule",
+                    (CmpOp::Gt, false) => "ugt",
+                    (CmpOp::Ge, false) => "uge",
+                };
+                self.op(b, format!("arith.cmpi {p}, {x}, {y} : {t}"))
+            }
+        }
+    }
+
+    /// `cast` with the interpreter's semantics (float → int saturates, NaN → 0; → bool is `≠ 0`).
+    fn cast(&mut self, b: &mut Body, x: &str, from: DType, to: DType) -> String {
+        if from == to {
+            return x.to_string();
+        }
+        let (f, t) = (reg_ty(from), reg_ty(to));
+        match (from, to) {
+            (DType::F32, DType::F64) => self.op(b, format!("arith.extf {x} : f32 to f64")),
+            (DType::F64, DType::F32) => self.op(b, format!("arith.truncf {x} : f64 to f32")),
+            (DType::I32, DType::F32 | DType::F64) => {
+                self.op(b, format!("arith.sitofp {x} : i32 to {t}"))
+            }
+            (DType::Bool, DType::F32 | DType::F64) => {
+                self.op(b, format!("arith.uitofp {x} : i1 to {t}"))
+            }
+            (DType::Bool, DType::I32) => self.op(b, format!("arith.extui {x} : i1 to i32")),
+            (DType::F32 | DType::F64, DType::Bool) => {
+                let z = self.fconst(b, 0.0, from);
+                self.op(b, format!("arith.cmpf une, {x}, {z} : {f}"))
+            }
+            (DType::I32, DType::Bool) => {
+                let z = self.iconst(b, 0, "i32");
+                self.op(b, format!("arith.cmpi ne, {x}, {z} : i32"))
+            }
+            (DType::F32 | DType::F64, DType::I32) => {
+                // Saturating like Rust's `as i32`: clamp, convert, fix the top end and NaN.
+                let lo = self.fconst(b, -2_147_483_648.0, from);
+                let top = self.fconst(b, 2_147_483_648.0, from);
+                let below = self.op(b, format!("arith.cmpf olt, {x}, {lo} : {f}"));
+                let xc = self.op(b, format!("arith.select {below}, {lo}, {x} : {f}"));
+                let above = self.op(b, format!("arith.cmpf oge, {x}, {top} : {f}"));
+                let nan = self.op(b, format!("arith.cmpf uno, {x}, {x} : {f}"));
+                let bad = self.op(b, format!("arith.ori {above}, {nan} : i1"));
+                let z = self.fconst(b, 0.0, from);
+                let xc = self.op(b, format!("arith.select {bad}, {z}, {xc} : {f}"));
+                let r = self.op(b, format!("arith.fptosi {xc} : {f} to i32"));
+                let max = self.iconst(b, i32::MAX as i64, "i32");
+                self.op(b, format!("arith.select {above}, {max}, {r} : i32"))
+            }
+            _ => unreachable!("dtypes checked by validate"),
+        }
+    }
+
+    /// Philox-4x32-10 uniform number for element `ix` of the random node `v` (bit-exact with
+    /// `ir::rng::uniform`).
+    #[allow(clippy::too_many_arguments)]
+    fn philox_uniform(
+        &mut self,
+        b: &mut Body,
+        v: ValueId,
+        ix: &[Ix],
+        seed: &str,
+        counter: &str,
+        op_id: u32,
+        d: DType,
+    ) -> Result<String, LowerError> {
+        let g = self.g;
+        let shape = &g.ty(v).shape;
+        // Row-major element index of the random tensor.
+        let mut lin: Option<String> = None;
+        let mut stride = 1usize;
+        for (dim, &ixd) in ix.iter().enumerate().rev() {
+            let i = self.global_index(b, v.index(), dim, ixd);
+            let term = if stride == 1 {
+                i
+            } else {
+                let s = self.iconst(b, stride as i64, "index");
+                self.op(b, format!("arith.muli {i}, {s} : index"))
+            };
+            lin = Some(match lin {
+                None => term,
+                Some(acc) => self.op(b, format!("arith.addi {acc}, {term} : index")),
+            });
+            stride *= shape[dim];
+        }
+        let lin64 = match lin {
+            Some(l) => self.op(b, format!("arith.index_cast {l} : index to i64")),
+            None => self.iconst(b, 0, "i64"),
+        };
+        let c32 = self.iconst(b, 32, "i64");
+        let c0 = self.op(b, format!("arith.trunci {lin64} : i64 to i32"));
+        let hi = self.op(b, format!("arith.shrui {lin64}, {c32} : i64"));
+        let c1 = self.op(b, format!("arith.trunci {hi} : i64 to i32"));
+        let (seed_d, ctr_d) = (
+            g.ty(g.node(v).inputs[0]).dtype,
+            g.ty(g.node(v).inputs[1]).dtype,
+        );
+        if seed_d != DType::I32 || ctr_d != DType::I32 {
+            return Err(self.internal(v, "needs i32 seed and counter"));
+        }
+        // counter (sign-extended to 64 bits): low word, high word.
+        let c2 = counter.to_string();
+        let c31 = self.iconst(b, 31, "i32");
+        let c3 = self.op(b, format!("arith.shrsi {counter}, {c31} : i32"));
+        let mut k0 = seed.to_string();
+        let mut k1 = self.iconst(b, op_id as i32 as i64, "i32");
+        let m0 = self.iconst(b, 0xD251_1F53, "i64");
+        let m1 = self.iconst(b, 0xCD9E_8D57, "i64");
+        let w0 = self.iconst(b, 0x9E37_79B9u32 as i32 as i64, "i32");
+        let w1 = self.iconst(b, 0xBB67_AE85u32 as i32 as i64, "i32");
+        let mut c = [c0, c1, c2, c3];
+        for round in 0..10 {
+            if round > 0 {
+                k0 = self.op(b, format!("arith.addi {k0}, {w0} : i32"));
+                k1 = self.op(b, format!("arith.addi {k1}, {w1} : i32"));
+            }
+            let mulhilo = |e: &mut Self, b: &mut Body, m: &str, a: &str| {
+                let a64 = e.op(b, format!("arith.extui {a} : i32 to i64"));
+                let p = e.op(b, format!("arith.muli {a64}, {m} : i64"));
+                let ph = e.op(b, format!("arith.shrui {p}, {c32} : i64"));
+                let hi = e.op(b, format!("arith.trunci {ph} : i64 to i32"));
+                let lo = e.op(b, format!("arith.trunci {p} : i64 to i32"));
+                (hi, lo)
+            };
+            let (hi0, lo0) = mulhilo(self, b, &m0, &c[0]);
+            let (hi1, lo1) = mulhilo(self, b, &m1, &c[2]);
+            let x0 = self.op(b, format!("arith.xori {hi1}, {} : i32", c[1]));
+            let x0 = self.op(b, format!("arith.xori {x0}, {k0} : i32"));
+            let x2 = self.op(b, format!("arith.xori {hi0}, {} : i32", c[3]));
+            let x2 = self.op(b, format!("arith.xori {x2}, {k1} : i32"));
+            c = [x0, lo1, x2, lo0];
+        }
+        let c8 = self.iconst(b, 8, "i32");
+        let bits = self.op(b, format!("arith.shrui {}, {c8} : i32", c[0]));
+        let t = reg_ty(d);
+        let f = self.op(b, format!("arith.uitofp {bits} : i32 to {t}"));
+        let scale = self.fconst(b, 1.0 / 16_777_216.0, d);
+        Ok(self.op(b, format!("arith.mulf {f}, {scale} : {t}")))
+    }
+
+    /// Register value → memory element (bool → i8).
+    fn mem_value(&mut self, b: &mut Body, x: &str, d: DType) -> String {
+        if d == DType::Bool {
+            self.op(b, format!("arith.extui {x} : i1 to i8"))
+        } else {
+            x.to_string()
+        }
+    }
+
+    /// The init tensor for a result of `shape`/`d`: the output's buffer, or a new temporary.
+    fn init_tensor(&mut self, output: Option<usize>, shape: &[usize], d: DType) -> String {
+        match output {
+            Some(o) => {
+                if let Some(t) = &self.out_tensor[o] {
+                    return t.clone();
+                }
+                let t = self.top(format!(
+                    "bufferization.to_tensor %out{o} restrict writable : {} to {}",
+                    self.out_memref[o],
+                    tensor_ty(shape, d)
+                ));
+                self.out_tensor[o] = Some(t.clone());
+                t
+            }
+            None => self.top(format!("tensor.empty() : {}", tensor_ty(shape, d))),
+        }
+    }
+
+    /// Writes the generic for `body` with the given outs (tensor SSA, tensor type, map, block
+    /// arg, elem type) and yielded values; returns the result SSA names.
+    fn write_generic(
+        &mut self,
+        body: Body,
+        reduction: &[bool],
+        outs: Vec<(String, String, String, String, String)>,
+        yields: Vec<String>,
+    ) -> Vec<String> {
+        let mut maps: Vec<String> = body.ins.iter().map(|x| x.2.clone()).collect();
+        maps.extend(outs.iter().map(|x| x.2.clone()));
+        let iters: Vec<&str> = reduction
+            .iter()
+            .map(|&r| if r { "\"reduction\"" } else { "\"parallel\"" })
+            .collect();
+        let res = self.fresh("r");
+        let mut s = String::new();
+        let n_out = outs.len();
+        write!(
+            s,
+            "    {res}{} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}}",
+            if n_out > 1 {
+                format!(":{n_out}")
+            } else {
+                String::new()
+            },
+            maps.join(", "),
+            iters.join(", ")
+        )
+        .unwrap();
+        if !body.ins.is_empty() {
+            let names: Vec<&str> = body.ins.iter().map(|x| x.0.as_str()).collect();
+            let tys: Vec<&str> = body.ins.iter().map(|x| x.1.as_str()).collect();
+            write!(s, " ins({} : {})", names.join(", "), tys.join(", ")).unwrap();
+        }
+        let names: Vec<&str> = outs.iter().map(|x| x.0.as_str()).collect();
+        let tys: Vec<&str> = outs.iter().map(|x| x.1.as_str()).collect();
+        writeln!(s, " outs({} : {}) {{", names.join(", "), tys.join(", ")).unwrap();
+        let args: Vec<String> = body
+            .ins
+            .iter()
+            .chain(outs.iter())
+            .map(|x| format!("{}: {}", x.3, x.4))
+            .collect();
+        writeln!(s, "    ^bb0({}):", args.join(", ")).unwrap();
+        s.push_str(&body.lines);
+        let out_elems: Vec<&str> = outs.iter().map(|x| x.4.as_str()).collect();
+        writeln!(
+            s,
+            "      linalg.yield {} : {}",
+            yields.join(", "),
+            out_elems.join(", ")
+        )
+        .unwrap();
+        let rty = if n_out > 1 {
+            format!("({})", tys.join(", "))
+        } else {
+            tys[0].to_string()
+        };
+        writeln!(s, "    }} -> {rty}").unwrap();
+        self.text.push_str(&s);
+        if n_out > 1 {
+            (0..n_out).map(|i| format!("{res}#{i}")).collect()
+        } else {
+            vec![res]
+        }
+    }
+
+    /// One multi-output elementwise generic over `shape` computing `members`.
+    fn emit_group(&mut self, members: &[Member]) -> Result<(), LowerError> {
+        let g = self.g;
+        let shape = self.shape_of(members[0].node);
+        let mut body = Body::new(&shape);
+        let id = body.identity();
+        let mut yields = Vec::new();
+        for m in members {
+            let v = ValueId(m.node as u32);
+            let x = self.eval(&mut body, v, &id)?;
+            let y = self.mem_value(&mut body, &x, g.ty(v).dtype);
+            yields.push(y);
+        }
+        let mut outs = Vec::new();
+        for m in members {
+            let d = g.nodes[m.node].ty.dtype;
+            let init = self.init_tensor(m.output, &shape, d);
+            let arg = self.fresh("o");
+            outs.push((
+                init,
+                tensor_ty(&shape, d),
+                map_str(shape.len(), &(0..shape.len() as u32).collect::<Vec<_>>()),
+                arg,
+                mem_ty(d).to_string(),
+            ));
+        }
+        self.tilings.push(OpTiling {
+            op: "linalg.generic",
+            space: shape.clone(),
+            reduction: vec![false; shape.len()],
+        });
+        let res = self.write_generic(body, &vec![false; shape.len()], outs, yields);
+        for (m, r) in members.iter().zip(res) {
+            let d = g.nodes[m.node].ty.dtype;
+            self.mat[m.node] = Some(Mat {
+                ssa: r,
+                shape: shape.clone(),
+                dtype: d,
+                mean_count: None,
+                wide: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Emits reduction `v`; returns whether the result still has to be copied to its output
+    /// (mean, or an f32 sum accumulated in f64).
+    fn emit_reduce(
+        &mut self,
+        v: usize,
+        kind: ReduceKind,
+        axes: &[usize],
+        output: Option<usize>,
+    ) -> Result<bool, LowerError> {
+        let g = self.g;
+        let node = &g.nodes[v];
+        let x = node.inputs[0];
+        let xs = self.shape_of(x.index());
+        let rs = self.shape_of(v);
+        let d = node.ty.dtype;
+        let red: Vec<bool> = (0..xs.len()).map(|i| axes.contains(&i)).collect();
+        let kept: Vec<u32> = (0..xs.len() as u32)
+            .filter(|i| !axes.contains(&(*i as usize)))
+            .collect();
+        // f32 sums accumulate in f64 (the interpreter's semantics): gradients that cancel to
+        // almost nothing still agree.
+        let wide = self.f32_sums_in_f64
+            && d == DType::F32
+            && matches!(kind, ReduceKind::Sum | ReduceKind::Mean);
+        let ad = if wide { DType::F64 } else { d };
+        let t = reg_ty(ad);
+        let ident = match (kind, ad) {
+            (ReduceKind::Sum | ReduceKind::Mean, DType::I32) => "0".to_string(),
+            (ReduceKind::Max, DType::I32) => i32::MIN.to_string(),
+            (ReduceKind::Min, DType::I32) => i32::MAX.to_string(),
+            (ReduceKind::Sum | ReduceKind::Mean, _) => float_lit(0.0, ad),
+            (ReduceKind::Max, _) => float_lit(f64::NEG_INFINITY, ad),
+            (ReduceKind::Min, _) => float_lit(f64::INFINITY, ad),
+        };
+        let c = self.top_const(ident, t);
+        let in_place = kind != ReduceKind::Mean && !wide;
+        let init = self.init_tensor(if in_place { output } else { None }, &rs, ad);
+        let ty = tensor_ty(&rs, ad);
+        let filled = self.top(format!(
+            "linalg.fill ins({c} : {t}) outs({init} : {ty}) -> {ty}"
+        ));
+        self.tilings.push(OpTiling {
+            op: "linalg.fill",
+            space: rs.clone(),
+            reduction: vec![false; rs.len()],
+        });
+        let mut body = Body::new(&xs);
+        let id = body.identity();
+        let mut xv = self.eval(&mut body, x, &id)?;
+        if wide {
+            xv = self.op(&mut body, format!("arith.extf {xv} : f32 to f64"));
+        }
+        let acc = self.fresh("o");
+        let comb = match (kind, ad) {
+            (ReduceKind::Sum | ReduceKind::Mean, DType::I32) => "arith.addi",
+            (ReduceKind::Max, DType::I32) => "arith.maxsi",
+            (ReduceKind::Min, DType::I32) => "arith.minsi",
+            (ReduceKind::Sum | ReduceKind::Mean, _) => "arith.addf",
+            (ReduceKind::Max, _) => "arith.maximumf",
+            (ReduceKind::Min, _) => "arith.minimumf",
+        };
+        let y = self.op(&mut body, format!("{comb} {xv}, {acc} : {t}"));
+        self.tilings.push(OpTiling {
+            op: "linalg.generic",
+            space: xs.clone(),
+            reduction: red.clone(),
+        });
+        let outs = vec![(filled, ty, map_str(xs.len(), &kept), acc, t.to_string())];
+        let r = self.write_generic(body, &red, outs, vec![y]);
+        let count: usize = axes.iter().map(|&a| xs[a]).product();
+        self.mat[v] = Some(Mat {
+            ssa: r[0].clone(),
+            shape: rs,
+            dtype: d,
+            mean_count: (kind == ReduceKind::Mean).then_some(count),
+            wide,
+        });
+        Ok(!in_place)
+    }
+
+    /// `pad`: one generic over the padded shape reads the (materialized) operand with
+    /// `tensor.extract` at clamped indices and selects zero outside it. (A fill plus
+    /// `tensor.insert_slice` would bufferize to a strided `memref.copy`, i.e. a call into MLIR's
+    /// runtime library, whenever canonicalization folds the copy generic.)
+    fn emit_pad(
+        &mut self,
+        v: usize,
+        low: &[usize],
+        output: Option<usize>,
+    ) -> Result<(), LowerError> {
+        let g = self.g;
+        let node = &g.nodes[v];
+        let src = self.mat[node.inputs[0].index()]
+            .clone()
+            .ok_or_else(|| self.internal(node.inputs[0], "pad operand not materialized"))?;
+        let d = node.ty.dtype;
+        let shape = self.shape_of(v);
+        let mut body = Body::new(&shape);
+        let mut inside: Option<String> = None;
+        let mut idx = Vec::new();
+        for (j, (&lo, &n)) in low.iter().zip(&src.shape).enumerate() {
+            let i = self.index_of(
+                &mut body,
+                Ix {
+                    dim: j as u32,
+                    off: 0,
+                },
+            );
+            let lo_c = self.iconst(&mut body, lo as i64, "index");
+            let hi_c = self.iconst(&mut body, (lo + n) as i64, "index");
+            let ge = self.op(&mut body, format!("arith.cmpi sge, {i}, {lo_c} : index"));
+            let lt = self.op(&mut body, format!("arith.cmpi slt, {i}, {hi_c} : index"));
+            let both = self.op(&mut body, format!("arith.andi {ge}, {lt} : i1"));
+            inside = Some(match inside {
+                None => both,
+                Some(acc) => self.op(&mut body, format!("arith.andi {acc}, {both} : i1")),
+            });
+            let zero = self.iconst(&mut body, 0, "index");
+            let last = self.iconst(&mut body, n as i64 - 1, "index");
+            let s = self.op(&mut body, format!("arith.subi {i}, {lo_c} : index"));
+            let s = self.op(&mut body, format!("arith.maxsi {s}, {zero} : index"));
+            let s = self.op(&mut body, format!("arith.minsi {s}, {last} : index"));
+            idx.push(s);
+        }
+        let store_d = if src.wide { DType::F64 } else { src.dtype };
+        let raw = self.op(
+            &mut body,
+            format!(
+                "tensor.extract {}[{}] : {}",
+                src.ssa,
+                idx.join(", "),
+                tensor_ty(&src.shape, store_d)
+            ),
+        );
+        let val = self.finish_read(&mut body, raw, &src);
+        let zero = self.const_of(&mut body, 0.0, d);
+        let r = match inside {
+            Some(c) => self.op(
+                &mut body,
+                format!("arith.select {c}, {val}, {zero} : {}", reg_ty(d)),
+            ),
+            None => val,
+        };
+        let y = self.mem_value(&mut body, &r, d);
+        let init = self.init_tensor(output, &shape, d);
+        let arg = self.fresh("o");
+        let outs = vec![(
+            init,
+            tensor_ty(&shape, d),
+            map_str(shape.len(), &(0..shape.len() as u32).collect::<Vec<_>>()),
+            arg,
+            mem_ty(d).to_string(),
+        )];
+        self.tilings.push(OpTiling {
+            op: "linalg.generic",
+            space: shape.clone(),
+            reduction: vec![false; shape.len()],
+        });
+        let res = self.write_generic(body, &vec![false; shape.len()], outs, vec![y]);
+        self.mat[v] = Some(Mat {
+            ssa: res[0].clone(),
+            shape,
+            dtype: d,
+            mean_count: None,
+            wide: false,
+        });
+        Ok(())
+    }
+}
+
+/// Lowers kernel graph `k` to the text of one `func.func @name` (memref ABI), plus the
+/// schedule of its linalg ops.
+pub(crate) fn lower_func(
+    k: &Graph,
+    name: &str,
+    options: &LowerOptions,
+) -> Result<KernelFunc, LowerError> {
+    validate(k, name)?;
+    let materialized = choose_materialized(k, options.shared_cost_limit);
+    let part = super::partition::choose(k, options.max_parts, options.min_part_work);
+    let mut e = Emitter {
+        g: k,
+        kernel: name.to_string(),
+        text: String::new(),
+        next: 0,
+        mat: vec![None; k.len()],
+        slices: HashMap::new(),
+        tilings: Vec::new(),
+        output_of: HashMap::new(),
+        out_tensor: vec![None; k.outputs.len()],
+        top_consts: HashMap::new(),
+        part,
+        out_memref: Vec::new(),
+        f32_sums_in_f64: options.f32_sums_in_f64,
+    };
+    for (i, (_, v)) in k.outputs.iter().enumerate() {
+        if e.output_of.insert(v.index(), i).is_some() {
+            return Err(LowerError::Invalid {
+                kernel: name.to_string(),
+                message: format!("node %{} is returned twice", v.index()),
+            });
+        }
+    }
+    // Signature and input tensors.
+    let mut params = Vec::new();
+    let mut args = Vec::new();
+    let layout = |e: &Emitter, v: usize| {
+        let full = &k.nodes[v].ty.shape;
+        let strides = super::row_major_strides(full);
+        let part_offset = match &e.part {
+            Some(p) => (0..full.len())
+                .find(|&d| p.in_class[v][d])
+                .map_or(0, |d| p.chunk * strides[d]),
+            None => 0,
+        };
+        ArgLayout {
+            shape: e.shape_of(v),
+            strides,
+            part_offset,
+        }
+    };
+    let inputs: Vec<(usize, ValueId)> = k.inputs().map(|(_, v)| v).enumerate().collect();
+    for (i, v) in &inputs {
+        let ty = k.ty(*v);
+        let mty = e.arg_memref_ty(v.index());
+        let shape = e.shape_of(v.index());
+        params.push(format!("%in{i}: {mty}"));
+        args.push(layout(&e, v.index()));
+        let t = e.top(format!(
+            "bufferization.to_tensor %in{i} restrict : {mty} to {}",
+            tensor_ty(&shape, ty.dtype)
+        ));
+        e.mat[v.index()] = Some(Mat {
+            ssa: t,
+            shape,
+            dtype: ty.dtype,
+            mean_count: None,
+            wide: false,
+        });
+    }
+    for (i, (_, v)) in k.outputs.iter().enumerate() {
+        let mty = e.arg_memref_ty(v.index());
+        params.push(format!("%out{i}: {mty}"));
+        args.push(layout(&e, v.index()));
+        e.out_memref.push(mty);
+    }
+    if e.part.is_some() {
+        params.push("%off: index".to_string());
+    }
+    // Materialized nodes in order; elementwise ones are grouped by shape.
+    let mut group: Vec<Member> = Vec::new();
+    for (i, node) in k.nodes.iter().enumerate() {
+        if !materialized[i] || matches!(node.op, Op::Input { .. }) {
+            continue;
+        }
+        let output = e.output_of.get(&i).copied();
+        match &node.op {
+            Op::Reduce { kind, axes } => {
+                if !group.is_empty() {
+                    e.emit_group(&std::mem::take(&mut group))?;
+                }
+                let copy_out = e.emit_reduce(i, *kind, axes, output)?;
+                if copy_out && output.is_some() {
+                    group.push(Member { node: i, output });
+                }
+            }
+            Op::Pad { low, .. } => {
+                if !group.is_empty() {
+                    e.emit_group(&std::mem::take(&mut group))?;
+                }
+                e.emit_pad(i, low, output)?;
+            }
+            _ => {
+                if let Some(first) = group.first() {
+                    if k.nodes[first.node].ty.shape != node.ty.shape {
+                        e.emit_group(&std::mem::take(&mut group))?;
+                    }
+                }
+                group.push(Member { node: i, output });
+            }
+        }
+    }
+    if !group.is_empty() {
+        e.emit_group(&group)?;
+    }
+    // Results into the output buffers.
+    for (i, (_, v)) in k.outputs.iter().enumerate() {
+        let m = e.mat[v.index()].clone().expect("outputs are materialized");
+        let ty = k.ty(*v);
+        writeln!(
+            e.text,
+            "    bufferization.materialize_in_destination {} in restrict writable %out{i} : ({}, {}) -> ()",
+            m.ssa,
+            tensor_ty(&m.shape, ty.dtype),
+            e.out_memref[i]
+        )
+        .unwrap();
+    }
+    let text = format!(
+        "  func.func @{name}({}) attributes {{llvm.emit_c_interface}} {{\n{}    return\n  }}\n",
+        params.join(", "),
+        e.text
+    );
+    let (parts, part_chunk) = e.part.as_ref().map_or((1, 0), |p| (p.parts, p.chunk));
+    Ok(KernelFunc {
+        name: name.to_string(),
+        text,
+        tilings: e.tilings,
+        parts,
+        part_chunk,
+        args,
+    })
+}

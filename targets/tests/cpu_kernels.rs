@@ -1,0 +1,1677 @@
+//! The CPU loop-kernel back end against the reference interpreter.
+//!
+//! Kernels come from the real frontend (tiny TinyBERT configs, batch 4, seq 16, f32), fused by
+//! `compiler::fusion`, extracted with `compiler::exec::kernel_graph`, lowered to MLIR, compiled
+//! to an object, linked into a shared library with `cc -shared` and called through its
+//! `tbc_<name>(void **buffers)` entry. Inputs are the values the kernels really see in a
+//! training step (the whole graph is executed kernel by kernel with the interpreter, with
+//! random weights and batch), plus uniform random inputs for the per-class tests. Every float
+//! output must match the interpreter to ≤ 1e-5 norm-wise relative error (f32; 1e-12 for f64),
+//! with non-finite values in the same places; bool and i32 outputs must match exactly.
+
+use compiler::frontend::config::HfBertConfig;
+use compiler::frontend::preset::{Phase, Preset};
+use compiler::frontend::GraphSpec;
+use compiler::fusion::{Fusion, KernelKind};
+use ir::{Builder, DType, Data, Graph, Interpreter, Op, Tensor, TensorType, UnaryOp, ValueId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use targets::cpu::{self, Schedule};
+
+// ---------------------------------------------------------------------------------------------
+// Graphs and data
+// ---------------------------------------------------------------------------------------------
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/fixtures")
+}
+
+/// The tiny teacher/student configs; `dropout` turns on dropout (0.1) in the student.
+fn configs(
+    dir: &str,
+    preset: &Preset,
+    dropout: bool,
+) -> (
+    compiler::frontend::config::ModelConfig,
+    compiler::frontend::config::ModelConfig,
+) {
+    let load = |f: &str, drop: bool| {
+        let path = fixtures().join(dir).join(f);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if drop {
+            text = text
+                .replace(
+                    "\"hidden_dropout_prob\": 0.0",
+                    "\"hidden_dropout_prob\": 0.1",
+                )
+                .replace(
+                    "\"attention_probs_dropout_prob\": 0.0",
+                    "\"attention_probs_dropout_prob\": 0.1",
+                );
+        }
+        HfBertConfig::from_json(&text, f)
+            .unwrap()
+            .resolve(preset, f)
+            .unwrap()
+    };
+    (load("teacher.json", false), load("student.json", dropout))
+}
+
+/// The simplified training graph and its fusion (what the compiler pipeline lowers).
+fn fused_graph(
+    dir: &str,
+    preset: &Preset,
+    phase: Phase,
+    batch: usize,
+    seq: usize,
+    dropout: bool,
+) -> (Graph, Fusion) {
+    let (t, s) = configs(dir, preset, dropout);
+    let spec = GraphSpec {
+        phase,
+        teacher: &t,
+        student: &s,
+        preset,
+        batch,
+        seq_len: seq,
+        dtype: DType::F32,
+    };
+    let c = compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Fuse, &[], |_, _| {})
+        .unwrap();
+    (c.graph, c.fusion.unwrap())
+}
+
+fn tiny(preset: &Preset, phase: Phase, dropout: bool) -> (Graph, Fusion) {
+    fused_graph("tiny", preset, phase, 4, 16, dropout)
+}
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Random but realistic values for every graph input: BERT-like weights, a padded batch, the
+/// step state and a constant learning rate.
+fn realistic_feed(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = Rng(seed);
+    let scalars: HashMap<&str, f64> = HashMap::from([
+        ("state.step", 3.0),
+        ("state.cur_iter", 4.0),
+        ("state.last_overflow_iter", 0.0),
+        ("state.loss_scale", 256.0),
+        ("state.seed", 7.0),
+        ("sched.lr0", 1e-3),
+        ("sched.end_lr", 1e-3),
+        ("sched.warmup_steps", 0.0),
+        ("sched.decay_steps", 1e30),
+    ]);
+    let vocab = g
+        .inputs()
+        .filter(|(n, _)| n.ends_with("word_embeddings.weight"))
+        .map(|(_, v)| g.ty(v).shape[0] as u64)
+        .min()
+        .unwrap_or(1);
+    let mut feed = HashMap::new();
+    for (name, v) in g.inputs() {
+        let ty = g.ty(v).clone();
+        let n = ty.numel();
+        let t = if let Some(&x) = scalars.get(name) {
+            Tensor::scalar_f64(ty.dtype, x)
+        } else if name == "input_ids" {
+            let vals: Vec<f64> = (0..n).map(|_| (rng.next_u64() % vocab) as f64).collect();
+            Tensor::from_f64(&ty, &vals)
+        } else if name == "input_mask" || name == "segment_ids" {
+            let (b, s) = (ty.shape[0], ty.shape[1]);
+            let mut vals = vec![0.0; n];
+            for r in 0..b {
+                let len = s - (r * 3) % (s / 2);
+                for c in 0..s {
+                    vals[r * s + c] = if name == "input_mask" {
+                        (c < len) as u8 as f64
+                    } else {
+                        (c >= len / 2 && c < len) as u8 as f64
+                    };
+                }
+            }
+            Tensor::from_f64(&ty, &vals)
+        } else if name.starts_with("adam_v.") {
+            let vals: Vec<f64> = (0..n).map(|_| rng.uniform() * 1e-6).collect();
+            Tensor::from_f64(&ty, &vals)
+        } else if name.starts_with("adam_m.") {
+            let vals: Vec<f64> = (0..n).map(|_| rng.normal() * 1e-4).collect();
+            Tensor::from_f64(&ty, &vals)
+        } else if name.contains("LayerNorm.weight") {
+            let vals: Vec<f64> = (0..n).map(|_| 1.0 + 0.1 * rng.normal()).collect();
+            Tensor::from_f64(&ty, &vals)
+        } else {
+            let vals: Vec<f64> = (0..n).map(|_| 0.05 * rng.normal()).collect();
+            Tensor::from_f64(&ty, &vals)
+        };
+        feed.insert(name.to_string(), t);
+    }
+    feed
+}
+
+/// Uniform random values for a kernel's inputs: floats in [-2, 2), i32 in [0, 10), bools.
+fn random_inputs(k: &Graph, seed: u64) -> Vec<Tensor> {
+    let mut rng = Rng(seed);
+    k.inputs()
+        .map(|(_, v)| {
+            let ty = k.ty(v);
+            let vals: Vec<f64> = (0..ty.numel())
+                .map(|_| match ty.dtype {
+                    DType::Bool => (rng.next_u64() & 1) as f64,
+                    DType::I32 => (rng.next_u64() % 10) as f64,
+                    _ => rng.uniform() * 4.0 - 2.0,
+                })
+                .collect();
+            Tensor::from_f64(ty, &vals)
+        })
+        .collect()
+}
+
+/// One executed kernel: its standalone graph, its inputs and the interpreter's outputs.
+struct Run {
+    index: usize,
+    /// Graph output names of the kernel's outputs (`None` for intermediates).
+    out_names: Vec<Option<String>>,
+    graph: Graph,
+    inputs: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+}
+
+/// Executes `g` kernel by kernel with the interpreter (like `compiler::exec::run_planned`,
+/// without the arena) and records every loop kernel's inputs and outputs.
+fn run_kernels(g: &Graph, fusion: &Fusion, feed: &HashMap<String, Tensor>) -> Vec<Run> {
+    let mut store: HashMap<ValueId, Tensor> = HashMap::new();
+    fn value(
+        g: &Graph,
+        store: &HashMap<ValueId, Tensor>,
+        feed: &HashMap<String, Tensor>,
+        v: ValueId,
+    ) -> Tensor {
+        match &g.node(v).op {
+            Op::Input { name } => feed[name].clone(),
+            Op::Reshape => {
+                let t = value(g, store, feed, g.node(v).inputs[0]);
+                Tensor::new(g.ty(v).shape.clone(), t.data)
+            }
+            _ => store[&v].clone(),
+        }
+    }
+    let mut runs = Vec::new();
+    for (ki, k) in fusion.kernels.iter().enumerate() {
+        let sub = compiler::exec::kernel_graph(g, k, &format!("k{ki}"));
+        let inputs: Vec<Tensor> = k
+            .inputs
+            .iter()
+            .map(|&x| value(g, &store, feed, x))
+            .collect();
+        let named: HashMap<String, Tensor> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("in{i}"), t.clone()))
+            .collect();
+        let outs: Vec<Tensor> = Interpreter::run(&sub, &named)
+            .unwrap()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        for (&o, t) in k.outputs.iter().zip(&outs) {
+            store.insert(o, t.clone());
+        }
+        if k.kind == KernelKind::Loop {
+            let out_names = k
+                .outputs
+                .iter()
+                .map(|o| {
+                    g.outputs
+                        .iter()
+                        .find(|(_, v)| v == o)
+                        .map(|(n, _)| n.clone())
+                })
+                .collect();
+            runs.push(Run {
+                index: ki,
+                out_names,
+                graph: sub,
+                inputs,
+                outputs: outs,
+            });
+        }
+    }
+    runs
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiling, loading, calling
+// ---------------------------------------------------------------------------------------------
+
+struct Loaded {
+    _dir: tempfile::TempDir,
+    lib: libloading::Library,
+}
+
+fn link(object: &[u8]) -> Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("kernels.o");
+    let so = dir.path().join("libkernels.so");
+    std::fs::write(&obj, object).unwrap();
+    let out = Command::new("cc")
+        .arg("-shared")
+        .arg("-o")
+        .arg(&so)
+        .arg(&obj)
+        .arg("-lm")
+        .output()
+        .expect("run the system `cc`");
+    assert!(
+        out.status.success(),
+        "cc -shared failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: the library is the object just compiled (plain kernels, no initializers).
+    let lib = unsafe { libloading::Library::new(&so).unwrap() };
+    Loaded { _dir: dir, lib }
+}
+
+/// Compiles for this machine, split into up to 8 parts.
+fn compile(kernels: &[(&Graph, &str)], schedule: Schedule) -> Loaded {
+    compile_with(kernels, schedule, cpu::LowerOptions::parallel())
+}
+
+fn compile_with(
+    kernels: &[(&Graph, &str)],
+    schedule: Schedule,
+    lower: cpu::LowerOptions,
+) -> Loaded {
+    let options = cpu::CpuOptions {
+        schedule,
+        cpu: "native".into(),
+        lower,
+    };
+    let obj = cpu::compile_loop_kernels(kernels, &options).unwrap_or_else(|e| {
+        // Keep the module for a look with mlir-opt.
+        let funcs: Vec<_> = kernels
+            .iter()
+            .map(|(k, n)| cpu::lower_kernel_func(k, n).unwrap())
+            .collect();
+        let path = std::env::temp_dir().join("tbc_failed_module.mlir");
+        std::fs::write(&path, cpu::module_text(&funcs, schedule)).unwrap();
+        panic!("{e}\n(module written to {})", path.display())
+    });
+    link(&obj.object)
+}
+
+/// A 64-byte aligned, zero-initialized host buffer.
+struct Buf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Buf {
+    fn new(bytes: usize) -> Buf {
+        let layout = std::alloc::Layout::from_size_align(bytes.max(1), 64).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        Buf { ptr, layout }
+    }
+    fn from_tensor(t: &Tensor) -> Buf {
+        let bytes = t.data.to_le_bytes();
+        let b = Buf::new(bytes.len());
+        // SAFETY: `b` holds at least `bytes.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.ptr, bytes.len()) };
+        b
+    }
+    fn to_tensor(&self, ty: &TensorType) -> Tensor {
+        let n = ty.numel() * ty.dtype.size_bytes();
+        // SAFETY: the buffer was allocated with at least `n` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, n) };
+        Tensor::new(ty.shape.clone(), Data::from_le_bytes(ty.dtype, bytes))
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+type Entry = unsafe extern "C" fn(*const *mut u8, i64);
+
+/// The part count a kernel exports.
+fn parts_of(lib: &Loaded, name: &str) -> i64 {
+    let symbol = format!("tbc_{name}_parts");
+    // SAFETY: every compiled kernel exports `const int64_t tbc_<name>_parts`.
+    unsafe { **lib.lib.get::<*const i64>(symbol.as_bytes()).unwrap() }
+}
+
+/// Raw pointers that may cross to the worker thread (the buffers outlive the scope).
+#[derive(Clone, Copy)]
+struct Ptrs(*const *mut u8);
+// SAFETY: the kernel parts write disjoint bytes; the buffers live until the scope ends.
+unsafe impl Send for Ptrs {}
+
+/// Runs every part of kernel `name` on `ptrs`: odd parts on a second thread.
+fn run_parts(lib: &Loaded, name: &str, ptrs: &[*mut u8]) {
+    let symbol = format!("tbc_{name}");
+    // SAFETY: every compiled kernel exports `tbc_<name>(void *const *, int64_t)`.
+    let f: Entry = unsafe { *lib.lib.get::<Entry>(symbol.as_bytes()).unwrap() };
+    let parts = parts_of(lib, name);
+    assert!(parts >= 1);
+    let p = Ptrs(ptrs.as_ptr());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let p = p;
+            for part in (1..parts).step_by(2) {
+                // SAFETY: live buffers of the kernel's shapes; parts are independent.
+                unsafe { f(p.0, part) };
+            }
+        });
+        for part in (0..parts).step_by(2) {
+            // SAFETY: as above.
+            unsafe { f(p.0, part) };
+        }
+    });
+}
+
+/// Calls kernel `name` of `lib` (graph `k`) on `inputs`; returns its outputs.
+fn call(lib: &Loaded, k: &Graph, name: &str, inputs: &[Tensor]) -> Vec<Tensor> {
+    let out_tys: Vec<TensorType> = k.outputs.iter().map(|(_, v)| k.ty(*v).clone()).collect();
+    let ins: Vec<Buf> = inputs.iter().map(Buf::from_tensor).collect();
+    // Outputs start as NaN-ish garbage (0xAB bytes) so unwritten elements are caught.
+    let outs: Vec<Buf> = out_tys
+        .iter()
+        .map(|t| {
+            let b = Buf::new(t.numel() * t.dtype.size_bytes());
+            // SAFETY: fill the allocated bytes.
+            unsafe { std::ptr::write_bytes(b.ptr, 0xAB, b.layout.size()) };
+            if t.dtype == DType::Bool {
+                // SAFETY: as above; bool outputs start at 2 (neither false nor true).
+                unsafe { std::ptr::write_bytes(b.ptr, 2, b.layout.size()) };
+            }
+            b
+        })
+        .collect();
+    let ptrs: Vec<*mut u8> = ins.iter().chain(outs.iter()).map(|b| b.ptr).collect();
+    run_parts(lib, name, &ptrs);
+    outs.iter()
+        .zip(&out_tys)
+        .map(|(b, t)| b.to_tensor(t))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparison
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Err {
+    /// ‖got − want‖₂ / ‖want‖₂ over finite elements (absolute when ‖want‖ = 0).
+    norm: f64,
+    /// max |got − want| / |want| over elements with |want| ≥ 1e-3 · max |want|.
+    elem: f64,
+}
+
+impl Err {
+    fn max(self, o: Err) -> Err {
+        Err {
+            norm: self.norm.max(o.norm),
+            elem: self.elem.max(o.elem),
+        }
+    }
+}
+
+fn compare(got: &Tensor, want: &Tensor) -> Result<Err, String> {
+    assert_eq!(got.shape, want.shape);
+    assert_eq!(got.dtype(), want.dtype());
+    match want.dtype() {
+        DType::Bool | DType::I32 => {
+            let (a, b) = (got.to_f64(), want.to_f64());
+            if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+                let bad = (0..a.len()).filter(|&i| a[i] != b[i]).count();
+                return Err(format!(
+                    "{bad} of {} elements differ; first at {i}: got {}, want {}",
+                    a.len(),
+                    a[i],
+                    b[i]
+                ));
+            }
+            Ok(Err::default())
+        }
+        _ => {
+            let (a, b) = (got.to_f64(), want.to_f64());
+            let (mut dd, mut ee) = (0.0, 0.0);
+            let amax = b
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold(0.0f64, |m, x| m.max(x.abs()));
+            let mut elem = 0.0f64;
+            for i in 0..a.len() {
+                if !b[i].is_finite() || !a[i].is_finite() {
+                    let same = (a[i].is_nan() && b[i].is_nan()) || a[i] == b[i];
+                    if !same {
+                        return Err(format!("element {i}: got {}, want {}", a[i], b[i]));
+                    }
+                    continue;
+                }
+                dd += (a[i] - b[i]).powi(2);
+                ee += b[i].powi(2);
+                if b[i].abs() >= 1e-3 * amax && b[i] != 0.0 {
+                    elem = elem.max((a[i] - b[i]).abs() / b[i].abs());
+                }
+            }
+            let norm = if ee == 0.0 {
+                dd.sqrt()
+            } else {
+                (dd / ee).sqrt()
+            };
+            Ok(Err { norm, elem })
+        }
+    }
+}
+
+fn tolerance(d: DType) -> f64 {
+    if d == DType::F64 {
+        1e-12
+    } else {
+        1e-5
+    }
+}
+
+/// Compares every output; panics with the kernel's IR on a mismatch. Returns the worst errors.
+fn check(k: &Graph, label: &str, got: &[Tensor], want: &[Tensor]) -> Err {
+    let mut worst = Err::default();
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        match compare(g, w) {
+            Ok(e) if e.norm <= tolerance(w.dtype()) => worst = worst.max(e),
+            Ok(e) => panic!(
+                "{label}: out{i} norm-wise relative error {:.3e} > {:.0e} (elementwise {:.3e})\n{}",
+                e.norm,
+                tolerance(w.dtype()),
+                e.elem,
+                ir::text::print(k)
+            ),
+            Err(msg) => panic!("{label}: out{i}: {msg}\n{}", ir::text::print(k)),
+        }
+    }
+    worst
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every loop kernel of the tiny graphs
+// ---------------------------------------------------------------------------------------------
+
+/// Lowers, compiles (one module per graph) and runs every loop kernel of `g` on the values a
+/// training step feeds it.
+fn check_all_kernels(
+    label: &str,
+    g: &Graph,
+    fusion: &Fusion,
+    schedule: Schedule,
+    lower: cpu::LowerOptions,
+) {
+    let t0 = std::time::Instant::now();
+    let runs = run_kernels(g, fusion, &realistic_feed(g, 11));
+    let names: Vec<String> = runs.iter().map(|r| format!("k{}", r.index)).collect();
+    let list: Vec<(&Graph, &str)> = runs
+        .iter()
+        .zip(&names)
+        .map(|(r, n)| (&r.graph, n.as_str()))
+        .collect();
+    let t1 = std::time::Instant::now();
+    let lib = compile_with(&list, schedule, lower);
+    let compile_s = t1.elapsed().as_secs_f64();
+    let split = names.iter().filter(|n| parts_of(&lib, n) > 1).count();
+    let mut worst = Err::default();
+    for (r, name) in runs.iter().zip(&names) {
+        let got = call(&lib, &r.graph, name, &r.inputs);
+        worst = worst.max(check(
+            &r.graph,
+            &format!("{label} {name}"),
+            &got,
+            &r.outputs,
+        ));
+    }
+    println!(
+        "{label} ({schedule:?}): {} loop kernels OK ({split} split into parts); worst norm-wise rel err {:.2e}, worst elementwise {:.2e}; compile {compile_s:.1} s, total {:.1} s",
+        runs.len(),
+        worst.norm,
+        worst.elem,
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Split every kernel that can be split (the tiny shapes are far below the default threshold).
+fn split_all() -> cpu::LowerOptions {
+    cpu::LowerOptions {
+        max_parts: 4,
+        min_part_work: 1,
+        ..cpu::LowerOptions::default()
+    }
+}
+
+#[test]
+fn every_loop_kernel_of_td1_matches_the_interpreter() {
+    let (g, f) = tiny(&Preset::mindspore(), Phase::Td1, true);
+    check_all_kernels(
+        "mindspore td1 (dropout)",
+        &g,
+        &f,
+        Schedule::Vectorized,
+        split_all(),
+    );
+    let (g, f) = tiny(&Preset::paper(), Phase::Td1, false);
+    check_all_kernels("paper td1", &g, &f, Schedule::Vectorized, split_all());
+}
+
+#[test]
+fn every_loop_kernel_of_td2_matches_the_interpreter() {
+    let (g, f) = tiny(&Preset::mindspore(), Phase::Td2, false);
+    check_all_kernels("mindspore td2", &g, &f, Schedule::Vectorized, split_all());
+    let (g, f) = tiny(&Preset::paper(), Phase::Td2, true);
+    check_all_kernels(
+        "paper td2 (dropout)",
+        &g,
+        &f,
+        Schedule::Vectorized,
+        split_all(),
+    );
+}
+
+#[test]
+fn every_loop_kernel_of_td1_matches_with_the_loops_schedule() {
+    let (g, f) = tiny(&Preset::mindspore(), Phase::Td1, true);
+    check_all_kernels(
+        "mindspore td1 (dropout)",
+        &g,
+        &f,
+        Schedule::Loops,
+        cpu::LowerOptions::default(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One kernel of each class, on real and on random inputs
+// ---------------------------------------------------------------------------------------------
+
+/// Op mnemonics of a kernel, without inputs and constants.
+fn ops(k: &Graph) -> Vec<&'static str> {
+    k.nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Input { .. } | Op::Constant { .. }))
+        .map(|n| n.op.mnemonic())
+        .collect()
+}
+
+fn count(k: &Graph, m: &str) -> usize {
+    ops(k).iter().filter(|o| **o == m).count()
+}
+
+/// The kernel classes the tests pick from a fused training graph.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Class {
+    BiasGeluTanh,
+    BiasGeluErf,
+    Softmax,
+    LayerNorm,
+    LayerNormBackward,
+    Loss,
+    Clip,
+    Adam,
+    Dropout,
+}
+
+impl Class {
+    const ALL: [Class; 9] = [
+        Class::BiasGeluTanh,
+        Class::BiasGeluErf,
+        Class::Softmax,
+        Class::LayerNorm,
+        Class::LayerNormBackward,
+        Class::Loss,
+        Class::Clip,
+        Class::Adam,
+        Class::Dropout,
+    ];
+
+    /// Which graph holds the class (GELU form and dropout depend on the preset/config).
+    fn source(self) -> (Preset, Phase, bool) {
+        match self {
+            Class::BiasGeluErf => (Preset::paper(), Phase::Td1, false),
+            Class::Dropout => (Preset::mindspore(), Phase::Td1, true),
+            Class::Loss => (Preset::mindspore(), Phase::Td2, false),
+            _ => (Preset::mindspore(), Phase::Td1, false),
+        }
+    }
+
+    fn matches(self, k: &Graph, out_names: &[Option<String>]) -> bool {
+        let has = |m: &str| count(k, m) > 0;
+        let named = |p: &str| out_names.iter().flatten().any(|n| n.starts_with(p));
+        let no_reduce = !ops(k).iter().any(|o| o.starts_with("reduce"));
+        match self {
+            Class::BiasGeluTanh => has("tanh") && has("broadcast") && no_reduce,
+            Class::BiasGeluErf => has("erf") && has("broadcast") && no_reduce,
+            Class::Softmax => has("reduce_max") && has("exp") && has("reduce_sum") && has("div"),
+            Class::LayerNorm => count(k, "reduce_mean") == 2 && has("rsqrt") && !has("exp"),
+            Class::LayerNormBackward => {
+                count(k, "reduce_sum") >= 2
+                    && has("neg")
+                    && k.outputs.iter().all(|(_, v)| k.ty(*v).rank() == 2)
+            }
+            Class::Loss => named("loss"),
+            Class::Clip => has("sqrt") && has("reduce_sum") && has("max") && has("div"),
+            Class::Adam => named("param.bert.encoder.layer.0.attention.self.query.weight"),
+            Class::Dropout => has("random_uniform"),
+        }
+    }
+}
+
+fn find_class(runs: &[Run], class: Class) -> &Run {
+    runs.iter()
+        .find(|r| class.matches(&r.graph, &r.out_names))
+        .unwrap_or_else(|| panic!("no {class:?} kernel"))
+}
+
+#[test]
+fn each_kernel_class_matches_on_real_and_random_inputs() {
+    let mut graphs: Vec<((Preset, Phase, bool), Vec<Run>)> = Vec::new();
+    for class in Class::ALL {
+        let src = class.source();
+        if !graphs
+            .iter()
+            .any(|(s, _)| s.0.name == src.0.name && s.1 == src.1 && s.2 == src.2)
+        {
+            let (g, f) = tiny(&src.0, src.1, src.2);
+            let runs = run_kernels(&g, &f, &realistic_feed(&g, 5));
+            graphs.push((src, runs));
+        }
+    }
+    for class in Class::ALL {
+        let src = class.source();
+        let runs = &graphs
+            .iter()
+            .find(|(s, _)| s.0.name == src.0.name && s.1 == src.1 && s.2 == src.2)
+            .unwrap()
+            .1;
+        let r = find_class(runs, class);
+        let name = format!("k{}", r.index);
+        for schedule in [Schedule::Loops, Schedule::Vectorized] {
+            let lib = compile(&[(&r.graph, &name)], schedule);
+            let label = format!("{class:?} {name} {schedule:?}");
+            let real = check(
+                &r.graph,
+                &label,
+                &call(&lib, &r.graph, &name, &r.inputs),
+                &r.outputs,
+            );
+            let inputs = random_inputs(&r.graph, 99);
+            let named: HashMap<String, Tensor> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("in{i}"), t.clone()))
+                .collect();
+            let want: Vec<Tensor> = Interpreter::run(&r.graph, &named)
+                .unwrap()
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            let random = check(
+                &r.graph,
+                &label,
+                &call(&lib, &r.graph, &name, &inputs),
+                &want,
+            );
+            println!(
+                "{label:40} real: norm {:.1e} elem {:.1e} | random: norm {:.1e} elem {:.1e}",
+                real.norm, real.elem, random.norm, random.elem
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ops and dtypes the training graphs rarely or never use
+// ---------------------------------------------------------------------------------------------
+
+fn run_synthetic(k: &Graph, inputs: &[Tensor]) {
+    let named: HashMap<String, Tensor> = k
+        .inputs()
+        .zip(inputs)
+        .map(|((n, _), t)| (n.to_string(), t.clone()))
+        .collect();
+    let want: Vec<Tensor> = Interpreter::run(k, &named)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let narrow = cpu::LowerOptions {
+        f32_sums_in_f64: false,
+        ..split_all()
+    };
+    for (schedule, lower) in [
+        (Schedule::Loops, cpu::LowerOptions::default()),
+        (Schedule::Vectorized, cpu::LowerOptions::default()),
+        (Schedule::Vectorized, narrow),
+    ] {
+        let lib = compile_with(&[(k, "synthetic")], schedule, lower.clone());
+        let got = call(&lib, k, "synthetic", inputs);
+        check(k, &format!("synthetic {schedule:?} {lower:?}"), &got, &want);
+    }
+}
+
+#[test]
+fn every_op_and_dtype_matches_the_interpreter() {
+    use ir::{BinaryOp, CmpOp, ReduceKind};
+    let mut b = Builder::new("synthetic");
+    let t = |d: DType, s: &[usize]| TensorType::new(d, s.to_vec());
+    let x32 = b.input("in0", t(DType::F32, &[4, 6]));
+    let x64 = b.input("in1", t(DType::F64, &[4, 6]));
+    let xi = b.input("in2", t(DType::I32, &[4, 6]));
+    let xb = b.input("in3", t(DType::Bool, &[4, 6]));
+    let pos64 = b.input("in4", t(DType::F64, &[6]));
+    let mut outs = Vec::new();
+    // f64 math (libm) and elementwise ops.
+    for u in [
+        UnaryOp::Exp,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+    ] {
+        outs.push(b.unary(u, x64));
+    }
+    for u in [UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Rsqrt] {
+        outs.push(b.unary(u, pos64));
+    }
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
+        let bc = b.broadcast(pos64, &[4, 6], &[1]);
+        outs.push(b.binary(op, x64, bc));
+    }
+    // i32 arithmetic, comparisons, reductions.
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
+        let tr = b.transpose(xi, &[1, 0]);
+        let tr = b.transpose(tr, &[1, 0]);
+        outs.push(b.binary(op, xi, tr));
+    }
+    outs.push(b.neg(xi));
+    outs.push(b.unary(UnaryOp::Abs, xi));
+    for kind in [ReduceKind::Sum, ReduceKind::Max, ReduceKind::Min] {
+        outs.push(b.reduce(kind, xi, &[0]));
+        outs.push(b.reduce(kind, x64, &[1]));
+    }
+    outs.push(b.reduce(ReduceKind::Mean, x64, &[0, 1]));
+    outs.push(b.reduce(ReduceKind::Mean, x32, &[0]));
+    outs.push(b.reduce(ReduceKind::Max, x32, &[0, 1]));
+    let seven = b.scalar(7.0, DType::I32);
+    let seven = b.splat(seven, &[4, 6]);
+    for c in [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ] {
+        outs.push(b.compare(c, xi, seven));
+        outs.push(b.compare(c, x32, x32));
+        let nb = b.not(xb);
+        outs.push(b.compare(c, xb, nb));
+    }
+    // bool logic, select, is_finite.
+    let nb = b.not(xb);
+    outs.push(b.and(xb, nb));
+    outs.push(b.or(xb, nb));
+    outs.push(b.select(xb, x32, x32));
+    let fin = b.unary(UnaryOp::IsFinite, x32);
+    outs.push(fin);
+    outs.push(b.select(fin, xi, seven));
+    // Every cast (float → int saturates, NaN → 0).
+    for (from, x) in [
+        (DType::F32, x32),
+        (DType::F64, x64),
+        (DType::I32, xi),
+        (DType::Bool, xb),
+    ] {
+        for to in [DType::F32, DType::F64, DType::I32, DType::Bool] {
+            if from != to {
+                outs.push(b.cast(x, to));
+            }
+        }
+    }
+    // iota, slice, pad (float and bool), transpose, broadcast of a scalar.
+    outs.push(b.iota(1, t(DType::I32, &[3, 5])));
+    outs.push(b.iota(0, t(DType::F32, &[3, 5])));
+    let sl = b.slice(x32, &[1, 2], &[3, 6]);
+    outs.push(b.transpose(sl, &[1, 0]));
+    outs.push(b.pad(sl, &[1, 0], &[2, 3]));
+    outs.push(b.pad(xb, &[0, 1], &[1, 0]));
+    let e = b.exp(x32);
+    let sl2 = b.slice(e, &[0, 1], &[4, 5]);
+    outs.push(b.pad(sl2, &[2, 2], &[0, 0]));
+    let c = b.scalar(2.5, DType::F64);
+    outs.push(b.splat(c, &[2, 3]));
+    for (i, o) in outs.iter().enumerate() {
+        b.output(format!("out{i}"), *o);
+    }
+    let k = b.finish();
+    ir::verify(&k).unwrap();
+
+    let mut rng = Rng(3);
+    let mut f32s: Vec<f64> = (0..24).map(|_| rng.uniform() * 6.0 - 3.0).collect();
+    for (i, v) in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        3e9,
+        -3e9,
+        -0.0,
+        2147483520.0,
+        -2147483648.0,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        f32s[i * 3] = v;
+    }
+    let inputs = vec![
+        Tensor::from_f64(&t(DType::F32, &[4, 6]), &f32s),
+        Tensor::from_f64(
+            &t(DType::F64, &[4, 6]),
+            &(0..24)
+                .map(|_| rng.uniform() * 4.0 - 2.0)
+                .collect::<Vec<_>>(),
+        ),
+        Tensor::from_f64(
+            &t(DType::I32, &[4, 6]),
+            &(0..24)
+                .map(|i| [7.0, -5.0, 2147483647.0, -2147483648.0, 13.0, 0.0][i % 6])
+                .collect::<Vec<_>>(),
+        ),
+        Tensor::from_f64(
+            &t(DType::Bool, &[4, 6]),
+            &(0..24)
+                .map(|_| (rng.next_u64() & 1) as f64)
+                .collect::<Vec<_>>(),
+        ),
+        Tensor::from_f64(
+            &t(DType::F64, &[6]),
+            &(0..6)
+                .map(|_| rng.uniform() * 3.0 + 0.1)
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    run_synthetic(&k, &inputs);
+}
+
+#[test]
+fn random_uniform_is_bit_exact() {
+    let mut b = Builder::new("rng");
+    let seed = b.input("in0", TensorType::scalar(DType::I32));
+    let ctr = b.input("in1", TensorType::scalar(DType::I32));
+    let r = b.random_uniform(seed, ctr, 5, TensorType::new(DType::F32, vec![3, 37, 129]));
+    let r64 = b.random_uniform(seed, ctr, 9, TensorType::new(DType::F64, vec![40]));
+    let t = b.transpose(r, &[2, 0, 1]);
+    let s = b.slice(t, &[3, 1, 2], &[100, 3, 30]);
+    b.output("out0", r);
+    b.output("out1", r64);
+    b.output("out2", s);
+    let k = b.finish();
+    let lib = compile(&[(&k, "rng")], Schedule::Vectorized);
+    for (seed, ctr) in [(0, 0), (7, 4), (-3, -1), (i32::MAX, i32::MIN), (123456, 2)] {
+        let inputs = vec![
+            Tensor::scalar_f64(DType::I32, seed as f64),
+            Tensor::scalar_f64(DType::I32, ctr as f64),
+        ];
+        let named: HashMap<String, Tensor> = [
+            ("in0".to_string(), inputs[0].clone()),
+            ("in1".to_string(), inputs[1].clone()),
+        ]
+        .into();
+        let want = Interpreter::run(&k, &named).unwrap();
+        let got = call(&lib, &k, "rng", &inputs);
+        for ((name, w), g) in want.iter().zip(&got) {
+            assert_eq!(w, g, "seed {seed} counter {ctr}: {name} differs");
+        }
+    }
+}
+
+#[test]
+fn no_tile_is_larger_than_the_limit() {
+    let mut rng = Rng(8);
+    for _ in 0..2000 {
+        let rank = (rng.next_u64() % 5) as usize;
+        let space: Vec<usize> = (0..rank)
+            .map(|_| [1, 2, 3, 7, 16, 64, 97, 100, 768, 3072, 30522][rng.next_u64() as usize % 11])
+            .collect();
+        let reduction: Vec<bool> = (0..rank).map(|_| rng.next_u64() & 1 == 1).collect();
+        let t = cpu::OpTiling {
+            op: "linalg.generic",
+            space: space.clone(),
+            reduction,
+        };
+        let elems: usize = match cpu::tile_sizes(&t) {
+            None => space.iter().product(),
+            Some(s) => s
+                .iter()
+                .zip(&space)
+                .map(|(&t, &d)| if t == 0 { d } else { t })
+                .product(),
+        };
+        assert!(elems <= cpu::MAX_TILE_ELEMENTS, "{space:?}: {elems}");
+    }
+}
+
+#[test]
+fn unsupported_kernels_are_clear_errors() {
+    let mut b = Builder::new("ok");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![4]));
+    let y = b.neg(x);
+    b.output("out0", y);
+    let k = b.finish();
+    for bad in ["", "1k", "k-1", "k.1", "k 1"] {
+        let e = cpu::lower_loop_kernel(&k, bad).unwrap_err();
+        assert!(e.to_string().contains("kernel names must match"), "{e}");
+    }
+
+    let t = |d: DType, s: &[usize]| TensorType::new(d, s.to_vec());
+    let mut b = Builder::new("mm");
+    let x = b.input("in0", t(DType::F32, &[4, 4]));
+    let m = b.matmul(x, x, false, false);
+    b.output("out0", m);
+    let e = cpu::lower_loop_kernel(&b.finish(), "mm").unwrap_err();
+    assert!(
+        matches!(e, cpu::LowerError::UnsupportedOp { op: "matmul", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("kernel mm: node %1 (matmul)"), "{e}");
+
+    let mut b = Builder::new("rs");
+    let x = b.input("in0", t(DType::F32, &[4, 4]));
+    let r = b.reshape(x, &[16]);
+    let r = b.exp(r);
+    b.output("out0", r);
+    let e = cpu::lower_loop_kernel(&b.finish(), "rs").unwrap_err();
+    assert!(e.to_string().contains("reshape"), "{e}");
+
+    for d in [DType::F16, DType::BF16, DType::I64] {
+        let mut b = Builder::new("h");
+        let x = b.input("in0", t(d, &[4]));
+        let y = b.neg(x);
+        b.output("out0", y);
+        let e = cpu::lower_loop_kernel(&b.finish(), "h").unwrap_err();
+        assert!(
+            matches!(e, cpu::LowerError::UnsupportedDType { dtype, .. } if dtype == d),
+            "{e}"
+        );
+        assert!(e.to_string().contains(d.name()), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partitioning into independent parts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn partition_axes_are_chosen_soundly() {
+    use compiler::frontend::bert::{layer_norm, softmax_last};
+    let t = |s: &[usize]| TensorType::new(DType::F32, s.to_vec());
+    let class_dims = |k: &Graph, p: &cpu::partition::Part, v: ValueId| -> Vec<usize> {
+        (0..k.ty(v).rank())
+            .filter(|&d| p.in_class[v.index()][d])
+            .collect()
+    };
+    // LayerNorm: split by rows (gamma/beta are read whole).
+    let mut b = Builder::new("ln");
+    let x = b.input("in0", t(&[64, 32]));
+    let g = b.input("in1", t(&[32]));
+    let be = b.input("in2", t(&[32]));
+    let y = layer_norm(&mut b, x, g, be, 1e-12);
+    b.output("out0", y);
+    let k = b.finish();
+    let p = cpu::partition::choose(&k, 8, 1).unwrap();
+    assert_eq!((p.full, p.parts, p.chunk), (64, 8, 8));
+    assert_eq!(class_dims(&k, &p, x), vec![0]);
+    assert!(class_dims(&k, &p, g).is_empty());
+    // Too little work per part: fewer parts, or none.
+    assert_eq!(cpu::partition::choose(&k, 8, 1024).unwrap().parts, 2);
+    assert!(cpu::partition::choose(&k, 8, 4096).is_none());
+    // Softmax over [4, 6, 10]: the first output dim.
+    let mut b = Builder::new("sm");
+    let x = b.input("in0", t(&[4, 6, 10]));
+    let y = softmax_last(&mut b, x);
+    b.output("out0", y);
+    let p = cpu::partition::choose(&b.finish(), 8, 1).unwrap();
+    assert_eq!((p.full, p.parts), (4, 4));
+    // A bias gradient (sum over rows) splits by columns.
+    let mut b = Builder::new("bias_grad");
+    let x = b.input("in0", t(&[64, 48]));
+    let y = b.sum(x, &[0]);
+    b.output("out0", y);
+    let k = b.finish();
+    let p = cpu::partition::choose(&k, 8, 1).unwrap();
+    assert_eq!((p.full, p.parts), (48, 8));
+    assert_eq!(class_dims(&k, &p, x), vec![1]);
+    // x + transpose(x) and full reductions cannot be split.
+    let mut b = Builder::new("sym");
+    let x = b.input("in0", t(&[16, 16]));
+    let xt = b.transpose(x, &[1, 0]);
+    let y = b.add(x, xt);
+    b.output("out0", y);
+    assert!(cpu::partition::choose(&b.finish(), 8, 1).is_none());
+    let mut b = Builder::new("norm");
+    let x = b.input("in0", t(&[16, 16]));
+    let y = b.reduce_all(ir::ReduceKind::Sum, x);
+    b.output("out0", y);
+    assert!(cpu::partition::choose(&b.finish(), 8, 1).is_none());
+    // Outputs without the axis (a per-row and a per-column result) prevent splitting.
+    let mut b = Builder::new("two");
+    let x = b.input("in0", t(&[16, 8]));
+    let r = b.sum(x, &[1]);
+    let c = b.sum(x, &[0]);
+    b.output("out0", r);
+    b.output("out1", c);
+    assert!(cpu::partition::choose(&b.finish(), 8, 1).is_none());
+}
+
+#[test]
+fn partitioned_iota_pad_and_random_match() {
+    // Global indices along the split axis (iota, Philox counters) and pads/slices across it.
+    let t = |d: DType, s: &[usize]| TensorType::new(d, s.to_vec());
+    let mut b = Builder::new("parts");
+    let x = b.input("in0", t(DType::F32, &[12, 10]));
+    let seed = b.input("in1", TensorType::scalar(DType::I32));
+    let ctr = b.input("in2", TensorType::scalar(DType::I32));
+    let r = b.random_uniform(seed, ctr, 3, t(DType::F32, &[12, 10]));
+    let io = b.iota(0, t(DType::F32, &[12, 10]));
+    let y = b.mul(x, r);
+    let y = b.add(y, io);
+    let sl = b.slice(y, &[0, 2], &[12, 9]);
+    let pd = b.pad(sl, &[0, 1], &[0, 3]);
+    let e = b.exp(pd);
+    b.output("out0", e);
+    b.output("out1", r);
+    let k = b.finish();
+    let p = cpu::partition::choose(&k, 4, 1).unwrap();
+    assert_eq!((p.full, p.parts), (12, 4));
+    let inputs = vec![
+        random_inputs(&k, 4).remove(0),
+        Tensor::scalar_f64(DType::I32, 5.0),
+        Tensor::scalar_f64(DType::I32, 9.0),
+    ];
+    let named: HashMap<String, Tensor> = ["in0", "in1", "in2"]
+        .iter()
+        .map(|n| n.to_string())
+        .zip(inputs.iter().cloned())
+        .collect();
+    let want: Vec<Tensor> = Interpreter::run(&k, &named)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    for schedule in [Schedule::Loops, Schedule::Vectorized] {
+        let lib = compile_with(&[(&k, "parts")], schedule, split_all());
+        assert_eq!(parts_of(&lib, "parts"), 4);
+        let got = call(&lib, &k, "parts", &inputs);
+        check(&k, &format!("parts {schedule:?}"), &got, &want);
+        assert_eq!(got[1], want[1], "random numbers must be bit-exact");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy of the f32 polynomial math over dense sweeps
+// ---------------------------------------------------------------------------------------------
+
+/// Error in units of the last place of the f32 nearest to `want`.
+fn ulps(got: f32, want: f64) -> f64 {
+    let w = want as f32;
+    if w.is_infinite() || got.is_infinite() {
+        return if got as f64 == want || got == w {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let a = w.abs();
+    let ulp = if a == 0.0 || a < f32::MIN_POSITIVE {
+        f32::from_bits(1) as f64
+    } else {
+        (f32::from_bits(a.to_bits() + 1) - a) as f64
+    };
+    (got as f64 - want).abs() / ulp
+}
+
+#[test]
+fn transcendentals_are_accurate() {
+    const N: usize = 1 << 20;
+    let sweep = |lo: f64, hi: f64| -> Vec<f64> {
+        (0..N)
+            .map(|i| ((lo + (hi - lo) * i as f64 / (N - 1) as f64) as f32) as f64)
+            .collect()
+    };
+    // log: exponentially spaced positives (subnormals to 3e38) and specials.
+    let mut log_in: Vec<f64> = (0..N)
+        .map(|i| ((-103.0 + 191.0 * i as f64 / (N - 1) as f64).exp() as f32) as f64)
+        .collect();
+    let specials = [
+        0.0,
+        -0.0,
+        -1.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1.0,
+    ];
+    log_in[..specials.len()].copy_from_slice(&specials);
+    let mut cases: Vec<(&str, UnaryOp, Vec<f64>)> = vec![
+        ("exp", UnaryOp::Exp, sweep(-104.0, 89.0)),
+        ("log", UnaryOp::Log, log_in),
+        ("tanh", UnaryOp::Tanh, sweep(-12.0, 12.0)),
+        ("erf", UnaryOp::Erf, sweep(-6.0, 6.0)),
+    ];
+    for c in &mut cases {
+        if c.0 != "log" {
+            c.2[..specials.len()].copy_from_slice(&specials);
+            c.2[specials.len()] = 1e-30;
+            c.2[specials.len() + 1] = -1e-40;
+        }
+    }
+    let mut b = Builder::new("math");
+    let mut b64 = Builder::new("math64");
+    for (i, (_, u, _)) in cases.iter().enumerate() {
+        let x = b.input(format!("in{i}"), TensorType::new(DType::F32, vec![N]));
+        let y = b.unary(*u, x);
+        b.output(format!("out{i}"), y);
+        let x = b64.input(format!("in{i}"), TensorType::new(DType::F64, vec![N]));
+        let y = b64.unary(*u, x);
+        b64.output(format!("out{i}"), y);
+    }
+    let (k, k64) = (b.finish(), b64.finish());
+    let inputs: Vec<Tensor> = cases
+        .iter()
+        .map(|c| Tensor::from_f64(&TensorType::new(DType::F32, vec![N]), &c.2))
+        .collect();
+    let feed = |d: DType| -> HashMap<String, Tensor> {
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    format!("in{i}"),
+                    Tensor::from_f64(&TensorType::new(d, vec![N]), &c.2),
+                )
+            })
+            .collect()
+    };
+    let exact: Vec<Vec<f64>> = Interpreter::run(&k64, &feed(DType::F64))
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.to_f64())
+        .collect();
+    let libm: Vec<Vec<f64>> = Interpreter::run(&k, &feed(DType::F32))
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.to_f64())
+        .collect();
+    for schedule in [Schedule::Vectorized, Schedule::Loops] {
+        let lib = compile(&[(&k, "math")], schedule);
+        let got = call(&lib, &k, "math", &inputs);
+        for (i, (name, _, xs)) in cases.iter().enumerate() {
+            let g = got[i].to_f64();
+            let (mut worst, mut worst_x, mut worst_rel, mut vs_libm) =
+                (0.0f64, 0.0, 0.0f64, 0.0f64);
+            for j in 0..N {
+                let (want, gj) = (exact[i][j], g[j]);
+                if want.is_nan() || gj.is_nan() {
+                    assert!(
+                        want.is_nan() && gj.is_nan(),
+                        "{name}({}) = {gj}, want {want}",
+                        xs[j]
+                    );
+                    continue;
+                }
+                let u = ulps(gj as f32, want);
+                if u > worst {
+                    (worst, worst_x) = (u, xs[j]);
+                }
+                if want != 0.0
+                    && want.abs() > f32::MIN_POSITIVE as f64
+                    && want.abs() <= f32::MAX as f64
+                {
+                    worst_rel = worst_rel.max((gj - want).abs() / want.abs());
+                }
+                vs_libm = vs_libm.max(ulps(gj as f32, libm[i][j]));
+            }
+            println!(
+                "{schedule:?} {name:5}: max {worst:.2} ulp (at {worst_x:e}), max rel {worst_rel:.2e}, max {vs_libm:.1} ulp from the interpreter's libm f32"
+            );
+            assert!(worst <= 2.0, "{name}: {worst} ulp at {worst_x}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLIR snapshots (micro config: batch 2, seq 4)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn mlir_snapshots_of_each_kernel_class() {
+    let mut done = Vec::new();
+    for class in Class::ALL {
+        let (preset, phase, _) = class.source();
+        // The micro student has dropout on; BiasGeluErf needs the paper preset.
+        let (g, f) = fused_graph("micro", &preset, phase, 2, 4, true);
+        let runs = run_kernels(&g, &f, &realistic_feed(&g, 1));
+        let r = find_class(&runs, class);
+        let name = format!("{class:?}").to_lowercase();
+        let text = cpu::lower_loop_kernel(&r.graph, &name).unwrap();
+        insta::assert_snapshot!(format!("mlir_{name}"), text);
+        done.push((r.graph.clone(), name));
+    }
+    // The softmax kernel split into parts (strided memrefs, the part offset argument).
+    let (k, name) = &done[2];
+    let func = cpu::lower_kernel_func_with(k, name, &split_all()).unwrap();
+    insta::assert_snapshot!(
+        "mlir_softmax_parts",
+        cpu::module_text(&[func], Schedule::Loops)
+    );
+    // The vectorized module (with its transform script) of the softmax kernel.
+    let func = cpu::lower_kernel_func(k, name).unwrap();
+    insta::assert_snapshot!(
+        "mlir_softmax_vectorized",
+        cpu::module_text(&[func], Schedule::Vectorized)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing on BERT-base shapes (run with
+// `cargo test --release -p targets --test cpu_kernels bench -- --ignored --nocapture`)
+// ---------------------------------------------------------------------------------------------
+
+/// The fastest of `iters` runs (this VM is shared: the minimum is the least disturbed).
+fn best_ms(mut f: impl FnMut(), iters: usize) -> f64 {
+    f();
+    (0..iters)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A second, persistent worker thread: `run` executes the even parts of a kernel here and
+/// the odd parts there (no thread spawn per call).
+struct Pool2 {
+    job: std::sync::Arc<std::sync::Mutex<Option<(Entry, Ptrs, i64)>>>,
+    start: std::sync::Arc<std::sync::Barrier>,
+    done: std::sync::Arc<std::sync::Barrier>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pool2 {
+    fn new() -> Pool2 {
+        let job: std::sync::Arc<std::sync::Mutex<Option<(Entry, Ptrs, i64)>>> = Default::default();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let done = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let (j, s, d) = (job.clone(), start.clone(), done.clone());
+        let worker = std::thread::spawn(move || loop {
+            s.wait();
+            let Some((f, p, parts)) = *j.lock().unwrap() else {
+                return;
+            };
+            for part in (1..parts).step_by(2) {
+                // SAFETY: the caller keeps the buffers alive until `done`.
+                unsafe { f(p.0, part) };
+            }
+            d.wait();
+        });
+        Pool2 {
+            job,
+            start,
+            done,
+            worker: Some(worker),
+        }
+    }
+
+    fn run(&self, f: Entry, ptrs: &[*mut u8], parts: i64) {
+        *self.job.lock().unwrap() = Some((f, Ptrs(ptrs.as_ptr()), parts));
+        self.start.wait();
+        for part in (0..parts).step_by(2) {
+            // SAFETY: live buffers of the kernel's shapes; parts are independent.
+            unsafe { f(ptrs.as_ptr(), part) };
+        }
+        self.done.wait();
+    }
+}
+
+impl Drop for Pool2 {
+    fn drop(&mut self) {
+        *self.job.lock().unwrap() = None;
+        self.start.wait();
+        self.worker.take().unwrap().join().unwrap();
+    }
+}
+
+/// The benchmark kernels, built with the frontend's own expansions.
+fn bench_kernels() -> Vec<(&'static str, Graph)> {
+    use compiler::frontend::bert::{activation, layer_norm, softmax_last};
+    use compiler::frontend::config::Activation;
+    let t = |s: &[usize]| TensorType::new(DType::F32, s.to_vec());
+    let mut out = Vec::new();
+    let mut b = Builder::new("layernorm");
+    let x = b.input("in0", t(&[2048, 768]));
+    let g = b.input("in1", t(&[768]));
+    let be = b.input("in2", t(&[768]));
+    let y = layer_norm(&mut b, x, g, be, 1e-12);
+    b.output("out0", y);
+    out.push(("layernorm 2048x768", b.finish()));
+    for (name, act) in [
+        ("bias+gelu(tanh) 2048x3072", Activation::GeluTanh),
+        ("bias+gelu(erf) 2048x3072", Activation::GeluErf),
+    ] {
+        let mut b = Builder::new("gelu");
+        let x = b.input("in0", t(&[2048, 3072]));
+        let bias = b.input("in1", t(&[3072]));
+        let bb = b.broadcast(bias, &[2048, 3072], &[1]);
+        let v = b.add(x, bb);
+        let y = activation(&mut b, v, act);
+        b.output("out0", y);
+        out.push((name, b.finish()));
+    }
+    let mut b = Builder::new("softmax");
+    let x = b.input("in0", t(&[32, 12, 64, 64]));
+    let y = softmax_last(&mut b, x);
+    b.output("out0", y);
+    out.push(("softmax 32x12x64x64", b.finish()));
+    let mut b = Builder::new("dropout");
+    let x = b.input("in0", t(&[32, 12, 64, 64]));
+    let seed = b.input("in1", TensorType::scalar(DType::I32));
+    let counter = b.input("in2", TensorType::scalar(DType::I32));
+    let ctx = compiler::frontend::bert::DropoutCtx { seed, counter };
+    let y = compiler::frontend::bert::dropout(&mut b, x, 0.1, ctx, 3);
+    b.output("out0", y);
+    out.push(("dropout 32x12x64x64", b.finish()));
+    out
+}
+
+/// Straightforward scalar Rust for the same computations (f32, f32 accumulation).
+fn naive(name: &str, ins: &[Vec<f32>], (seed, counter): (i64, i64), out: &mut [f32]) {
+    if name.starts_with("layernorm") {
+        let (x, g, b) = (&ins[0], &ins[1], &ins[2]);
+        for r in 0..2048 {
+            let row = &x[r * 768..(r + 1) * 768];
+            let mean = row.iter().sum::<f32>() / 768.0;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 768.0;
+            let rstd = 1.0 / (var + 1e-12).sqrt();
+            for c in 0..768 {
+                out[r * 768 + c] = (row[c] - mean) * rstd * g[c] + b[c];
+            }
+        }
+    } else if name.starts_with("bias+gelu") {
+        let erf = name.contains("erf");
+        let (x, b) = (&ins[0], &ins[1]);
+        for r in 0..2048 {
+            for c in 0..3072 {
+                let v = x[r * 3072 + c] + b[c];
+                let inner = if erf {
+                    libm_erf(v * std::f32::consts::FRAC_1_SQRT_2)
+                } else {
+                    (0.797_884_6 * (v + 0.044715 * v * v * v)).tanh()
+                };
+                out[r * 3072 + c] = 0.5 * v * (1.0 + inner);
+            }
+        }
+    } else if name.starts_with("dropout") {
+        let x = &ins[0];
+        for (i, o) in out.iter_mut().enumerate() {
+            let u = ir::rng::uniform(seed, 3, counter, i as u64);
+            *o = if u >= 0.1 { x[i] / 0.9 } else { 0.0 };
+        }
+    } else {
+        let x = &ins[0];
+        for r in 0..32 * 12 * 64 {
+            let row = &x[r * 64..(r + 1) * 64];
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut s = 0.0;
+            for c in 0..64 {
+                let e = (row[c] - m).exp();
+                out[r * 64 + c] = e;
+                s += e;
+            }
+            for c in 0..64 {
+                out[r * 64 + c] /= s;
+            }
+        }
+    }
+}
+
+/// erf through the interpreter's path would be slow; a plain scalar erf (A&S 7.1.26 is too
+/// inaccurate for checks but fine for timing a naive loop).
+fn libm_erf(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_4 * t - 1.453_152_1) * t) + 1.421_413_8) * t - 0.284_496_74) * t
+            + 0.254_829_6)
+            * t
+            * (-x * x).exp();
+    y.copysign(x)
+}
+
+#[test]
+#[ignore]
+fn bench_real_shapes() {
+    for (name, k) in bench_kernels() {
+        let mut rng = Rng(1);
+        let inputs: Vec<Tensor> = k
+            .inputs()
+            .map(|(_, v)| {
+                let ty = k.ty(v);
+                let vals: Vec<f64> = (0..ty.numel()).map(|_| rng.normal()).collect();
+                Tensor::from_f64(ty, &vals)
+            })
+            .collect();
+        let out_ty = k.ty(k.outputs[0].1).clone();
+        let bytes: usize = inputs.iter().map(|t| t.numel() * 4).sum::<usize>() + out_ty.numel() * 4;
+        let seed = inputs.get(1).map_or(0, |t| t.to_f64()[0] as i64);
+        let counter = inputs.get(2).map_or(0, |t| t.to_f64()[0] as i64);
+        let mut line = format!("{name:26}");
+        for (label, schedule, lower) in [
+            ("loops", Schedule::Loops, cpu::LowerOptions::default()),
+            ("vec", Schedule::Vectorized, cpu::LowerOptions::default()),
+            (
+                "vec/parts",
+                Schedule::Vectorized,
+                cpu::LowerOptions::parallel(),
+            ),
+        ] {
+            let t0 = std::time::Instant::now();
+            let lib = compile_with(&[(&k, "bench")], schedule, lower);
+            let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let ins: Vec<Buf> = inputs.iter().map(Buf::from_tensor).collect();
+            let out = Buf::new(out_ty.numel() * 4);
+            let ptrs: Vec<*mut u8> = ins.iter().chain([&out]).map(|b| b.ptr).collect();
+            // SAFETY: the kernel exports `tbc_bench`.
+            let f: Entry = unsafe { *lib.lib.get::<Entry>(b"tbc_bench").unwrap() };
+            let parts = parts_of(&lib, "bench");
+            // SAFETY: live buffers of the kernel's shapes.
+            let ms = best_ms(
+                || (0..parts).for_each(|p| unsafe { f(ptrs.as_ptr(), p) }),
+                15,
+            );
+            line += &format!(
+                " | {label} {ms:6.3} ms ({:4.1} GB/s, compile {compile_ms:3.0} ms)",
+                bytes as f64 / ms / 1e6
+            );
+            if parts > 1 {
+                let pool = Pool2::new();
+                let ms2 = best_ms(|| pool.run(f, &ptrs, parts), 60);
+                line += &format!(" | {parts} parts on 2 threads {ms2:6.3} ms");
+            }
+        }
+        let ins: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|t| t.to_f64().iter().map(|&v| v as f32).collect())
+            .collect();
+        let mut out = vec![0.0f32; out_ty.numel()];
+        let ms = best_ms(|| naive(name, &ins, (seed, counter), &mut out), 7);
+        line += &format!(" | naive Rust: {ms:7.3} ms");
+        println!("{line}");
+    }
+}
+
+/// Every loop kernel of the real td1 step (BERT-base teacher, `mindspore` preset student
+/// 4L-384, batch 32, seq 64): compile time of the module, run time of each kernel on random
+/// inputs (one part after another, then the parts on two threads), the heaviest kernels.
+#[test]
+#[ignore]
+fn bench_td1_step_loop_kernels() {
+    let preset = Preset::mindspore();
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("configs");
+    let load = |f: &str| {
+        HfBertConfig::from_file(&configs.join(f))
+            .unwrap()
+            .resolve(&preset, f)
+            .unwrap()
+    };
+    let (t, s) = (load("bert-base-teacher.json"), load("student-4l-384.json"));
+    let spec = GraphSpec {
+        phase: Phase::Td1,
+        teacher: &t,
+        student: &s,
+        preset: &preset,
+        batch: 32,
+        seq_len: 64,
+        dtype: DType::F32,
+    };
+    let c = compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Fuse, &[], |_, _| {})
+        .unwrap();
+    let (g, fusion) = (c.graph, c.fusion.unwrap());
+    let kernels: Vec<(Graph, String)> = fusion
+        .kernels
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.kind == KernelKind::Loop)
+        .map(|(i, k)| {
+            let name = format!("k{i}");
+            (compiler::exec::kernel_graph(&g, k, &name), name)
+        })
+        .collect();
+    let list: Vec<(&Graph, &str)> = kernels.iter().map(|(k, n)| (k, n.as_str())).collect();
+    for (label, schedule, lower) in [
+        (
+            "vectorized, parts",
+            Schedule::Vectorized,
+            cpu::LowerOptions::parallel(),
+        ),
+        ("loops", Schedule::Loops, cpu::LowerOptions::default()),
+    ] {
+        let t0 = std::time::Instant::now();
+        let lib = compile_with(&list, schedule, lower);
+        let compile_s = t0.elapsed().as_secs_f64();
+        let mut rng = Rng(2);
+        let (mut total1, mut total2, mut bytes) = (0.0, 0.0, 0usize);
+        let mut per: Vec<(f64, f64, i64, String, String)> = Vec::new();
+        let (mut unsplit_ms, mut unsplit) = (0.0, 0);
+        let pool = Pool2::new();
+        for (k, name) in &kernels {
+            let ins: Vec<Buf> = k
+                .inputs()
+                .map(|(_, v)| {
+                    let ty = k.ty(v);
+                    let vals: Vec<f64> = (0..ty.numel())
+                        .map(|_| match ty.dtype {
+                            DType::Bool => (rng.next_u64() & 1) as f64,
+                            DType::I32 => (rng.next_u64() % 4) as f64,
+                            _ => rng.uniform() + 0.5,
+                        })
+                        .collect();
+                    Buf::from_tensor(&Tensor::from_f64(ty, &vals))
+                })
+                .collect();
+            let outs: Vec<Buf> = k
+                .outputs
+                .iter()
+                .map(|(_, v)| Buf::new(k.ty(*v).numel() * k.ty(*v).dtype.size_bytes()))
+                .collect();
+            let b: usize = k
+                .inputs()
+                .map(|(_, v)| k.ty(v))
+                .chain(k.outputs.iter().map(|(_, v)| k.ty(*v)))
+                .map(|t| t.numel() * t.dtype.size_bytes())
+                .sum();
+            let ptrs: Vec<*mut u8> = ins.iter().chain(outs.iter()).map(|b| b.ptr).collect();
+            let symbol = format!("tbc_{name}");
+            // SAFETY: every kernel exports `tbc_<name>`.
+            let f: Entry = unsafe { *lib.lib.get::<Entry>(symbol.as_bytes()).unwrap() };
+            let parts = parts_of(&lib, name);
+            // SAFETY: live buffers of the kernel's shapes.
+            let ms1 = best_ms(
+                || (0..parts).for_each(|p| unsafe { f(ptrs.as_ptr(), p) }),
+                3,
+            );
+            let ms2 = if parts > 1 {
+                best_ms(|| pool.run(f, &ptrs, parts), 7)
+            } else {
+                ms1
+            };
+            total1 += ms1;
+            total2 += ms2;
+            bytes += b;
+            if parts == 1 {
+                unsplit_ms += ms1;
+                unsplit += 1;
+            }
+            per.push((ms1, ms2, parts, name.clone(), ops(k).join(" ")));
+        }
+        println!(
+            "td1 b32 s64, {label}: {} loop kernels, module compile {compile_s:.1} s; run {total1:.1} ms on 1 thread ({:.1} GB/s), {total2:.1} ms with parts on 2 threads",
+            kernels.len(),
+            bytes as f64 / total1 / 1e6
+        );
+        println!("  {unsplit} kernels not split take {unsplit_ms:.1} ms");
+        per.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+        for (ms, ms2, parts, name, ops) in per.iter().take(16) {
+            let ops: String = ops.chars().take(90).collect();
+            println!("  {ms:7.3} ms, {parts} parts on 2 threads {ms2:7.3} ms  {name:6} {ops}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! End to end: `tbc compile --target cpu` links a trainer executable for the tiny configs; its
+//! `step` (compiled loop kernels, library GEMMs) is compared with `tbc step` (interpreter) for
+//! every phase and both presets — every output tensor within 1e-5 relative — and with the
+//! PyTorch fixtures. `info` lists the phases.
+
+use cli::compile_cmd::CompileArgs;
+use cli::model_args::ModelArgs;
+use cli::step::StepArgs;
+use compiler::frontend::preset::Phase;
+use ir::Tensor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tbc_tests::*;
+
+fn runtime_lib() -> PathBuf {
+    let lib = repo_root().join("target/debug/libruntime.a");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `cargo build -p runtime` first (make test does)",
+        lib.display()
+    );
+    lib
+}
+
+fn compile_trainer(preset: &str, out: &Path) {
+    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+    let t = tiny_dir();
+    let args = CompileArgs {
+        target: "cpu".into(),
+        phases: "gd,td1,td2,eval".into(),
+        teacher_config: Some(t.join("teacher.json")),
+        student_config: Some(t.join("student.json")),
+        preset: preset.into(),
+        batch: 4,
+        seq_len: 16,
+        compile_to: None,
+        dump_after: vec![],
+        output: Some(out.to_path_buf()),
+        cpu: "x86-64-v3".into(),
+    };
+    cli::compile_cmd::run(&args).unwrap();
+}
+
+fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
+    let t = tiny_dir();
+    let args = StepArgs {
+        model: ModelArgs {
+            phase: phase.name().into(),
+            teacher_config: Some(t.join("teacher.json")),
+            student_config: Some(t.join("student.json")),
+            preset: preset.into(),
+            dtype: "f32".into(),
+        },
+        weights: t.join("weights.safetensors"),
+        batch: t.join("batch.safetensors"),
+        out: out.to_path_buf(),
+        lr: Some(1e-3),
+        step: 0,
+        loss_scale: Some(if preset == "mindspore" { 256.0 } else { 1.0 }),
+        warmup_steps: 0.0,
+        decay_steps: 1e30,
+        seed: 0,
+    };
+    cli::step::run(&args).unwrap();
+}
+
+fn trainer_step(trainer: &Path, preset: &str, phase: Phase, out: &Path) {
+    let t = tiny_dir();
+    let scale = if preset == "mindspore" { "256" } else { "1" };
+    let o = Command::new(trainer)
+        .args([
+            "step",
+            "--phase",
+            phase.name(),
+            "--lr",
+            "1e-3",
+            "--loss-scale",
+            scale,
+        ])
+        .arg("--weights")
+        .arg(t.join("weights.safetensors"))
+        .arg("--batch")
+        .arg(t.join("batch.safetensors"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "trainer step failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn read(p: &Path) -> BTreeMap<String, Tensor> {
+    cli::tensor_file::read(p).unwrap()
+}
+
+#[test]
+fn compiled_trainer_matches_the_interpreter_and_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    for preset in ["mindspore", "paper"] {
+        let trainer = dir.path().join(format!("trainer-{preset}"));
+        compile_trainer(preset, &trainer);
+        let info = Command::new(&trainer).arg("info").output().unwrap();
+        let info = String::from_utf8_lossy(&info.stdout).to_string();
+        for phase in ["gd", "td1", "td2", "eval"] {
+            assert!(
+                info.lines().any(|l| l.starts_with(phase)),
+                "info lacks {phase}: {info}"
+            );
+        }
+        for phase in Phase::ALL {
+            let (a, b) = (
+                dir.path().join("interp.safetensors"),
+                dir.path().join("compiled.safetensors"),
+            );
+            interpreter_step(preset, phase, &a);
+            trainer_step(&trainer, preset, phase, &b);
+            let (want, got) = (read(&a), read(&b));
+            assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>()
+            );
+            let cmp = OutputComparer::new(want.iter());
+            let mut worst = (0.0f64, String::new());
+            for (name, w) in &want {
+                let err = cmp.error(name, &got[name], w);
+                assert!(
+                    err <= 1e-5,
+                    "{preset} {phase}: {name} compiled vs interpreter error {err:.2e}"
+                );
+                if err > worst.0 {
+                    worst = (err, name.clone());
+                }
+            }
+            // Against PyTorch too (the fixtures were made with lr 1e-3 from zero moments).
+            let mut worst_pt = 0.0f64;
+            if phase != Phase::Eval {
+                let e = read_fixture(&format!("expected_{preset}_{}.safetensors", phase.name()));
+                let cmp = OutputComparer::new(e.iter());
+                for (name, x) in &e {
+                    let err = cmp.error(name, &got[name], x);
+                    assert!(
+                        err <= 1e-5,
+                        "{preset} {phase}: {name} compiled vs PyTorch error {err:.2e}"
+                    );
+                    worst_pt = worst_pt.max(err);
+                }
+            }
+            println!("{preset:9} {:4}: compiled vs interpreter max {:.2e} ({}), vs PyTorch max {worst_pt:.2e}", phase.name(), worst.0, worst.1);
+        }
+    }
+}
