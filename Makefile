@@ -6,7 +6,7 @@ TINY := tests/fixtures/tiny
 TBC := target/release/tbc
 DEMO_OUT := out/demo
 
-.PHONY: setup build demo test fmt-check clippy unit fixtures clean
+.PHONY: setup build demo test bench fmt-check clippy unit fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -48,6 +48,10 @@ unit: setup
 	$(CARGO) test --workspace
 
 test: setup fmt-check clippy unit
+
+# td1 step: compiled trainer vs PyTorch eager and torch.compile (installs PyTorch into .venv).
+bench: build
+	bash bench/run.sh
 
 # Regenerates the PyTorch fixtures (needs PyTorch: see tests/reference/README.md).
 fixtures:

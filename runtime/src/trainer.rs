@@ -123,6 +123,10 @@ struct StepCmd {
     decay_steps: f64,
     #[arg(long, default_value_t = 0)]
     seed: i32,
+    /// Run the step this many times on the same inputs and report the median compute time
+    /// (for benchmarks; the outputs are those of the last run).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 /// The phases, kernels, GEMMs, arena sizes and GEMM FLOPs of each plan.
@@ -189,7 +193,16 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     .map_err(|e| e.to_string())?;
     let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
     let mut runner = Runner::new(plan.clone(), kernels);
-    let outs = runner.run(&refs).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    let mut outs = Vec::new();
+    for _ in 0..cmd.repeat.max(1) {
+        let start = std::time::Instant::now();
+        outs = runner.run(&refs).map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
     let raw: Vec<(String, RawTensor)> = plan
         .outputs
         .iter()
@@ -211,6 +224,12 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     ]);
     tensor_io::write(&cmd.out, &raw, &meta).map_err(|e| e.to_string())?;
     eprintln!("{}", report(&plan.name, "compiled", &raw));
+    eprintln!(
+        "compute time: median {median:.4} s over {} run(s) (min {:.4} s, max {:.4} s)",
+        times.len(),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
     eprintln!("wrote {} tensors to {}", raw.len(), cmd.out.display());
     Ok(())
 }
