@@ -248,7 +248,8 @@ unsafe fn indices_of(b: &BufferRef, p: *mut u8) -> Result<Vec<i64>, RuntimeError
 const PARALLEL_GEMM_MIN_MACS: usize = 1 << 21;
 
 /// Row-major `c = op(a)·op(b)` for each batch index, through the `gemm` crate (strides make
-/// the transposes free).
+/// the transposes free). Large GEMMs are threaded inside the library; batches of small ones
+/// (attention heads) are spread over the threads one GEMM each.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm(
     elem: ElemType,
@@ -262,68 +263,95 @@ unsafe fn gemm(
     n: usize,
     k: usize,
 ) -> Result<(), RuntimeError> {
+    if !matches!(elem, ElemType::F32 | ElemType::F64) {
+        return Err(RuntimeError::Unsupported(elem, "gemm"));
+    }
     // (column stride, row stride) of op(A) [m,k] and op(B) [k,n].
     let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
-    let par = if m * n * k >= PARALLEL_GEMM_MIN_MACS {
+    let large = m * n * k >= PARALLEL_GEMM_MIN_MACS;
+    let par = if large {
         gemm::Parallelism::Rayon(std::thread::available_parallelism().map_or(1, |p| p.get()))
     } else {
         gemm::Parallelism::None
     };
-    for i in 0..batch {
-        match elem {
-            ElemType::F32 => {
-                let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    c.add(i * m * n),
-                    1,
-                    n as isize,
-                    false,
-                    a.add(i * m * k),
-                    a_cs,
-                    a_rs,
-                    b.add(i * k * n),
-                    b_cs,
-                    b_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
-            ElemType::F64 => {
-                let (a, b, c) = (a as *const f64, b as *const f64, c as *mut f64);
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    c.add(i * m * n),
-                    1,
-                    n as isize,
-                    false,
-                    a.add(i * m * k),
-                    a_cs,
-                    a_rs,
-                    b.add(i * k * n),
-                    b_cs,
-                    b_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
-            e => return Err(RuntimeError::Unsupported(e, "gemm")),
-        }
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    let one = |i: usize| match elem {
+        ElemType::F32 => gemm_one::<f32>(a, b, c, i, m, n, k, (a_cs, a_rs, b_cs, b_rs), par),
+        _ => gemm_one::<f64>(a, b, c, i, m, n, k, (a_cs, a_rs, b_cs, b_rs), par),
+    };
+    if batch > 1 && !large {
+        use rayon::prelude::*;
+        (0..batch).into_par_iter().for_each(one);
+    } else {
+        (0..batch).for_each(one);
     }
     Ok(())
+}
+
+/// Batch element `i` of a strided GEMM; pointers are passed as addresses so the closure can be
+/// shared by threads (each element writes its own `c` block).
+#[allow(clippy::too_many_arguments)]
+fn gemm_one<T: 'static + Copy + num_zero::Zero>(
+    a: usize,
+    b: usize,
+    c: usize,
+    i: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    (a_cs, a_rs, b_cs, b_rs): (isize, isize, isize, isize),
+    par: gemm::Parallelism,
+) {
+    let (a, b, c) = (a as *const T, b as *const T, c as *mut T);
+    // SAFETY: the caller guarantees the buffers hold `batch` blocks of these shapes.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.add(i * m * n),
+            1,
+            n as isize,
+            false,
+            a.add(i * m * k),
+            a_cs,
+            a_rs,
+            b.add(i * k * n),
+            b_cs,
+            b_rs,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// The 0 and 1 of the GEMM element types.
+mod num_zero {
+    pub trait Zero {
+        fn zero() -> Self;
+        fn one() -> Self;
+    }
+    impl Zero for f32 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+    impl Zero for f64 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
 }
 
 unsafe fn gather(
