@@ -132,7 +132,8 @@ pub fn l2(t: &Tensor) -> f64 {
 
 /// Compares outputs against reference values. Tensors that are round-off of an exact zero in the
 /// reference (norm below 1e-12 (f64) or 1e-6 (f32) of the largest tensor of the same kind, e.g.
-/// `grad.`) are compared absolutely against that largest norm; all others by [`rel_err`].
+/// `grad.`; `adam_m.` and `adam_v.` of such a parameter are then round-off too) are compared
+/// absolutely against that largest norm; all others by [`rel_err`].
 pub struct OutputComparer {
     max_norm: HashMap<String, f64>,
 }

@@ -39,20 +39,13 @@ fn compare(preset: &Preset, phase: Phase, dtype: DType, loss_scale: f64, tol: f6
     let weights = read_fixture("weights.safetensors");
     assert!(!ours["overflow"].to_f64()[0].is_nan());
     assert_eq!(ours["overflow"].to_f64(), vec![0.0], "no overflow expected");
-    let max_norm = |kind: &str| {
-        expected
-            .iter()
-            .filter(|(n, _)| n.starts_with(kind))
-            .map(|(_, t)| l2(t))
-            .fold(0.0, f64::max)
-    };
-    let max_grad = max_norm("grad.");
+    let cmp = OutputComparer::new(expected.iter());
     // Parameters whose reference gradient is round-off of an exact zero.
     let roundoff: Vec<String> = expected
         .iter()
         .filter_map(|(n, t)| {
             n.strip_prefix("grad.")
-                .filter(|_| l2(t) < 1e-12 * max_grad)
+                .filter(|_| cmp.is_roundoff(n, t))
                 .map(String::from)
         })
         .collect();
@@ -79,21 +72,8 @@ fn compare(preset: &Preset, phase: Phase, dtype: DType, loss_scale: f64, tol: f6
         let a = ours
             .get(name)
             .unwrap_or_else(|| panic!("graph has no output {name}"));
-        let (kind, param) = name.split_once('.').unwrap_or((name.as_str(), ""));
-        let err = if roundoff.iter().any(|p| p == param)
-            && ["grad", "adam_m", "adam_v"].contains(&kind)
-        {
-            // Compared at the round-off level of the phase, see the module comment.
-            let d: Vec<f64> = a
-                .to_f64()
-                .iter()
-                .zip(e.to_f64())
-                .map(|(x, y)| x - y)
-                .collect();
-            d.iter().map(|x| x * x).sum::<f64>().sqrt() / max_norm(&format!("{kind}."))
-        } else {
-            rel_err(a, e)
-        };
+        // Round-off tensors are compared at the round-off level of the phase (module comment).
+        let err = cmp.error(name, a, e);
         note(name, err);
         // Deltas are checked in f64 only: an f32 parameter carries the update to ulp(w), which
         // for LayerNorm gains near 1 is ~4e-5 of a 3e-3 update.
