@@ -152,7 +152,7 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
             .sum();
         writeln!(
             s,
-            "{:5} {} loop kernels, {} GEMMs ({:.1} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
+            "{:5} {} loop kernels, {} GEMMs ({:.3} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
             p.name,
             loops,
             gemms,
