@@ -140,3 +140,81 @@ fn bad_flags_are_clear_errors() {
     );
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn missing_system_linker_is_a_clear_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let lib = root.join("target/debug/libruntime.a");
+    assert!(
+        lib.is_file(),
+        "{} missing: run `cargo build -p runtime` first (make test does)",
+        lib.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("trainer");
+    let out = Command::new(env!("CARGO_BIN_EXE_tbc"))
+        .args([
+            "compile",
+            "--phases",
+            "eval",
+            "--teacher-config",
+            &micro("teacher.json"),
+            "--student-config",
+            &micro("student.json"),
+        ])
+        .args([
+            "--batch",
+            "2",
+            "--seq-len",
+            "4",
+            "-o",
+            out_path.to_str().unwrap(),
+        ])
+        .env("TBC_RUNTIME_LIB", &lib)
+        .env("CC", "/nonexistent/cc")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "no system linker: '/nonexistent/cc' was not found (install gcc or clang, or set CC)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    assert!(!out_path.exists(), "no half-written trainer");
+    // With the real linker the same command works and the trainer runs.
+    let ok = Command::new(env!("CARGO_BIN_EXE_tbc"))
+        .args([
+            "compile",
+            "--phases",
+            "eval",
+            "--teacher-config",
+            &micro("teacher.json"),
+            "--student-config",
+            &micro("student.json"),
+        ])
+        .args([
+            "--batch",
+            "2",
+            "--seq-len",
+            "4",
+            "-o",
+            out_path.to_str().unwrap(),
+        ])
+        .env("TBC_RUNTIME_LIB", &lib)
+        .env_remove("CC")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let info = Command::new(&out_path).arg("info").output().unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).starts_with("eval"));
+}
