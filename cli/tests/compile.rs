@@ -155,28 +155,32 @@ fn missing_system_linker_is_a_clear_error() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("trainer");
-    let out = Command::new(env!("CARGO_BIN_EXE_tbc"))
-        .args([
+    let compile = |cc: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tbc"));
+        c.args([
             "compile",
             "--phases",
             "eval",
             "--teacher-config",
             &micro("teacher.json"),
-            "--student-config",
-            &micro("student.json"),
         ])
         .args([
+            "--student-config",
+            &micro("student.json"),
             "--batch",
             "2",
             "--seq-len",
             "4",
-            "-o",
-            out_path.to_str().unwrap(),
         ])
-        .env("TBC_RUNTIME_LIB", &lib)
-        .env("CC", "/nonexistent/cc")
-        .output()
-        .unwrap();
+        .args(["-o", out_path.to_str().unwrap()])
+        .env("TBC_RUNTIME_LIB", &lib);
+        match cc {
+            Some(cc) => c.env("CC", cc),
+            None => c.env_remove("CC"),
+        };
+        c.output().unwrap()
+    };
+    let out = compile(Some("/nonexistent/cc"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -188,28 +192,7 @@ fn missing_system_linker_is_a_clear_error() {
     assert!(!err.contains("panicked"));
     assert!(!out_path.exists(), "no half-written trainer");
     // With the real linker the same command works and the trainer runs.
-    let ok = Command::new(env!("CARGO_BIN_EXE_tbc"))
-        .args([
-            "compile",
-            "--phases",
-            "eval",
-            "--teacher-config",
-            &micro("teacher.json"),
-            "--student-config",
-            &micro("student.json"),
-        ])
-        .args([
-            "--batch",
-            "2",
-            "--seq-len",
-            "4",
-            "-o",
-            out_path.to_str().unwrap(),
-        ])
-        .env("TBC_RUNTIME_LIB", &lib)
-        .env_remove("CC")
-        .output()
-        .unwrap();
+    let ok = compile(None);
     assert!(
         ok.status.success(),
         "{}",
