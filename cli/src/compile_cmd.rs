@@ -10,6 +10,7 @@ use compiler::frontend::preset::Phase;
 use compiler::frontend::GraphSpec;
 use compiler::fusion::KernelKind;
 use compiler::pipeline::{compile, Compiled, Stage};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -50,27 +51,45 @@ pub struct CompileArgs {
 }
 
 /// The executable plan and loop-kernel graphs of a planned phase.
-fn artifacts_of(c: &Compiled, defaults: runtime::plan::StepDefaults) -> PhaseArtifacts {
+fn artifacts_of(
+    c: &Compiled,
+    defaults: runtime::plan::StepDefaults,
+    seen: &mut HashMap<String, String>,
+) -> PhaseArtifacts {
     let (g, fusion, mem) = (
         &c.graph,
         c.fusion.as_ref().unwrap(),
         c.plan.as_ref().unwrap(),
     );
-    let kernels = fusion
-        .kernels
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| k.kind == KernelKind::Loop)
-        .map(|(i, k)| {
-            let name = loop_symbol(&g.name, i);
-            let kg = kernel_graph(g, k, &name);
-            (name, kg)
-        })
-        .collect();
-    PhaseArtifacts {
-        plan: executable_plan(g, fusion, mem, defaults),
-        kernels,
+    let mut plan = executable_plan(g, fusion, mem, defaults);
+    // Structurally identical kernels (every layer repeats its kernels; so do the optimizer
+    // updates of same-shaped parameters, and the phases share most of their code) are compiled
+    // once: later copies call the first one's symbol.
+    let mut canonical: HashMap<String, String> = HashMap::new();
+    let mut kernels = Vec::new();
+    for (i, k) in fusion.kernels.iter().enumerate() {
+        if k.kind != KernelKind::Loop {
+            continue;
+        }
+        let name = loop_symbol(&g.name, i);
+        let kg = kernel_graph(g, k, "");
+        let first = seen
+            .entry(ir::text::print(&kg))
+            .or_insert_with(|| name.clone())
+            .clone();
+        if first == name {
+            let mut kg = kg;
+            kg.name = name.clone();
+            kernels.push((name.clone(), kg));
+        }
+        canonical.insert(name, first);
     }
+    for step in &mut plan.steps {
+        if let runtime::plan::Step::Loop { symbol, .. } = step {
+            *symbol = canonical[symbol.as_str()].clone();
+        }
+    }
+    PhaseArtifacts { plan, kernels }
 }
 
 /// Names `--dump-after` accepts: the stages and the simplify passes.
@@ -128,6 +147,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
     }
     let mut text = String::new();
     let mut artifacts = Vec::new();
+    let mut seen = HashMap::new();
     for phase in phases {
         let model = ModelArgs {
             phase: phase.name().into(),
@@ -151,7 +171,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             print!("{dump}");
         })?;
         if until.is_backend() {
-            artifacts.push(artifacts_of(&compiled, step_defaults(&r.preset, phase)));
+            artifacts.push(artifacts_of(
+                &compiled,
+                step_defaults(&r.preset, phase),
+                &mut seen,
+            ));
             continue;
         }
         writeln!(text, "// ===== {phase}: {} =====", until.name()).unwrap();
