@@ -31,9 +31,15 @@ pub fn tiny_configs(preset: &Preset) -> (ModelConfig, ModelConfig) {
     (load("teacher.json"), load("student.json"))
 }
 
-pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
+/// Calls `f` with the graph spec of the tiny configs (batch 4, seq 16).
+fn with_tiny_spec<R>(
+    preset: &Preset,
+    phase: Phase,
+    dtype: DType,
+    f: impl FnOnce(&GraphSpec) -> R,
+) -> R {
     let (t, s) = tiny_configs(preset);
-    let spec = GraphSpec {
+    f(&GraphSpec {
         phase,
         teacher: &t,
         student: &s,
@@ -41,23 +47,18 @@ pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
         batch: 4,
         seq_len: 16,
         dtype,
-    };
-    build_graph(&spec).unwrap()
+    })
+}
+
+pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
+    with_tiny_spec(preset, phase, dtype, |spec| build_graph(spec).unwrap())
 }
 
 /// The tiny graph of `phase` through the target-neutral pipeline (simplify, fuse, plan).
 pub fn compile_tiny(preset: &Preset, phase: Phase) -> compiler::pipeline::Compiled {
-    let (t, s) = tiny_configs(preset);
-    let spec = GraphSpec {
-        phase,
-        teacher: &t,
-        student: &s,
-        preset,
-        batch: 4,
-        seq_len: 16,
-        dtype: DType::F32,
-    };
-    compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Plan, &[], |_, _| {}).unwrap()
+    with_tiny_spec(preset, phase, DType::F32, |spec| {
+        compiler::pipeline::compile(spec, compiler::pipeline::Stage::Plan, &[], |_, _| {}).unwrap()
+    })
 }
 
 pub fn read_fixture(name: &str) -> BTreeMap<String, Tensor> {

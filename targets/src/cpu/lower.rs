@@ -987,36 +987,51 @@ impl<'g> Emitter<'g> {
             let y = self.mem_value(&mut body, &x, g.ty(v).dtype);
             yields.push(y);
         }
-        let mut outs = Vec::new();
-        for m in members {
-            let d = g.nodes[m.node].ty.dtype;
-            let init = self.init_tensor(m.output, &shape, d);
+        let outs: Vec<(usize, Option<usize>)> =
+            members.iter().map(|m| (m.node, m.output)).collect();
+        self.write_parallel_generic(body, &shape, &outs, yields);
+        Ok(())
+    }
+
+    /// Writes a generic with every dim parallel over `shape` whose results (`yields`, one per
+    /// `(node, output slot)`) are written with the identity map, and records them as
+    /// materialized values of those nodes.
+    fn write_parallel_generic(
+        &mut self,
+        body: Body,
+        shape: &[usize],
+        outs: &[(usize, Option<usize>)],
+        yields: Vec<String>,
+    ) {
+        let identity = map_str(shape.len(), &(0..shape.len() as u32).collect::<Vec<_>>());
+        let mut specs = Vec::new();
+        for &(node, output) in outs {
+            let d = self.g.nodes[node].ty.dtype;
+            let init = self.init_tensor(output, shape, d);
             let arg = self.fresh("o");
-            outs.push((
+            specs.push((
                 init,
-                tensor_ty(&shape, d),
-                map_str(shape.len(), &(0..shape.len() as u32).collect::<Vec<_>>()),
+                tensor_ty(shape, d),
+                identity.clone(),
                 arg,
                 mem_ty(d).to_string(),
             ));
         }
         self.tilings.push(OpTiling {
             op: "linalg.generic",
-            space: shape.clone(),
+            space: shape.to_vec(),
             reduction: vec![false; shape.len()],
         });
-        let res = self.write_generic(body, &vec![false; shape.len()], outs, yields);
-        for (m, r) in members.iter().zip(res) {
-            let d = g.nodes[m.node].ty.dtype;
-            self.mat[m.node] = Some(Mat {
+        let res = self.write_generic(body, &vec![false; shape.len()], specs, yields);
+        for (&(node, _), r) in outs.iter().zip(res) {
+            self.mat[node] = Some(Mat {
                 ssa: r,
-                shape: shape.clone(),
-                dtype: d,
+                shape: shape.to_vec(),
+                dtype: self.g.nodes[node].ty.dtype,
                 mean_count: None,
                 wide: false,
             });
         }
-        Ok(())
     }
 
     /// Emits reduction `v`; returns whether the result still has to be copied to its output
@@ -1163,28 +1178,7 @@ impl<'g> Emitter<'g> {
             None => val,
         };
         let y = self.mem_value(&mut body, &r, d);
-        let init = self.init_tensor(output, &shape, d);
-        let arg = self.fresh("o");
-        let outs = vec![(
-            init,
-            tensor_ty(&shape, d),
-            map_str(shape.len(), &(0..shape.len() as u32).collect::<Vec<_>>()),
-            arg,
-            mem_ty(d).to_string(),
-        )];
-        self.tilings.push(OpTiling {
-            op: "linalg.generic",
-            space: shape.clone(),
-            reduction: vec![false; shape.len()],
-        });
-        let res = self.write_generic(body, &vec![false; shape.len()], outs, vec![y]);
-        self.mat[v] = Some(Mat {
-            ssa: res[0].clone(),
-            shape,
-            dtype: d,
-            mean_count: None,
-            wide: false,
-        });
+        self.write_parallel_generic(body, &shape, &[(v, output)], vec![y]);
         Ok(())
     }
 }
