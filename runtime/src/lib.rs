@@ -3,6 +3,7 @@
 //! graph outputs or one static arena.
 
 pub mod exec;
+pub mod init;
 pub mod plan;
 pub mod step_io;
 pub mod tensor_io;
