@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod init;
+pub mod metrics;
 pub mod plan;
 pub mod step_io;
 pub mod tensor_io;
