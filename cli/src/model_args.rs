@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// gd | td1 | td2 | eval
+    /// gd | td1 | td2 | eval | ft | eval_teacher
     #[arg(long)]
     pub phase: String,
     /// Teacher config.json (Hugging Face BERT); default: built-in BERT-base.

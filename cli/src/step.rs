@@ -2,13 +2,14 @@
 //!
 //! Contract (kept stable; `./trainer step` will follow it too):
 //! - `--weights W`: `teacher.<hf name>` and `student.<hf name>` (Hugging Face
-//!   `BertForSequenceClassification` names, plus `student.fit_dense.weight|bias`); optional
+//!   `BertForSequenceClassification` names, plus `student.fit_dense.weight|bias`; ft and
+//!   eval_teacher read only `teacher.*`); optional
 //!   `adam_m.<name>` / `adam_v.<name>` (zeros when absent). Extra tensors are ignored.
 //! - `--batch B`: `input_ids`, `input_mask`, `segment_ids` (int32 or int64, `[batch, seq]`);
-//!   `label_ids` may be present (no phase's loss reads it).
-//! - `--out O`: every graph output: `loss`, `loss.att`/`loss.rep` or `loss.cls`, `grad.<name>`
+//!   ft also reads `label_ids` (`[batch]`); other phases ignore it.
+//! - `--out O`: every graph output: `loss`, `loss.att`/`loss.rep`, `loss.cls` or `loss.ce`, `grad.<name>`
 //!   (unscaled, before clipping), `param.<name>`, `adam_m.<name>`, `adam_v.<name>` after the
-//!   update, `overflow`, `lr`, `state.*`; eval writes `logits`.
+//!   update, `overflow`, `lr`, `state.*`; eval and eval_teacher write `logits`.
 
 use crate::model_args::ModelArgs;
 use anyhow::{bail, Result};

@@ -31,8 +31,8 @@ pub struct StepFlags {
     pub seed: i32,
 }
 
-/// Batch tensor names.
-pub const BATCH_NAMES: [&str; 3] = ["input_ids", "input_mask", "segment_ids"];
+/// Batch tensor names (`label_ids`: the hard labels ft trains on).
+pub const BATCH_NAMES: [&str; 4] = ["input_ids", "input_mask", "segment_ids", "label_ids"];
 
 /// The scalar inputs (state and schedule) of a step.
 pub fn scalars(defaults: &StepDefaults, f: &StepFlags) -> BTreeMap<&'static str, f64> {

@@ -15,10 +15,38 @@ pub enum Phase {
     Td2,
     /// Student logits, no training.
     Eval,
+    /// Teacher fine-tuning: hard-label cross-entropy on the TinyBERT classification head, so a
+    /// user without a fine-tuned teacher can make one for td.
+    Ft,
+    /// Teacher logits, no training (the teacher's dev accuracy).
+    EvalTeacher,
+}
+
+/// The model a phase trains or evaluates; its parameters are graph inputs `<prefix>.<hf name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    Teacher,
+    Student,
+}
+
+impl Model {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Model::Teacher => "teacher",
+            Model::Student => "student",
+        }
+    }
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Gd, Phase::Td1, Phase::Td2, Phase::Eval];
+    pub const ALL: [Phase; 6] = [
+        Phase::Gd,
+        Phase::Td1,
+        Phase::Td2,
+        Phase::Eval,
+        Phase::Ft,
+        Phase::EvalTeacher,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -26,18 +54,34 @@ impl Phase {
             Phase::Td1 => "td1",
             Phase::Td2 => "td2",
             Phase::Eval => "eval",
+            Phase::Ft => "ft",
+            Phase::EvalTeacher => "eval_teacher",
         }
     }
 
     pub fn parse(s: &str) -> Result<Phase, String> {
+        // The student phases come first in the message, worded as before the teacher phases
+        // existed (scripts and tests match on it).
         Phase::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown phase '{s}' (expected gd, td1, td2 or eval)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown phase '{s}' (expected gd, td1, td2 or eval) and not a teacher phase (ft or eval_teacher)"
+                )
+            })
     }
 
     pub fn is_training(self) -> bool {
-        self != Phase::Eval
+        !matches!(self, Phase::Eval | Phase::EvalTeacher)
+    }
+
+    /// The model whose parameters the phase trains (or, for an eval phase, reads).
+    pub fn model(self) -> Model {
+        match self {
+            Phase::Ft | Phase::EvalTeacher => Model::Teacher,
+            Phase::Gd | Phase::Td1 | Phase::Td2 | Phase::Eval => Model::Student,
+        }
     }
 }
 
@@ -118,6 +162,8 @@ pub struct Preset {
     pub gd: PhaseConstants,
     pub td1: PhaseConstants,
     pub td2: PhaseConstants,
+    /// Teacher fine-tuning (`ft`).
+    pub ft: PhaseConstants,
 }
 
 impl Preset {
@@ -161,6 +207,15 @@ impl Preset {
                 end_lr: 1e-14,
                 loss_scale: ls(65536.0, 50),
             },
+            // MindSpore's TinyBERT has no fine-tuning script (its td teacher comes fine-tuned
+            // from elsewhere); these are BERT fine-tuning defaults with this preset's schedule
+            // family: lr 2e-5 decayed to 0, fp32 without loss scaling (as on GPU/CPU).
+            ft: PhaseConstants {
+                schedule: ScheduleKind::Polynomial,
+                lr: 2e-5,
+                end_lr: 0.0,
+                loss_scale: None,
+            },
         }
     }
 
@@ -197,6 +252,14 @@ impl Preset {
                 end_lr: 0.0,
                 loss_scale: None,
             },
+            // BERT's GLUE fine-tuning defaults (lr 2e-5, warmup_linear; the warmup fraction is
+            // a run-time input), fp32.
+            ft: PhaseConstants {
+                schedule: ScheduleKind::WarmupLinear,
+                lr: 2e-5,
+                end_lr: 0.0,
+                loss_scale: None,
+            },
         }
     }
 
@@ -210,13 +273,14 @@ impl Preset {
         }
     }
 
-    /// The constants of a training phase (`None` for eval).
+    /// The constants of a training phase (`None` for the eval phases).
     pub fn phase(&self, phase: Phase) -> Option<&PhaseConstants> {
         match phase {
             Phase::Gd => Some(&self.gd),
             Phase::Td1 => Some(&self.td1),
             Phase::Td2 => Some(&self.td2),
-            Phase::Eval => None,
+            Phase::Ft => Some(&self.ft),
+            Phase::Eval | Phase::EvalTeacher => None,
         }
     }
 }
