@@ -280,14 +280,14 @@ mod tests {
             "bert.encoder.layer.0.attention.self.key.weight".to_string(),
             vec![16, 16],
         );
-        let one = init_params(&[a.clone()], InitRule::Paper, 42).unwrap();
+        let one = init_params(std::slice::from_ref(&a), InitRule::Paper, 42).unwrap();
         let two = init_params(&[b.clone(), a.clone()], InitRule::Paper, 42).unwrap();
         assert_eq!(one[&a.0], two[&a.0]);
         // Different names, and different seeds, give different values.
         assert_ne!(two[&a.0].bytes, two[&b.0].bytes);
-        let other_seed = init_params(&[a.clone()], InitRule::Paper, 43).unwrap();
+        let other_seed = init_params(std::slice::from_ref(&a), InitRule::Paper, 43).unwrap();
         assert_ne!(one[&a.0].bytes, other_seed[&a.0].bytes);
-        let again = init_params(&[a.clone()], InitRule::Paper, 42).unwrap();
+        let again = init_params(std::slice::from_ref(&a), InitRule::Paper, 42).unwrap();
         assert_eq!(one, again);
     }
 

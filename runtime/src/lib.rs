@@ -2,6 +2,7 @@
 //! compiler (no IR, no MLIR, no LLVM): a list of steps over buffers that live in graph inputs,
 //! graph outputs or one static arena.
 
+pub mod checkpoint;
 pub mod exec;
 pub mod init;
 pub mod metrics;
