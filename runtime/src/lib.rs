@@ -3,6 +3,7 @@
 //! graph outputs or one static arena.
 
 pub mod checkpoint;
+pub mod data;
 pub mod exec;
 pub mod init;
 pub mod metrics;
