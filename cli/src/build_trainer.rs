@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use ir::Graph;
+use runtime::manifest::{Manifest, TrainerBundle};
 use runtime::plan::ExecutablePlan;
 use std::path::{Path, PathBuf};
 use targets::cpu::{
@@ -53,7 +54,12 @@ pub fn runtime_library() -> Result<PathBuf> {
 }
 
 /// Compiles every phase's kernels and links the trainer executable at `out`.
-pub fn build_trainer(phases: &[PhaseArtifacts], cpu: &str, out: &Path) -> Result<()> {
+pub fn build_trainer(
+    phases: &[PhaseArtifacts],
+    manifest: Manifest,
+    cpu: &str,
+    out: &Path,
+) -> Result<()> {
     let runtime_lib = runtime_library()?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let mut objects = Vec::new();
@@ -70,8 +76,11 @@ pub fn build_trainer(phases: &[PhaseArtifacts], cpu: &str, out: &Path) -> Result
         objects.push(path);
         symbols.extend(a.kernels.iter().map(|(n, _)| n.as_str()));
     }
-    let plans: Vec<&ExecutablePlan> = phases.iter().map(|a| &a.plan).collect();
-    let json = serde_json::to_vec(&plans)?;
+    let bundle = TrainerBundle {
+        manifest,
+        plans: phases.iter().map(|a| a.plan.clone()).collect(),
+    };
+    let json = serde_json::to_vec(&bundle)?;
     let glue = glue_object(&symbols, &[("tbc_plans", &json)], cpu)?;
     let glue_path = dir.path().join("glue.o");
     std::fs::write(&glue_path, glue)?;

@@ -92,6 +92,40 @@ fn artifacts_of(
     PhaseArtifacts { plan, kernels }
 }
 
+/// The manifest linked into the trainer: resolved configs (with the files' other fields kept)
+/// and the preset's phase constants.
+fn trainer_manifest(args: &CompileArgs, phases: &[Phase]) -> Result<runtime::manifest::Manifest> {
+    let model = ModelArgs {
+        phase: "eval".into(),
+        teacher_config: args.teacher_config.clone(),
+        student_config: args.student_config.clone(),
+        preset: args.preset.clone(),
+        dtype: "f32".into(),
+    };
+    let r = model.resolve()?;
+    let raw = |p: &Option<PathBuf>, builtin: &str| -> Result<String> {
+        Ok(match p {
+            Some(p) => std::fs::read_to_string(p)?,
+            None => builtin.to_string(),
+        })
+    };
+    let teacher_raw = raw(
+        &args.teacher_config,
+        compiler::frontend::config::builtin::BERT_BASE,
+    )?;
+    let student_raw = raw(&args.student_config, r.preset.default_student)?;
+    Ok(crate::manifest::manifest(
+        &r.preset,
+        &r.teacher,
+        &teacher_raw,
+        &r.student,
+        &student_raw,
+        args.batch,
+        args.seq_len,
+        phases,
+    ))
+}
+
 /// Names `--dump-after` accepts: the stages and the simplify passes.
 fn dump_names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Stage::ALL.iter().map(|s| s.name()).collect();
@@ -148,7 +182,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
     let mut text = String::new();
     let mut artifacts = Vec::new();
     let mut seen = HashMap::new();
-    for phase in phases {
+    for &phase in &phases {
         let model = ModelArgs {
             phase: phase.name().into(),
             teacher_config: args.teacher_config.clone(),
@@ -200,7 +234,8 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         Stage::Link => {
             let out = args.output.as_ref().expect("checked above");
             let start = std::time::Instant::now();
-            build_trainer(&artifacts, &args.cpu, out)?;
+            let manifest = trainer_manifest(args, &phases)?;
+            build_trainer(&artifacts, manifest, &args.cpu, out)?;
             let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
             eprintln!(
                 "wrote trainer {} ({:.1} MB, {} phases, {} loop kernels) in {:.1} s",

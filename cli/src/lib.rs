@@ -1,6 +1,7 @@
 //! The `tbc` command as a library, so integration tests can call its pieces.
 
 pub mod build_trainer;
+pub mod manifest;
 pub mod compile_cmd;
 pub mod graph_cmd;
 pub mod model_args;

@@ -5,9 +5,12 @@
 pub mod checkpoint;
 pub mod data;
 pub mod exec;
+pub mod hf;
 pub mod init;
+pub mod manifest;
 pub mod metrics;
 pub mod plan;
 pub mod step_io;
 pub mod tensor_io;
 pub mod trainer;
+pub mod train;

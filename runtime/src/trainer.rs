@@ -3,9 +3,12 @@
 //! were linked into the executable.
 
 use crate::exec::{KernelArg, LoopKernels, Runner};
+use crate::manifest::TrainerBundle;
 use crate::plan::{ExecutablePlan, Step};
 use crate::step_io::{bind_inputs, report, StepFlags};
 use crate::tensor_io::{self, RawTensor};
+use crate::train::args::{EvalArgs, ExportArgs, FinetuneArgs, GeneralDistillArgs, TaskDistillArgs};
+use crate::train::phases::Trainer;
 use clap::{Args, Parser, Subcommand};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, CStr};
@@ -95,6 +98,17 @@ struct TrainerCli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// General distillation: a pre-trained teacher into a fresh student on unlabeled data.
+    GeneralDistill(GeneralDistillArgs),
+    /// Task distillation: phase 1 (intermediate layers), then phase 2 (prediction layer) with
+    /// evaluation on the dev set.
+    TaskDistill(TaskDistillArgs),
+    /// Fine-tune the teacher with cross-entropy on the task's labels.
+    Finetune(FinetuneArgs),
+    /// Evaluate a student (or a teacher) on a dev set.
+    Eval(EvalArgs),
+    /// Export a student checkpoint as a Hugging Face directory.
+    ExportHf(ExportArgs),
     /// Run one step of a phase (the same files in and out as `tbc step`).
     Step(StepCmd),
     /// Print the phases, kernels, GEMMs, arena sizes and FLOPs per step.
@@ -243,19 +257,29 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let plans: Vec<ExecutablePlan> = match serde_json::from_slice(plans_json) {
+    let bundle: TrainerBundle = match serde_json::from_slice(plans_json) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: the plans linked into this trainer are corrupt ({e})");
             return 1;
         }
     };
+    let plans = &bundle.plans;
+    let trainer = Trainer {
+        bundle: &bundle,
+        kernels,
+    };
     let result = match &cli.command {
         Command::Info => {
-            print!("{}", info(&plans));
+            print!("{}", info(plans));
             Ok(())
         }
-        Command::Step(cmd) => step(&plans, kernels, cmd),
+        Command::Step(cmd) => step(plans, kernels, cmd),
+        Command::GeneralDistill(a) => trainer.general_distill(a),
+        Command::TaskDistill(a) => trainer.task_distill(a),
+        Command::Finetune(a) => trainer.finetune(a),
+        Command::Eval(a) => trainer.eval(a),
+        Command::ExportHf(a) => trainer.export(a),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,258 @@
+//! The training loop of one phase: batches in, steps, and the callbacks of the seed's
+//! `Model.train` (TINYBERT_SPEC §5.3): after every sink loop (or every step without data sink)
+//! log the outputs of the last step, save a checkpoint every `save_ckpt_step` steps and, when
+//! an evaluator is given, evaluate and keep the best model.
+
+use super::log::{seed_step_line, time_line, Logger, StepLog};
+use super::schedule::{schedule_values, ScheduleValues, StepPlan};
+use super::session::{Session, STATE_NAMES};
+use super::state::{Checkpoints, TrainerState};
+use crate::manifest::PhaseInfo;
+use crate::metrics::{EvalRecord, MetricsLine, TrainRecord};
+use crate::tensor_io::RawTensor;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Batches by (data epoch, index within the epoch), so a resumed run reads exactly the batches
+/// an uninterrupted run would.
+pub trait BatchSource {
+    fn steps_per_epoch(&self) -> u64;
+    fn batch(&self, epoch: u64, index: u64) -> Result<BTreeMap<String, RawTensor>, String>;
+}
+
+/// Evaluation during training: returns the named metrics and which one selects the best model.
+pub trait Evaluator {
+    /// `params` are the trained model's current parameters (graph input prefix stripped).
+    fn evaluate(&mut self, params: &BTreeMap<String, RawTensor>) -> Result<EvalResult, String>;
+}
+
+#[derive(Clone, Debug)]
+pub struct EvalResult {
+    pub metrics: BTreeMap<String, f64>,
+    /// The metric that picks the best model (acc, mcc, corr …).
+    pub selection: String,
+    pub correct: Option<u64>,
+    pub num_examples: u64,
+}
+
+/// Everything a phase run needs besides the session.
+pub struct PhaseRun<'a> {
+    pub info: &'a PhaseInfo,
+    pub plan: StepPlan,
+    pub data: &'a dyn BatchSource,
+    pub batch_size: usize,
+    pub save_ckpt_step: u64,
+    pub checkpoints: &'a Checkpoints,
+    pub lr: Option<f64>,
+    pub loss_scale_logs: bool,
+    /// Prefix of the trained parameters among the graph inputs (`student` or `teacher`).
+    pub trained: &'static str,
+    pub evaluator: Option<&'a mut dyn Evaluator>,
+    /// Where the best model goes and the eval log (`eval.log`) is appended.
+    pub best: Option<BestModel<'a>>,
+}
+
+/// Where the best model of an evaluated phase is kept.
+pub struct BestModel<'a> {
+    pub path: &'a std::path::Path,
+    pub eval_log: &'a std::path::Path,
+}
+
+/// The result of a phase.
+#[derive(Clone, Debug)]
+pub struct PhaseOutcome {
+    pub steps: u64,
+    pub last_loss: f64,
+    pub best_metric: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Applies the schedule, then runs steps `state.global_step + 1 ..= total`.
+pub fn run_phase(
+    session: &mut Session,
+    run: PhaseRun,
+    mut state: TrainerState,
+    logger: &mut Logger,
+) -> Result<PhaseOutcome, String> {
+    let PhaseRun {
+        info,
+        plan,
+        data,
+        batch_size,
+        save_ckpt_step,
+        checkpoints,
+        lr,
+        loss_scale_logs,
+        trained,
+        mut evaluator,
+        best,
+    } = run;
+    let total = plan.total_steps();
+    if total == 0 {
+        return Err(format!(
+            "phase {}: nothing to run: {} batch(es) per epoch × {} epoch(s){}",
+            info.name,
+            plan.steps_per_epoch,
+            plan.epochs,
+            match plan.sink {
+                Some(n) => format!(" is less than one sink loop of {n} steps"),
+                None => String::new(),
+            }
+        ));
+    }
+    let sched: ScheduleValues = schedule_values(info, &plan, lr);
+    session.set_scalar("sched.lr0", sched.lr0);
+    session.set_scalar("sched.end_lr", sched.end_lr);
+    session.set_scalar("sched.warmup_steps", sched.warmup_steps);
+    session.set_scalar("sched.decay_steps", sched.decay_steps);
+    state.total_steps = total;
+
+    logger.start_phase(&info.name, total, state.global_step);
+    let phase_start = Instant::now();
+    let mut loop_start = Instant::now();
+    let mut loop_steps = 0u64;
+    let mut last_loss = f64::NAN;
+    let mut saved_at = state.global_step;
+    while state.global_step < total {
+        let g = state.global_step;
+        let (epoch, index) = (g / plan.steps_per_epoch, g % plan.steps_per_epoch);
+        let batch = data.batch(epoch, index)?;
+        for (name, t) in &batch {
+            session
+                .set(
+                    name,
+                    t,
+                    &format!("batch {index} of data epoch {}", epoch + 1),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        // MindSpore returns the loss scale read at the start of the step.
+        let scale = session.scalar("state.loss_scale").unwrap_or(1.0);
+        let t0 = Instant::now();
+        session.step().map_err(|e| e.to_string())?;
+        let dt = t0.elapsed().as_secs_f64();
+        state.global_step += 1;
+        loop_steps += 1;
+        let step = state.global_step;
+        let out = |n: &str| session.output_scalar(n);
+        last_loss = out("loss").unwrap_or(f64::NAN);
+        let log = StepLog {
+            phase: info.name.clone(),
+            epoch: plan.printed_epoch(step),
+            step,
+            loss: last_loss,
+            losses: session
+                .plan()
+                .outputs
+                .iter()
+                .filter(|s| s.name.starts_with("loss."))
+                .filter_map(|s| Some((s.name.clone(), out(&s.name)?)))
+                .collect(),
+            overflow: out("overflow").unwrap_or(0.0) != 0.0,
+            scale,
+            lr: out("lr").unwrap_or(f64::NAN),
+            samples_per_s: batch_size as f64 / dt.max(1e-9),
+        };
+        logger.progress(&log);
+        if !plan.is_callback(step) {
+            continue;
+        }
+        logger.println(&seed_step_line(&log, loss_scale_logs));
+        logger.record(&MetricsLine::Train(TrainRecord {
+            phase: info.name.clone(),
+            epoch: log.epoch,
+            step,
+            loss: log.loss,
+            losses: log.losses.iter().cloned().collect(),
+            overflow: log.overflow,
+            scale: Some(log.scale),
+            lr: Some(log.lr),
+            samples_per_s: Some(log.samples_per_s),
+            time_s: Some(phase_start.elapsed().as_secs_f64()),
+        }))?;
+        if plan.ends_epoch(step) {
+            logger.println(&time_line(
+                loop_start.elapsed().as_secs_f64() * 1e3,
+                loop_steps,
+            ));
+            loop_start = Instant::now();
+            loop_steps = 0;
+        }
+        let evaluate = evaluator.is_some() && plan.ends_epoch(step);
+        if evaluate {
+            let params = session.inputs_with_prefix(trained);
+            let ev = evaluator
+                .as_deref_mut()
+                .expect("checked")
+                .evaluate(&params)?;
+            let metric = ev.metrics.get(&ev.selection).copied().unwrap_or(f64::NAN);
+            if let Some(b) = &best {
+                append_eval_log(b.eval_log, &ev)?;
+            }
+            logger.record(&MetricsLine::Eval(EvalRecord {
+                phase: info.name.clone(),
+                step,
+                split: "dev".into(),
+                metrics: ev.metrics.clone(),
+                num_examples: ev.num_examples,
+            }))?;
+            let summary: Vec<String> = ev
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.6}"))
+                .collect();
+            eprintln!("[{}] step {step}: dev {}", info.name, summary.join(", "));
+            // Strictly greater, as the seed's EvalCallBack (§6.3).
+            if metric > state.best_metric.unwrap_or(0.0) {
+                state.best_metric = Some(metric);
+                logger.println(&format!("The best {} is {}", ev.selection, metric));
+                if let Some(b) = &best {
+                    checkpoints.save_best(b.path, &params)?;
+                }
+            }
+        }
+        if step.is_multiple_of(save_ckpt_step) {
+            capture(session, &mut state);
+            checkpoints.save(step / save_ckpt_step, session, trained, &state)?;
+            saved_at = step;
+        }
+    }
+    if saved_at != state.global_step {
+        capture(session, &mut state);
+        checkpoints.save_final(session, trained, &state)?;
+    }
+    logger.finish_phase();
+    Ok(PhaseOutcome {
+        steps: state.global_step,
+        last_loss,
+        best_metric: state.best_metric,
+        seconds: phase_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Copies the session's state scalars into `state`.
+pub fn capture(session: &Session, state: &mut TrainerState) {
+    for n in STATE_NAMES {
+        if let Some(v) = session.scalar(n) {
+            state.scalars.insert(n.to_string(), v);
+        }
+    }
+}
+
+/// The seed's eval.log line: `acc_num {A}, total_num{T}, accuracy{acc:.6f}`.
+fn append_eval_log(path: &std::path::Path, ev: &EvalResult) -> Result<(), String> {
+    use std::io::Write;
+    let acc = ev.metrics.get("acc").copied().unwrap_or(f64::NAN);
+    let line = format!(
+        "acc_num {}, total_num{}, accuracy{:.6}\n",
+        ev.correct.unwrap_or(0),
+        ev.num_examples,
+        acc
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| format!("cannot append to {}: {e}", path.display()))
+}

@@ -1,0 +1,22 @@
+//! Training with the compiled plans: sessions that carry state across steps, the data-sink
+//! loop with its callbacks (logs, checkpoints, evaluation), and the trainer's commands.
+//!
+//! - [`session`]: one plan with all of its inputs; outputs fed back after every step.
+//! - [`schedule`]: step counts (data sink) and the `sched.*` inputs.
+//! - [`driver`]: the loop of one phase.
+//! - [`state`]: checkpoints with everything `--resume` needs.
+//! - [`models`]: teacher and student into sessions; Hugging Face export.
+//! - [`eval`]: dev-set metrics with an eval plan.
+//! - [`log`]: seed log lines, progress bar, metrics JSONL.
+//! - [`args`], [`phases`]: the commands.
+
+pub mod args;
+pub mod driver;
+pub mod eval;
+pub mod log;
+pub mod models;
+pub mod phases;
+pub mod schedule;
+pub mod session;
+pub mod source;
+pub mod state;

@@ -1,0 +1,205 @@
+//! Models into sessions: the teacher from a Hugging Face directory or a safetensors file, the
+//! trained model from a checkpoint or fresh initialization (pooler, classifier and fit_dense
+//! initialized when the source lacks them), Adam moments from zero; and the Hugging Face export.
+
+use super::phases::resolve_checkpoint;
+use super::session::Session;
+use crate::checkpoint::TensorMap;
+use crate::init::{init_params, InitRule};
+use crate::manifest::{InitFamily, Manifest};
+use crate::tensor_io::RawTensor;
+use std::path::{Path, PathBuf};
+
+/// Where the trained model's parameters come from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// Fresh initialization (general distillation).
+    Init,
+    /// A checkpoint file, a checkpoint directory (its newest) or a Hugging Face directory.
+    /// `from_gd`: the general-distillation student going into task distillation.
+    Checkpoint { path: PathBuf, from_gd: bool },
+}
+
+/// The (name, shape) of every input `prefix.<name>`.
+fn expected(session: &Session, prefix: &str) -> Vec<(String, Vec<usize>)> {
+    let p = format!("{prefix}.");
+    session
+        .plan()
+        .inputs
+        .iter()
+        .filter_map(|s| Some((s.name.strip_prefix(&p)?.to_string(), s.shape.clone())))
+        .collect()
+}
+
+/// A Hugging Face directory or safetensors file as it is, or a checkpoint directory's newest.
+fn model_path(path: &Path) -> Result<PathBuf, String> {
+    if path.is_dir()
+        && (path.join("model.safetensors").is_file() || path.join("pytorch_model.bin").is_file())
+    {
+        return Ok(path.to_path_buf());
+    }
+    resolve_checkpoint(path)
+}
+
+/// Loads what `path` has of `expected`; returns the tensors and the names it lacks.
+fn load(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+) -> Result<(TensorMap, Vec<String>), String> {
+    let loaded = crate::hf::load_model(path, expected).map_err(|e| e.to_string())?;
+    Ok((loaded.tensors, loaded.missing))
+}
+
+fn set_all(
+    session: &mut Session,
+    prefix: &str,
+    map: &TensorMap,
+    origin: &Path,
+) -> Result<(), String> {
+    let origin = origin.display().to_string();
+    for (name, t) in map {
+        session
+            .set(&format!("{prefix}.{name}"), t, &origin)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Loads every `prefix.*` input from `path`; anything missing is an error naming it.
+pub fn load_required(
+    session: &mut Session,
+    prefix: &str,
+    path: &Path,
+    phase: &str,
+) -> Result<(), String> {
+    let path = model_path(path)?;
+    let exp = expected(session, prefix);
+    let (tensors, missing) = load(&path, &exp)?;
+    if !missing.is_empty() {
+        let head = if missing.iter().any(|n| n.starts_with("classifier.")) {
+            " (phase td2 needs a fine-tuned teacher with a classifier: make one with `./trainer finetune`)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{}: the {prefix} for phase {phase} lacks {} tensor(s): {}{head}",
+            path.display(),
+            missing.len(),
+            missing.join(", ")
+        ));
+    }
+    set_all(session, prefix, &tensors, &path)
+}
+
+fn rule(m: &Manifest) -> InitRule {
+    match m.init {
+        InitFamily::Paper => InitRule::Paper,
+        InitFamily::MindSpore => InitRule::MindSpore,
+    }
+}
+
+/// Sets the trained parameters (`prefix.*`) from `source`, initializing what it lacks, and
+/// zeroes the Adam moments.
+pub fn load_trained(
+    session: &mut Session,
+    prefix: &str,
+    source: &ModelSource,
+    m: &Manifest,
+    seed: u64,
+) -> Result<(), String> {
+    let exp = expected(session, prefix);
+    let (loaded, origin) = match source {
+        ModelSource::Init => (TensorMap::new(), None),
+        ModelSource::Checkpoint { path, .. } => {
+            let path = model_path(path)?;
+            let (mut t, _) = load(&path, &exp)?;
+            // MindSpore never saves fit_dense, so each phase starts with a fresh one (§2.4).
+            if !m.carry_fit_dense {
+                t.retain(|n, _| !n.starts_with("fit_dense."));
+            }
+            (t, Some(path))
+        }
+    };
+    let missing: Vec<(String, Vec<usize>)> = exp
+        .iter()
+        .filter(|(n, _)| !loaded.contains_key(n))
+        .cloned()
+        .collect();
+    if let (Some(origin), false) = (&origin, missing.is_empty()) {
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        let loaded_encoder = loaded.keys().any(|n| n.starts_with("bert.encoder."));
+        if !loaded_encoder {
+            return Err(format!(
+                "{}: holds none of the {prefix}'s encoder parameters (expected Hugging Face BERT names such as bert.encoder.layer.0.attention.self.query.weight)",
+                origin.display()
+            ));
+        }
+        eprintln!(
+            "{}: initializing {} tensor(s) it does not have: {}",
+            origin.display(),
+            names.len(),
+            names.join(", ")
+        );
+    }
+    let fresh = init_params(&missing, rule(m), seed).map_err(|e| e.to_string())?;
+    let origin_path = origin.unwrap_or_else(|| PathBuf::from("initialization"));
+    set_all(session, prefix, &loaded, &origin_path)?;
+    set_all(session, prefix, &fresh, Path::new("initialization"))?;
+    for (name, shape) in &exp {
+        let zeros = RawTensor::from_f64(
+            crate::plan::ElemType::F32,
+            shape.clone(),
+            &vec![0.0; shape.iter().product()],
+        );
+        for mp in ["adam_m", "adam_v"] {
+            session
+                .set(&format!("{mp}.{name}"), &zeros, "zero moments")
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The parameters an eval plan reads (`prefix.*`), all required.
+pub fn load_for_eval(session: &Session, prefix: &str, path: &Path) -> Result<TensorMap, String> {
+    let path = model_path(path)?;
+    let exp = expected(session, prefix);
+    let (tensors, missing) = load(&path, &exp)?;
+    if !missing.is_empty() {
+        return Err(format!(
+            "{}: lacks {} tensor(s) the evaluated model needs: {}",
+            path.display(),
+            missing.len(),
+            missing.join(", ")
+        ));
+    }
+    Ok(tensors)
+}
+
+pub fn save_weights(path: &Path, map: &TensorMap) -> Result<(), String> {
+    crate::checkpoint::save_weights(path, map).map_err(|e| e.to_string())
+}
+
+/// `vocab.txt` in the teacher's directory, if there is one.
+pub fn vocab_next_to(model: &Path) -> Option<PathBuf> {
+    let dir = if model.is_dir() {
+        model
+    } else {
+        model.parent()?
+    };
+    let v = dir.join("vocab.txt");
+    v.is_file().then_some(v)
+}
+
+/// Writes the weights of `ckpt` as a Hugging Face sequence classifier directory.
+pub fn export(
+    ckpt: &Path,
+    dir: &Path,
+    config: &serde_json::Value,
+    vocab: Option<&Path>,
+) -> Result<(), String> {
+    let weights = crate::checkpoint::load_weights(ckpt).map_err(|e| e.to_string())?;
+    crate::hf::export_hf_classifier(dir, config, &weights, vocab, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,464 @@
+//! The trainer's commands: general distillation, task distillation (phase 1 then phase 2),
+//! teacher fine-tuning, evaluation and Hugging Face export — the jobs of the seed's
+//! `run_general_distill.py` and `run_task_distill.py` (TINYBERT_SPEC §3–§9).
+
+use super::args::{
+    EvalArgs, ExportArgs, FinetuneArgs, GeneralDistillArgs, LoopArgs, TaskDistillArgs,
+};
+use super::driver::{run_phase, BestModel, PhaseOutcome, PhaseRun};
+use super::eval::PlanEvaluator;
+use super::log::Logger;
+use super::models::{self, ModelSource};
+use super::schedule::StepPlan;
+use super::session::{trained_prefix, Session};
+use super::source::DatasetSource;
+use super::state::{Checkpoints, TrainerState};
+use crate::exec::LoopKernels;
+use crate::manifest::{Manifest, TrainerBundle};
+use crate::plan::ExecutablePlan;
+use std::path::{Path, PathBuf};
+
+/// The linked plans and kernels, and the manifest.
+pub struct Trainer<'k> {
+    pub bundle: &'k TrainerBundle,
+    pub kernels: &'k dyn LoopKernels,
+}
+
+const BATCH_COLUMNS: [&str; 3] = ["input_ids", "input_mask", "segment_ids"];
+const LABELED_COLUMNS: [&str; 4] = ["input_ids", "input_mask", "segment_ids", "label_ids"];
+
+impl<'k> Trainer<'k> {
+    fn manifest(&self) -> &Manifest {
+        &self.bundle.manifest
+    }
+
+    fn plan(&self, name: &str) -> Result<&'k ExecutablePlan, String> {
+        self.bundle
+            .plans
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                let have: Vec<&str> = self.bundle.plans.iter().map(|p| p.name.as_str()).collect();
+                format!(
+                    "this trainer was compiled without phase '{name}' (it has: {}); recompile with `tbc compile --phases {}`",
+                    have.join(", "),
+                    if have.is_empty() { name.to_string() } else { format!("{},{name}", have.join(",")) }
+                )
+            })
+    }
+
+    /// A session for a training phase with teacher, trained parameters and fresh state set.
+    fn training_session(
+        &self,
+        phase: &str,
+        teacher: Option<&Path>,
+        student: &ModelSource,
+        common: &LoopArgs,
+    ) -> Result<Session<'k>, String> {
+        let seed = common.seed;
+        let plan = self.plan(phase)?;
+        let mut s = Session::new(plan, self.kernels);
+        let trained = trained_prefix(plan)
+            .ok_or_else(|| format!("phase {phase} has no trained parameters"))?;
+        let m = self.manifest();
+        if trained == "student" {
+            let t = teacher.expect("distillation phases have a teacher");
+            models::load_required(&mut s, "teacher", t, phase)?;
+        }
+        models::load_trained(&mut s, trained, student, m, seed)?;
+        let info = m
+            .phase(phase)
+            .ok_or_else(|| format!("the trainer's manifest has no constants for phase {phase}"))?;
+        s.set_scalar("state.step", 0.0);
+        s.set_scalar("state.cur_iter", 1.0);
+        s.set_scalar("state.last_overflow_iter", 0.0);
+        let scale = common
+            .loss_scale_value
+            .unwrap_or(info.loss_scale.map_or(1.0, |l| l.init));
+        s.set_scalar("state.loss_scale", scale);
+        s.set_scalar("state.seed", (seed % (1 << 31)) as f64);
+        Ok(s)
+    }
+
+    /// Runs one training phase with checkpoints in `ckpt_dir`, resuming if asked.
+    #[allow(clippy::too_many_arguments)]
+    fn train_phase(
+        &self,
+        phase: &str,
+        mut session: Session<'k>,
+        data: &DatasetSource,
+        epochs: u64,
+        common: &LoopArgs,
+        ckpt_dir: &Path,
+        evaluator: Option<&mut PlanEvaluator<'k>>,
+        best: Option<BestModel>,
+        logger: &mut Logger,
+    ) -> Result<(Session<'k>, PhaseOutcome), String> {
+        let m = self.manifest();
+        let info = m.phase(phase).expect("checked by training_session");
+        let plan = StepPlan {
+            steps_per_epoch: data.steps(),
+            epochs,
+            sink: common.sink(),
+        };
+        let trained = trained_prefix(session.plan()).expect("training plan");
+        let checkpoints = Checkpoints::new(ckpt_dir, common.save_ckpt_step, common.max_ckpt_num)?;
+        let mut state = TrainerState::new(phase, m, plan.steps_per_epoch);
+        if common.resume {
+            match checkpoints.newest()? {
+                Some(found) => {
+                    state = checkpoints.restore(&found, &mut session, trained, &state)?;
+                    eprintln!(
+                        "resuming {phase} from {} at step {}",
+                        found.weights.display(),
+                        state.global_step
+                    );
+                }
+                None => eprintln!(
+                    "--resume: no checkpoint of {phase} in {}; starting from step 0",
+                    ckpt_dir.display()
+                ),
+            }
+        }
+        println!("{phase} dataset size: {}", plan.steps_per_epoch);
+        println!(
+            "{phase} dataset repeatcount: {}",
+            match plan.sink {
+                Some(n) => plan.epochs * plan.steps_per_epoch / n,
+                None => plan.epochs,
+            }
+        );
+        let outcome = run_phase(
+            &mut session,
+            PhaseRun {
+                info,
+                plan,
+                data,
+                batch_size: m.batch,
+                save_ckpt_step: common.save_ckpt_step.max(1),
+                checkpoints: &checkpoints,
+                lr: common.learning_rate,
+                loss_scale_logs: m.loss_scale_logs && info.loss_scale.is_some(),
+                trained,
+                evaluator: evaluator.map(|e| e as &mut dyn super::driver::Evaluator),
+                best,
+            },
+            state,
+            logger,
+        )?;
+        eprintln!(
+            "{phase}: {} steps in {:.1} s, last loss {:.6}",
+            outcome.steps, outcome.seconds, outcome.last_loss
+        );
+        Ok((session, outcome))
+    }
+
+    fn open_train_data(
+        &self,
+        data: &Path,
+        schema: Option<&Path>,
+        labeled: bool,
+        common: &LoopArgs,
+    ) -> Result<DatasetSource, String> {
+        let cols: &[&str] = if labeled {
+            &LABELED_COLUMNS
+        } else {
+            &BATCH_COLUMNS
+        };
+        DatasetSource::open(
+            data,
+            schema,
+            cols,
+            self.manifest(),
+            common.do_shuffle.then_some(common.seed),
+        )
+    }
+
+    fn evaluator(&self, plan: &str, data: &Path, task: &str) -> Result<PlanEvaluator<'k>, String> {
+        let source = DatasetSource::open(data, None, &LABELED_COLUMNS, self.manifest(), None)?;
+        PlanEvaluator::new(
+            self.plan(plan)?,
+            self.kernels,
+            source,
+            task,
+            self.manifest(),
+        )
+    }
+
+    pub fn general_distill(&self, a: &GeneralDistillArgs) -> Result<(), String> {
+        let c = &a.common;
+        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let data = self.open_train_data(&a.data_dir, c.schema_dir.as_deref(), false, c)?;
+        let session =
+            self.training_session("gd", Some(&a.load_teacher_ckpt_path), &ModelSource::Init, c)?;
+        let dir = a
+            .save_ckpt_path
+            .clone()
+            .unwrap_or_else(|| c.output_dir.join("tinybert_gd_save_ckpt"));
+        self.train_phase(
+            "gd",
+            session,
+            &data,
+            a.epoch_size,
+            c,
+            &dir,
+            None,
+            None,
+            &mut logger,
+        )?;
+        eprintln!("general distillation checkpoints: {}", dir.display());
+        Ok(())
+    }
+
+    pub fn task_distill(&self, a: &TaskDistillArgs) -> Result<(), String> {
+        let c = &a.common;
+        let (p1, p2) = match a.td_phase.as_str() {
+            "1" => (true, false),
+            "2" => (false, true),
+            "both" => (true, true),
+            other => return Err(format!("--td-phase must be 1, 2 or both, found '{other}'")),
+        };
+        let td1_dir = c.output_dir.join("tinybert_td_phase1_save_ckpt");
+        let td2_dir = c.output_dir.join("tinybert_td_phase2_save_ckpt");
+        let best_path = c.output_dir.join("eval_model.safetensors");
+        if !a.do_train {
+            // Standalone evaluation of the phase-1 (or any) student, as the seed does.
+            let ckpt = a
+                .load_td1_ckpt_path
+                .clone()
+                .ok_or("--do-train false evaluates --load-td1-ckpt-path; give one")?;
+            let eval = EvalArgs {
+                eval_data_dir: a
+                    .eval_data_dir
+                    .clone()
+                    .ok_or("--do-eval needs --eval-data-dir")?,
+                schema_dir: None,
+                load_td1_ckpt_path: Some(ckpt),
+                load_teacher_ckpt_path: None,
+                task_name: a.task_name.clone(),
+                dump_logits: None,
+            };
+            return self.eval(&eval);
+        }
+        let train_dir = a
+            .train_data_dir
+            .as_deref()
+            .ok_or("task distillation needs --train-data-dir")?;
+        std::fs::create_dir_all(&c.output_dir)
+            .map_err(|e| format!("cannot create {}: {e}", c.output_dir.display()))?;
+        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let data = self.open_train_data(train_dir, c.schema_dir.as_deref(), false, c)?;
+        if p1 {
+            let student = match &a.load_gd_ckpt_path {
+                Some(p) => ModelSource::Checkpoint {
+                    path: p.clone(),
+                    from_gd: true,
+                },
+                None => {
+                    eprintln!("warning: no --load-gd-ckpt-path: task distillation starts from a randomly initialized student");
+                    ModelSource::Init
+                }
+            };
+            let session =
+                self.training_session("td1", Some(&a.load_teacher_ckpt_path), &student, c)?;
+            self.train_phase(
+                "td1",
+                session,
+                &data,
+                a.td_phase1_epoch_size,
+                c,
+                &td1_dir,
+                None,
+                None,
+                &mut logger,
+            )?;
+        }
+        if p2 {
+            // Phase 2 takes the newest phase-1 checkpoint (the seed sorts by mtime).
+            let td1 = match (&a.load_td1_ckpt_path, p1) {
+                (Some(p), false) => p.clone(),
+                _ => td1_dir.clone(),
+            };
+            let session = self.training_session(
+                "td2",
+                Some(&a.load_teacher_ckpt_path),
+                &ModelSource::Checkpoint {
+                    path: td1,
+                    from_gd: false,
+                },
+                c,
+            )?;
+            let mut evaluator = match (&a.eval_data_dir, a.do_eval) {
+                (Some(d), true) => Some(self.evaluator("eval", d, &a.task_name)?),
+                (None, true) => {
+                    return Err("--do-eval true needs --eval-data-dir".into());
+                }
+                _ => None,
+            };
+            let eval_log = c.output_dir.join("eval.log");
+            let best = evaluator.as_ref().map(|_| BestModel {
+                path: &best_path,
+                eval_log: &eval_log,
+            });
+            let (_, outcome) = self.train_phase(
+                "td2",
+                session,
+                &data,
+                a.td_phase2_epoch_size,
+                c,
+                &td2_dir,
+                evaluator.as_mut(),
+                best,
+                &mut logger,
+            )?;
+            if let Some(best) = outcome.best_metric {
+                eprintln!(
+                    "best dev {} {best:.6}; best student: {}",
+                    evaluator.as_ref().map_or("acc", |e| e.selection()),
+                    best_path.display()
+                );
+                if let Some(dir) = &a.export_hf {
+                    let vocab = a
+                        .vocab
+                        .clone()
+                        .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
+                    models::export(
+                        &best_path,
+                        dir,
+                        &self.manifest().student_config,
+                        vocab.as_deref(),
+                    )?;
+                    eprintln!("exported the best student to {}", dir.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finetune(&self, a: &FinetuneArgs) -> Result<(), String> {
+        let c = &a.common;
+        std::fs::create_dir_all(&c.output_dir)
+            .map_err(|e| format!("cannot create {}: {e}", c.output_dir.display()))?;
+        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
+        let session = self.training_session(
+            "ft",
+            None,
+            &ModelSource::Checkpoint {
+                path: a.load_teacher_ckpt_path.clone(),
+                from_gd: false,
+            },
+            c,
+        )?;
+        let mut evaluator = match &a.eval_data_dir {
+            Some(d) => Some(self.evaluator("eval_teacher", d, &a.task_name)?),
+            None => None,
+        };
+        let best_path = c.output_dir.join("teacher_best.safetensors");
+        let eval_log = c.output_dir.join("eval_teacher.log");
+        let best = evaluator.as_ref().map(|_| BestModel {
+            path: &best_path,
+            eval_log: &eval_log,
+        });
+        let (session, outcome) = self.train_phase(
+            "ft",
+            session,
+            &data,
+            a.epoch_size,
+            c,
+            &c.output_dir.join("teacher_ft_save_ckpt"),
+            evaluator.as_mut(),
+            best,
+            &mut logger,
+        )?;
+        let dir = a
+            .export_hf
+            .clone()
+            .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
+        let vocab = a
+            .vocab
+            .clone()
+            .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
+        let cfg = &self.manifest().teacher_config;
+        if outcome.best_metric.is_some() {
+            models::export(&best_path, &dir, cfg, vocab.as_deref())?;
+        } else {
+            let last = session.inputs_with_prefix("teacher");
+            let tmp = c.output_dir.join("teacher_last.safetensors");
+            models::save_weights(&tmp, &last)?;
+            models::export(&tmp, &dir, cfg, vocab.as_deref())?;
+        }
+        eprintln!("fine-tuned teacher: {}", dir.display());
+        Ok(())
+    }
+
+    pub fn eval(&self, a: &EvalArgs) -> Result<(), String> {
+        let (plan, source, prefix) = match (&a.load_td1_ckpt_path, &a.load_teacher_ckpt_path) {
+            (Some(s), None) => ("eval", s, "student"),
+            (None, Some(t)) => ("eval_teacher", t, "teacher"),
+            _ => {
+                return Err(
+                    "give exactly one of --load-td1-ckpt-path (a student) or --load-teacher-ckpt-path (a teacher)"
+                        .into(),
+                )
+            }
+        };
+        let data = DatasetSource::open(
+            &a.eval_data_dir,
+            a.schema_dir.as_deref(),
+            &LABELED_COLUMNS,
+            self.manifest(),
+            None,
+        )?;
+        println!("eval dataset size: {}", data.steps());
+        println!("eval dataset batch size: {}", self.manifest().batch);
+        let mut ev = PlanEvaluator::new(
+            self.plan(plan)?,
+            self.kernels,
+            data,
+            &a.task_name,
+            self.manifest(),
+        )?;
+        let params = models::load_for_eval(ev.session(), prefix, source)?;
+        ev.keep_logits(a.dump_logits.is_some());
+        let r = super::driver::Evaluator::evaluate(&mut ev, &params)?;
+        let bar = "=".repeat(62);
+        println!("{bar}");
+        for (k, v) in &r.metrics {
+            println!("============== {k} is {v}");
+        }
+        println!("{bar}");
+        if let Some(p) = &a.dump_logits {
+            ev.write_logits(p)?;
+        }
+        Ok(())
+    }
+
+    pub fn export(&self, a: &ExportArgs) -> Result<(), String> {
+        models::export(
+            &a.ckpt,
+            &a.output,
+            &self.manifest().student_config,
+            a.vocab.as_deref(),
+        )?;
+        eprintln!("exported {} to {}", a.ckpt.display(), a.output.display());
+        Ok(())
+    }
+}
+
+/// `dir` if it is a file, else the newest checkpoint in it.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, String> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_dir() {
+        if let Some(found) = Checkpoints::newest_in(path)? {
+            return Ok(found.weights);
+        }
+        return Err(format!(
+            "{}: no checkpoint (tiny_bert_*.safetensors) in this directory",
+            path.display()
+        ));
+    }
+    Err(format!("{}: no such file or directory", path.display()))
+}

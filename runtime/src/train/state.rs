@@ -1,0 +1,169 @@
+//! What a checkpoint must hold for `--resume` to continue bit for bit: besides the weights and
+//! the Adam moments, the graph's state scalars (optimizer step, loss-scale state, dropout
+//! seed), the cumulative step (which is also the data cursor: batch `step % steps_per_epoch`
+//! of data epoch `step / steps_per_epoch`) and the best evaluation so far.
+
+use super::session::Session;
+use crate::checkpoint::{self, CheckpointDir, CheckpointPair, Moments, Newest, TensorMap};
+use crate::manifest::Manifest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The trainer's state in a checkpoint's state file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub phase: String,
+    /// Steps run in this phase (skipped overflow steps included).
+    pub global_step: u64,
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    /// `state.*` graph inputs for the next step.
+    pub scalars: BTreeMap<String, f64>,
+    pub best_metric: Option<f64>,
+    pub preset: String,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+impl TrainerState {
+    pub fn new(phase: &str, m: &Manifest, steps_per_epoch: u64) -> TrainerState {
+        TrainerState {
+            phase: phase.to_string(),
+            global_step: 0,
+            total_steps: 0,
+            steps_per_epoch,
+            scalars: BTreeMap::new(),
+            best_metric: None,
+            preset: m.preset.clone(),
+            batch: m.batch,
+            seq_len: m.seq_len,
+        }
+    }
+}
+
+/// The rotating checkpoints of one phase, plus its end-of-phase checkpoint
+/// (`tiny_bert_{steps}_1`, so the next phase always starts from the last parameters even when
+/// the step count is not a multiple of `--save-ckpt-step`).
+pub struct Checkpoints {
+    periodic: CheckpointDir,
+    last: CheckpointDir,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Checkpoints {
+    pub fn new(dir: &Path, save_step: u64, max_num: usize) -> Result<Checkpoints, String> {
+        Ok(Checkpoints {
+            periodic: CheckpointDir::new(dir, save_step.max(1), max_num as u64).map_err(err)?,
+            last: CheckpointDir::new(dir, 1, 1).map_err(err)?,
+        })
+    }
+
+    fn contents(session: &Session, trained: &str) -> (TensorMap, Moments) {
+        (
+            session.inputs_with_prefix(trained),
+            Moments {
+                m: session.inputs_with_prefix("adam_m"),
+                v: session.inputs_with_prefix("adam_v"),
+            },
+        )
+    }
+
+    /// Checkpoint `k` of the rotation.
+    pub fn save(
+        &self,
+        k: u64,
+        session: &Session,
+        trained: &str,
+        state: &TrainerState,
+    ) -> Result<(), String> {
+        let (w, m) = Self::contents(session, trained);
+        self.periodic.save(k, &w, &m, state).map_err(err)?;
+        Ok(())
+    }
+
+    /// The end-of-phase checkpoint.
+    pub fn save_final(
+        &self,
+        session: &Session,
+        trained: &str,
+        state: &TrainerState,
+    ) -> Result<(), String> {
+        let (w, m) = Self::contents(session, trained);
+        self.last
+            .save(state.global_step, &w, &m, state)
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Replaces the best model file.
+    pub fn save_best(&self, path: &Path, params: &TensorMap) -> Result<(), String> {
+        checkpoint::save_best(path, params).map_err(err)
+    }
+
+    /// The newest checkpoint of this phase's directory (by step).
+    pub fn newest(&self) -> Result<Option<CheckpointPair>, String> {
+        checkpoint::newest(&self.periodic.dir, Newest::Step).map_err(err)
+    }
+
+    /// The newest checkpoint in `dir` by modification time (the seed's td1 → td2 rule).
+    pub fn newest_in(dir: &Path) -> Result<Option<CheckpointPair>, String> {
+        checkpoint::newest(dir, Newest::Mtime).map_err(err)
+    }
+
+    /// Loads `found` into the session and returns its state, after checking that it belongs to
+    /// this phase and this trainer.
+    pub fn restore(
+        &self,
+        found: &CheckpointPair,
+        session: &mut Session,
+        trained: &str,
+        expected: &TrainerState,
+    ) -> Result<TrainerState, String> {
+        let (moments, state): (Moments, TrainerState) =
+            checkpoint::load_state(&found.state).map_err(err)?;
+        let what = found.state.display();
+        if state.phase != expected.phase {
+            return Err(format!(
+                "{what}: a checkpoint of phase {}, not {}",
+                state.phase, expected.phase
+            ));
+        }
+        if (state.batch, state.seq_len, &state.preset)
+            != (expected.batch, expected.seq_len, &expected.preset)
+        {
+            return Err(format!(
+                "{what}: written by a trainer with batch {}, seq-len {}, preset {} (this one: {}, {}, {})",
+                state.batch, state.seq_len, state.preset, expected.batch, expected.seq_len, expected.preset
+            ));
+        }
+        if state.steps_per_epoch != expected.steps_per_epoch {
+            return Err(format!(
+                "{what}: the data had {} batches per epoch, now {}; resume needs the same data",
+                state.steps_per_epoch, expected.steps_per_epoch
+            ));
+        }
+        let weights = checkpoint::load_weights(&found.weights).map_err(err)?;
+        let origin = found.weights.display().to_string();
+        for (name, t) in &weights {
+            session
+                .set(&format!("{trained}.{name}"), t, &origin)
+                .map_err(err)?;
+        }
+        let origin = found.state.display().to_string();
+        for (prefix, map) in [("adam_m", &moments.m), ("adam_v", &moments.v)] {
+            for (name, t) in map {
+                session
+                    .set(&format!("{prefix}.{name}"), t, &origin)
+                    .map_err(err)?;
+            }
+        }
+        for (name, v) in &state.scalars {
+            session.set_scalar(name, *v);
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,632 @@
+//! The trainer executable doing the whole job on the tiny configs: teacher fine-tuning, general
+//! distillation, task distillation phases 1 and 2 with evaluation, standalone evaluation, the
+//! Hugging Face export; `--resume` after SIGKILL is bit-identical to an uninterrupted run; an
+//! injected overflow skips the update, halves the scale and leaves the LR step; bad input is a
+//! clear error.
+
+use runtime::checkpoint;
+use runtime::data::example::{Example, Feature};
+use runtime::data::tfrecord::Writer;
+use runtime::metrics::MetricsLine;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tbc_tests::*;
+
+fn runtime_lib() -> PathBuf {
+    let lib = repo_root().join("target/debug/libruntime.a");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `cargo build -p runtime` first (make test does)",
+        lib.display()
+    );
+    lib
+}
+
+/// A tiny trainer with every phase; `student` overrides the tiny student config.
+fn compile(preset: &str, student: Option<&Path>, out: &Path) {
+    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+    let t = tiny_dir();
+    let args = cli::compile_cmd::CompileArgs {
+        target: "cpu".into(),
+        phases: "ft,eval_teacher,gd,td1,td2,eval".into(),
+        teacher_config: Some(t.join("teacher.json")),
+        student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
+        preset: preset.into(),
+        batch: 4,
+        seq_len: 16,
+        compile_to: None,
+        dump_after: vec![],
+        output: Some(out.to_path_buf()),
+        cpu: "x86-64-v3".into(),
+    };
+    cli::compile_cmd::run(&args).unwrap();
+}
+
+/// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,
+/// 12 in the sentence (vocab 100, seq 16).
+fn write_data(path: &Path, n: usize, seed: u64) {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let mut w = Writer::new(std::fs::File::create(path).unwrap());
+    for _ in 0..n {
+        let label = next(3) as i64;
+        let len = 6 + next(9) as usize;
+        let mut ids = vec![0i64; 16];
+        ids[0] = 2;
+        for id in ids.iter_mut().take(len).skip(1) {
+            *id = if next(3) == 0 {
+                10 + label
+            } else {
+                20 + next(80) as i64
+            };
+        }
+        ids[len - 1] = 3;
+        let mask: Vec<i64> = (0..16).map(|i| (i < len) as i64).collect();
+        let seg: Vec<i64> = (0..16).map(|i| (i >= len / 2 && i < len) as i64).collect();
+        let features = BTreeMap::from([
+            ("input_ids".to_string(), Feature::Int64(ids)),
+            ("input_mask".to_string(), Feature::Int64(mask)),
+            ("segment_ids".to_string(), Feature::Int64(seg)),
+            ("label_ids".to_string(), Feature::Int64(vec![label])),
+        ]);
+        w.write_record(&Example { features }.encode()).unwrap();
+    }
+}
+
+/// The tiny fixture's `<prefix>.*` weights saved under their Hugging Face names.
+fn fixture_model(prefix: &str, out: &Path) {
+    let all = runtime::tensor_io::read(&tiny_dir().join("weights.safetensors")).unwrap();
+    let p = format!("{prefix}.");
+    let map: BTreeMap<String, runtime::tensor_io::RawTensor> = all
+        .into_iter()
+        .filter_map(|(n, t)| Some((n.strip_prefix(&p)?.to_string(), t)))
+        .collect();
+    checkpoint::save_weights(out, &map).unwrap();
+}
+
+fn run(trainer: &Path, args: &[&str], cwd: &Path) -> Output {
+    let o = Command::new(trainer)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    o
+}
+
+fn ok(trainer: &Path, args: &[&str], cwd: &Path) -> String {
+    let o = run(trainer, args, cwd);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert!(o.status.success(), "trainer {args:?} failed:\n{out}\n{err}");
+    format!("{out}\n{err}")
+}
+
+fn fail(trainer: &Path, args: &[&str], cwd: &Path) -> String {
+    let o = run(trainer, args, cwd);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "trainer {args:?} should fail");
+    assert!(
+        !err.contains("panicked"),
+        "trainer {args:?} panicked: {err}"
+    );
+    err
+}
+
+/// Training losses per phase from a metrics file, in order.
+fn losses(metrics: &Path) -> BTreeMap<String, Vec<f64>> {
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(metrics).unwrap().lines() {
+        if let MetricsLine::Train(t) = serde_json::from_str(line).unwrap() {
+            out.entry(t.phase).or_default().push(t.loss);
+        }
+    }
+    out
+}
+
+fn falls(v: &[f64]) -> bool {
+    let k = (v.len() / 4).max(1);
+    let head: f64 = v[..k].iter().sum::<f64>() / k as f64;
+    let tail: f64 = v[v.len() - k..].iter().sum::<f64>() / k as f64;
+    tail < head
+}
+
+#[test]
+fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("paper", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 64, 1);
+    write_data(&d.join("dev.tfrecord"), 32, 2);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+
+    // Teacher fine-tuning with dev evaluation.
+    let out = ok(
+        &trainer,
+        &[
+            "finetune",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--epoch-size",
+            "6",
+            "--data-sink-steps",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--output-dir",
+            &s("ft"),
+        ],
+        d,
+    );
+    assert!(out.contains("The best acc is"), "{out}");
+    let teacher = d.join("ft/teacher_finetuned");
+    assert!(teacher.join("model.safetensors").is_file());
+    assert!(teacher.join("config.json").is_file());
+
+    // General distillation on the same text (labels ignored).
+    ok(
+        &trainer,
+        &[
+            "general-distill",
+            "--load-teacher-ckpt-path",
+            &s("ft/teacher_finetuned"),
+            "--data-dir",
+            &s("train.tfrecord"),
+            "--epoch-size",
+            "4",
+            "--data-sink-steps",
+            "4",
+            "--save-ckpt-step",
+            "8",
+            "--max-ckpt-num",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--output-dir",
+            &s("gd"),
+        ],
+        d,
+    );
+    let gd = checkpoint::list(&d.join("gd/tinybert_gd_save_ckpt")).unwrap();
+    // Rotation keeps 2 of the 8 periodic checkpoints; steps are a multiple of 8, so no extra final one.
+    let mut ks: Vec<u64> = gd.iter().map(|p| p.k).collect();
+    ks.sort();
+    assert_eq!(ks, vec![7, 8], "{gd:?}");
+
+    // Task distillation, both phases, starting from gd's newest checkpoint.
+    let out = ok(
+        &trainer,
+        &[
+            "task-distill",
+            "--load-teacher-ckpt-path",
+            &s("ft/teacher_finetuned"),
+            "--load-gd-ckpt-path",
+            &s("gd/tinybert_gd_save_ckpt"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--td-phase1-epoch-size",
+            "4",
+            "--td-phase2-epoch-size",
+            "4",
+            "--data-sink-steps",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--task-name",
+            "MNLI",
+            "--output-dir",
+            &s("td"),
+            "--export-hf",
+            &s("td/student_hf"),
+        ],
+        d,
+    );
+    assert!(out.contains("The best acc is"), "{out}");
+    assert!(out.contains("epoch: 1, step: 4, outputs are"), "{out}");
+    assert!(out.contains("per step time"), "{out}");
+    assert!(d.join("td/eval_model.safetensors").is_file());
+    assert!(d.join("td/student_hf/model.safetensors").is_file());
+    assert!(std::fs::read_to_string(d.join("td/eval.log"))
+        .unwrap()
+        .contains("acc_num"));
+    // td1 started from gd: its first logged loss is the gd student's, not a fresh one's.
+    let l = losses(&d.join("td/metrics.jsonl"));
+    for phase in ["td1", "td2"] {
+        assert!(
+            falls(&l[phase]),
+            "{phase} loss does not fall: {:?}",
+            l[phase]
+        );
+    }
+    let l_ft = losses(&d.join("ft/metrics.jsonl"));
+    assert!(
+        falls(&l_ft["ft"]),
+        "ft loss does not fall: {:?}",
+        l_ft["ft"]
+    );
+    let l_gd = losses(&d.join("gd/metrics.jsonl"));
+    assert!(
+        falls(&l_gd["gd"]),
+        "gd loss does not fall: {:?}",
+        l_gd["gd"]
+    );
+    assert!(
+        l["td1"][0] < l_gd["gd"][0],
+        "td1 should start from the distilled student (td1 first {} vs gd first {})",
+        l["td1"][0],
+        l_gd["gd"][0]
+    );
+
+    // Standalone evaluation of the best student and of the teacher.
+    let out = ok(
+        &trainer,
+        &[
+            "eval",
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--load-td1-ckpt-path",
+            &s("td/eval_model.safetensors"),
+            "--task-name",
+            "MNLI",
+        ],
+        d,
+    );
+    assert!(out.contains("============== acc is"), "{out}");
+    let out = ok(
+        &trainer,
+        &[
+            "eval",
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--load-teacher-ckpt-path",
+            &s("ft/teacher_finetuned"),
+            "--task-name",
+            "MNLI",
+        ],
+        d,
+    );
+    assert!(out.contains("============== acc is"), "{out}");
+}
+
+/// The tiny student with dropout on, so resuming must also continue the dropout stream.
+fn student_with_dropout(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(tiny_dir().join("student.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["hidden_dropout_prob"] = serde_json::json!(0.1);
+    v["attention_probs_dropout_prob"] = serde_json::json!(0.1);
+    let p = dir.join("student_dropout.json");
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+fn td1_args<'a>(s: &'a dyn Fn(&str) -> String, out: &'a str) -> Vec<String> {
+    [
+        "task-distill",
+        "--td-phase",
+        "1",
+        "--load-teacher-ckpt-path",
+        &s("teacher.safetensors"),
+        "--load-gd-ckpt-path",
+        &s("student.safetensors"),
+        "--train-data-dir",
+        &s("train.tfrecord"),
+        "--td-phase1-epoch-size",
+        "3",
+        "--enable-data-sink",
+        "false",
+        "--save-ckpt-step",
+        "1",
+        "--max-ckpt-num",
+        "2",
+        "--do-shuffle",
+        "true",
+        "--output-dir",
+        out,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect()
+}
+
+#[test]
+fn resume_after_sigkill_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("mindspore", Some(&student_with_dropout(d)), &trainer);
+    write_data(&d.join("train.tfrecord"), 40, 3);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    fixture_model("student", &d.join("student.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let total = 30u64; // 10 batches × 3 epochs
+
+    let full = s("full");
+    let args = td1_args(&s, &full);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&trainer, &argv, d);
+
+    // Kill at a step chosen from the clock, then resume until done.
+    let cut = 3
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64)
+            % (total - 6);
+    let part = s("part");
+    let args = td1_args(&s, &part);
+    let mut child = Command::new(&trainer)
+        .args(&args)
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = d.join("part/metrics.jsonl");
+    let start = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&metrics)
+            .map(|t| t.lines().count() as u64)
+            .unwrap_or(0);
+        if n >= cut || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let ckpt_dir = d.join("part/tinybert_td_phase1_save_ckpt");
+    let at_kill = checkpoint::newest(&ckpt_dir, checkpoint::Newest::Step)
+        .unwrap()
+        .map_or(0, |p| p.step());
+    assert!(
+        (at_kill as u64) < total,
+        "the run finished before it was killed (cut at {cut})"
+    );
+    let mut args = args;
+    args.push("--resume".into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(&trainer, &argv, d);
+    assert!(out.contains("resuming td1"), "{out}");
+
+    let last = |root: &str| {
+        let p = checkpoint::newest(
+            &Path::new(root).join("tinybert_td_phase1_save_ckpt"),
+            checkpoint::Newest::Step,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.step() as u64, total);
+        (
+            checkpoint::load_weights(&p.weights).unwrap(),
+            checkpoint::load_state::<serde_json::Value>(&p.state).unwrap(),
+        )
+    };
+    let (wa, (ma, sa)) = last(&full);
+    let (wb, (mb, sb)) = last(&part);
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (name, t) in &wa {
+        assert!(
+            t.bytes == wb[name].bytes,
+            "{name} differs after resume (killed at step {at_kill})"
+        );
+    }
+    assert!(ma == mb, "Adam moments differ after resume");
+    assert_eq!(sa["scalars"], sb["scalars"]);
+    println!("killed at checkpoint step {at_kill} (cut {cut}), resumed to {total}: bit-identical");
+}
+
+#[test]
+fn injected_overflow_skips_the_update_halves_the_scale_and_keeps_the_lr_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("mindspore", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 4, 4);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    fixture_model("student", &d.join("student.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    // The injection: a teacher whose embedding LayerNorm bias is near f32's maximum makes the
+    // hidden-state loss and every gradient overflow in the first step.
+    let mut t = checkpoint::load_weights(&d.join("teacher.safetensors")).unwrap();
+    let name = "bert.embeddings.LayerNorm.bias";
+    let n = t[name].numel();
+    t.insert(
+        name.into(),
+        runtime::tensor_io::RawTensor::from_f64(
+            runtime::plan::ElemType::F32,
+            vec![n],
+            &vec![3e38; n],
+        ),
+    );
+    checkpoint::save_weights(&d.join("teacher.safetensors"), &t).unwrap();
+    let out = ok(
+        &trainer,
+        &[
+            "task-distill",
+            "--td-phase",
+            "1",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--load-gd-ckpt-path",
+            &s("student.safetensors"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--td-phase1-epoch-size",
+            "1",
+            "--enable-data-sink",
+            "false",
+            "--save-ckpt-step",
+            "1",
+            "--loss-scale-value",
+            "1048576",
+            "--output-dir",
+            &s("o"),
+        ],
+        d,
+    );
+    assert!(
+        out.contains("Tensor(shape=[], dtype=Bool, True)"),
+        "overflow not reported: {out}"
+    );
+    let p = checkpoint::newest(
+        &d.join("o/tinybert_td_phase1_save_ckpt"),
+        checkpoint::Newest::Step,
+    )
+    .unwrap()
+    .unwrap();
+    let (_, state) = checkpoint::load_state::<serde_json::Value>(&p.state).unwrap();
+    let sc = &state["scalars"];
+    assert_eq!(sc["state.loss_scale"].as_f64().unwrap(), 524288.0);
+    assert_eq!(sc["state.step"].as_f64().unwrap(), 0.0, "LR step advanced");
+    assert_eq!(sc["state.cur_iter"].as_f64().unwrap(), 2.0);
+    let before = runtime::tensor_io::read(&d.join("student.safetensors")).unwrap();
+    let after = checkpoint::load_weights(&p.weights).unwrap();
+    for (name, t) in &before {
+        if !name.starts_with("fit_dense") {
+            assert!(
+                t.bytes == after[name].bytes,
+                "{name} was updated on overflow"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("paper", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 8, 5);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let gd = |data: &str, teacher: &str, out: &str| -> Vec<String> {
+        [
+            "general-distill",
+            "--data-dir",
+            data,
+            "--load-teacher-ckpt-path",
+            teacher,
+            "--output-dir",
+            out,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let check = |args: Vec<String>, needles: &[&str]| {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fail(&trainer, &argv, d);
+        for n in needles {
+            assert!(err.contains(n), "expected '{n}' in: {err}");
+        }
+    };
+    // A corrupt record: flip one byte inside record 3's data.
+    let mut bytes = std::fs::read(d.join("train.tfrecord")).unwrap();
+    let rec = bytes.len() / 8;
+    bytes[3 * rec + 20] ^= 0xff;
+    std::fs::write(d.join("corrupt.tfrecord"), &bytes).unwrap();
+    check(
+        gd(&s("corrupt.tfrecord"), &s("teacher.safetensors"), &s("o1")),
+        &["corrupt.tfrecord", "record 3"],
+    );
+    // A schema whose shapes disagree with the records.
+    std::fs::write(
+        d.join("schema.json"),
+        r#"{"datasetType":"TF","numRows":8,"columns":{"input_ids":{"type":"int64","rank":1,"shape":[128]},"input_mask":{"type":"int64","rank":1,"shape":[128]},"segment_ids":{"type":"int64","rank":1,"shape":[128]}}}"#,
+    )
+    .unwrap();
+    let mut a = gd(&s("train.tfrecord"), &s("teacher.safetensors"), &s("o2"));
+    a.extend(["--schema-dir".to_string(), s("schema.json")]);
+    check(a, &["128"]);
+    // A truncated teacher file.
+    let t = std::fs::read(d.join("teacher.safetensors")).unwrap();
+    std::fs::write(d.join("truncated.safetensors"), &t[..t.len() / 2]).unwrap();
+    check(
+        gd(&s("train.tfrecord"), &s("truncated.safetensors"), &s("o3")),
+        &["truncated.safetensors"],
+    );
+    // A teacher without one of its tensors.
+    let mut w = checkpoint::load_weights(&d.join("teacher.safetensors")).unwrap();
+    w.remove("bert.encoder.layer.3.output.dense.weight");
+    checkpoint::save_weights(&d.join("partial.safetensors"), &w).unwrap();
+    check(
+        gd(&s("train.tfrecord"), &s("partial.safetensors"), &s("o4")),
+        &["bert.encoder.layer.3.output.dense.weight"],
+    );
+    // A teacher tensor of the wrong dtype.
+    let mut w = checkpoint::load_weights(&d.join("teacher.safetensors")).unwrap();
+    let name = "bert.embeddings.LayerNorm.weight";
+    let n = w[name].numel();
+    w.insert(
+        name.into(),
+        runtime::tensor_io::RawTensor::from_f64(
+            runtime::plan::ElemType::I32,
+            vec![n],
+            &vec![1.0; n],
+        ),
+    );
+    checkpoint::save_weights(&d.join("wrong_dtype.safetensors"), &w).unwrap();
+    check(
+        gd(
+            &s("train.tfrecord"),
+            &s("wrong_dtype.safetensors"),
+            &s("o5"),
+        ),
+        &[name],
+    );
+    // An output directory that cannot be written: nothing is left behind.
+    let ro = d.join("readonly");
+    std::fs::create_dir(&ro).unwrap();
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt;
+    perm.set_mode(0o555);
+    std::fs::set_permissions(&ro, perm).unwrap();
+    let probe = ro.join("probe");
+    if std::fs::write(&probe, b"x").is_ok() {
+        // Running as root: permissions do not stop writes; nothing to test here.
+        let _ = std::fs::remove_file(&probe);
+        println!("skipping the read-only directory case: this user can write anywhere");
+    } else {
+        check(
+            gd(
+                &s("train.tfrecord"),
+                &s("teacher.safetensors"),
+                &s("readonly/out"),
+            ),
+            &["readonly"],
+        );
+        assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+    }
+    // An output directory below a regular file (fails for root too).
+    check(
+        gd(
+            &s("train.tfrecord"),
+            &s("teacher.safetensors"),
+            &s("train.tfrecord/out"),
+        ),
+        &["train.tfrecord/out"],
+    );
+    // A missing data path.
+    check(
+        gd(&s("nothing.tfrecord"), &s("teacher.safetensors"), &s("o6")),
+        &["nothing.tfrecord"],
+    );
+}
