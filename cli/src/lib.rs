@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod compile_cmd;
 pub mod graph_cmd;
 pub mod model_args;
+pub mod plot_cmd;
 pub mod step;
 pub mod tensor_file;
 pub mod verify_cmd;

@@ -23,6 +23,8 @@ enum Command {
     Step(cli::step::StepArgs),
     /// Parse and verify a graph in the IR text format.
     Verify(cli::verify_cmd::VerifyArgs),
+    /// Draw PNG curves (training loss, eval metrics) from the trainer's metrics JSONL.
+    Plot(cli::plot_cmd::PlotArgs),
 }
 
 fn main() {
@@ -32,6 +34,7 @@ fn main() {
         Command::Graph(a) => cli::graph_cmd::run(a),
         Command::Step(a) => cli::step::run(a),
         Command::Verify(a) => cli::verify_cmd::run(a),
+        Command::Plot(a) => cli::plot_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
