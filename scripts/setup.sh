@@ -19,6 +19,7 @@ PACKAGES=(
   libclang-22-dev   # libclang.so for bindgen (mlir-sys builds its bindings)
   libpolly-22-dev   # `llvm-config --link-static` fails without libPolly*.a
   libzstd-dev libz3-dev libxml2-dev zlib1g-dev   # llvm-config --system-libs
+  fonts-dejavu-core # the font `tbc plot` draws its labels with
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -108,12 +108,24 @@ pub fn manifest(
     phases: &[Phase],
 ) -> Manifest {
     let paper = preset.name == "paper";
+    let teacher_config = hf_config(teacher, teacher_raw);
+    let mut student_config = hf_config(student, student_raw);
+    // A student without label names takes the teacher's (same task).
+    let student_names_labels = serde_json::from_str::<Value>(student_raw)
+        .ok()
+        .and_then(|v| v.get("id2label").cloned())
+        .is_some();
+    if !student_names_labels && teacher.num_labels == student.num_labels {
+        for k in ["id2label", "label2id"] {
+            student_config[k] = teacher_config[k].clone();
+        }
+    }
     Manifest {
         preset: preset.name.to_string(),
         batch,
         seq_len,
-        teacher_config: hf_config(teacher, teacher_raw),
-        student_config: hf_config(student, student_raw),
+        teacher_config,
+        student_config,
         init: if paper {
             InitFamily::Paper
         } else {

@@ -48,7 +48,7 @@ impl ModelArgs {
         let load = |path: &Option<PathBuf>,
                     builtin_text: &str,
                     builtin_name: &str|
-         -> Result<ModelConfig> {
+         -> Result<(ModelConfig, bool)> {
             let (hf, name) = match path {
                 Some(p) => (HfBertConfig::from_file(p)?, p.display().to_string()),
                 None => (
@@ -56,18 +56,23 @@ impl ModelArgs {
                     builtin_name.to_string(),
                 ),
             };
-            Ok(hf.resolve(&preset, &name)?)
+            let says_labels = hf.num_labels.is_some() || hf.id2label.is_some();
+            Ok((hf.resolve(&preset, &name)?, says_labels))
         };
-        let teacher = load(
+        let (teacher, _) = load(
             &self.teacher_config,
             builtin::BERT_BASE,
             "built-in teacher config (BERT-base)",
         )?;
-        let student = load(
+        let (mut student, student_says_labels) = load(
             &self.student_config,
             preset.default_student,
             "built-in student config",
         )?;
+        // A student config that does not name its labels takes the teacher's task.
+        if !student_says_labels {
+            student.num_labels = teacher.num_labels;
+        }
         Ok(Resolved {
             phase,
             preset,

@@ -38,7 +38,7 @@ pub enum MetricsError {
         index: usize,
         value: f32,
     },
-    #[error("unknown task '{0}': expected one of cola, sst-2, mnli, mnli-mm, qnli, rte, wnli, mrpc, qqp, sts-b, tnews")]
+    #[error("unknown task '{0}': expected one of cola, sst-2, mnli, mnli-mm, qnli, rte, wnli, mrpc, qqp, sts-b, tnews, or accuracy (any other classification task)")]
     UnknownTask(String),
     #[error("task {task} is {expected}: use {method}")]
     WrongKind {
@@ -377,6 +377,8 @@ pub enum Task {
     Qqp,
     StsB,
     Tnews,
+    /// Any other single-label classification task (a user's own data): accuracy.
+    Accuracy,
 }
 
 impl Task {
@@ -394,6 +396,7 @@ impl Task {
             "qqp" => Task::Qqp,
             "sts-b" | "stsb" => Task::StsB,
             "tnews" => Task::Tnews,
+            "accuracy" | "acc" | "classification" => Task::Accuracy,
             _ => return Err(MetricsError::UnknownTask(name.to_string())),
         })
     }
@@ -411,6 +414,7 @@ impl Task {
             Task::Qqp => "qqp",
             Task::StsB => "sts-b",
             Task::Tnews => "tnews",
+            Task::Accuracy => "accuracy",
         }
     }
 }
