@@ -556,6 +556,10 @@ fn export_config(
         ("hidden_act", json!(cfg.hidden_act)),
         ("layer_norm_eps", json!(cfg.layer_norm_eps)),
         ("type_vocab_size", json!(cfg.type_vocab_size)),
+        // The weights are f32 whatever the student config said (`torch_dtype` for
+        // transformers 4, `dtype` for 5).
+        ("torch_dtype", json!("float32")),
+        ("dtype", json!("float32")),
         // TinyBERT applies no dropout between the pooler and the classifier.
         ("classifier_dropout", json!(0.0)),
     ] {
@@ -839,39 +843,47 @@ fn write_dir_atomic(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), HfError
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tmp{pid}"));
     let old = parent.join(format!(".{name}.old{pid}"));
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| -> Result<(), String> {
+        fn at(what: &'static str, p: &Path) -> impl FnOnce(std::io::Error) -> String {
+            let p = p.display().to_string();
+            move |e| format!("cannot {what} {p}: {e}")
+        }
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+            std::fs::remove_dir_all(&tmp).map_err(at("remove stale", &tmp))?;
         }
-        std::fs::create_dir(&tmp)?;
+        std::fs::create_dir(&tmp).map_err(at("create", &tmp))?;
         for (n, bytes) in files {
-            let mut f = std::fs::File::create(tmp.join(n))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+            let p = tmp.join(n);
+            let mut f = std::fs::File::create(&p).map_err(at("create", &p))?;
+            f.write_all(bytes).map_err(at("write", &p))?;
+            f.sync_all().map_err(at("sync", &p))?;
         }
-        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::File::open(&tmp)
+            .and_then(|d| d.sync_all())
+            .map_err(at("sync", &tmp))?;
         let replacing = dir.exists();
         if replacing {
-            std::fs::rename(dir, &old)?;
+            std::fs::rename(dir, &old).map_err(at("move aside", dir))?;
         }
         if let Err(e) = std::fs::rename(&tmp, dir) {
             if replacing {
                 let _ = std::fs::rename(&old, dir);
             }
-            return Err(e);
+            return Err(at("rename into", dir)(e));
         }
+        // The export is in place; what follows only tidies up.
         if replacing {
-            std::fs::remove_dir_all(&old)?;
+            let _ = std::fs::remove_dir_all(&old);
         }
         if let Ok(d) = std::fs::File::open(&parent) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    result.map_err(|e| {
+    result.map_err(|msg| {
         let _ = std::fs::remove_dir_all(&tmp);
         cleanup_parents(&created);
-        export_err(dir, e.to_string())
+        export_err(dir, msg)
     })
 }
 
