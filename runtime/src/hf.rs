@@ -734,6 +734,12 @@ fn model_bytes(
 /// is dropped, anything else unknown is an error) with `config` (the student's HF config),
 /// the tokenizer files when `vocab` is given, and `labels` (default `LABEL_i`).
 ///
+/// `config` must state the activation and epsilon the student was trained with: the paper
+/// preset is transformers' default (`"gelu"`, erf; 1e-12), the MindSpore preset needs
+/// `"hidden_act": "gelu_new"` (tanh approximation) and `"layer_norm_eps": 1e-7` (checked:
+/// float64 transformers logits then match the fixture's to 4e-16; with the paper settings they
+/// are 2e-7 off, which a float32 comparison cannot see).
+///
 /// The directory appears whole or not at all: everything is written into a temporary sibling,
 /// fsynced and renamed into place. An existing directory is replaced only if it holds nothing
 /// but export files; otherwise it is an error and left untouched.

@@ -6,9 +6,10 @@ batch (safetensors with input_ids, input_mask, segment_ids) and compares its log
 expected ones (safetensors with `logits`). Prints the max relative error
 max|got - want| / max|want| and exits 1 when it is above --tol (default 1e-5).
 
-Also reported, not gated: the same in float64 (the ReLU head and GELU/epsilon settings must make
-this ~1e-15 against a float64 reference), what plain BertForSequenceClassification gives with
-the same weights (it lacks TinyBERT's ReLU), and whether AutoTokenizer loads the directory.
+Also reported: the same in float64 (gated only with --tol64; against float64 reference logits
+a correct export gives ~1e-15, a wrong hidden_act/layer_norm_eps ~1e-7), what plain
+BertForSequenceClassification gives with the same weights (it lacks TinyBERT's ReLU), and
+whether AutoTokenizer loads the directory. Missing/unexpected keys at load time fail the check.
 
 Inputs for the tiny fixture are written by the runtime test:
   TBC_HF_EXPORT_OUT=/tmp/hfx cargo test -p runtime --test hf_export
@@ -35,6 +36,13 @@ def main():
     ap.add_argument("batch")
     ap.add_argument("logits")
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument(
+        "--tol64",
+        type=float,
+        default=None,
+        help="also gate the float64 run (use ~1e-12 against float64 reference logits: it catches "
+        "a wrong hidden_act or layer_norm_eps that float32 round-off hides)",
+    )
     args = ap.parse_args()
 
     import transformers
@@ -88,6 +96,9 @@ def main():
         return 1
     if not err32 <= args.tol:
         print("FAIL")
+        return 1
+    if args.tol64 is not None and not err64 <= args.tol64:
+        print(f"FAIL: float64 error above {args.tol64:g}")
         return 1
     print("OK")
     return 0
