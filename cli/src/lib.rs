@@ -3,6 +3,7 @@
 pub mod build_trainer;
 pub mod manifest;
 pub mod compile_cmd;
+pub mod data_cmd;
 pub mod graph_cmd;
 pub mod model_args;
 pub mod plot_cmd;

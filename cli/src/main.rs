@@ -25,6 +25,8 @@ enum Command {
     Verify(cli::verify_cmd::VerifyArgs),
     /// Draw PNG curves (training loss, eval metrics) from the trainer's metrics JSONL.
     Plot(cli::plot_cmd::PlotArgs),
+    /// Make the trainer's TFRecord data: GLUE/TSV classification features, gd text packing.
+    Data(cli::data_cmd::DataArgs),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::Step(a) => cli::step::run(a),
         Command::Verify(a) => cli::verify_cmd::run(a),
         Command::Plot(a) => cli::plot_cmd::run(a),
+        Command::Data(a) => cli::data_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
