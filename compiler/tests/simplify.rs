@@ -778,7 +778,7 @@ fn phases_simplify_exactly() {
 #[test]
 fn phases_with_dropout_and_f64_simplify_exactly() {
     for preset in [Preset::mindspore(), Preset::paper()] {
-        for phase in [Phase::Gd, Phase::Td2] {
+        for phase in [Phase::Gd, Phase::Td2, Phase::Ft] {
             let g = tiny_graph(&preset, phase, DType::F32, Some(0.1));
             assert!(count_mnemonic(&g, "random_uniform") > 0);
             check_phase(

@@ -32,9 +32,16 @@ fn phase_graphs() {
     for (preset, phases) in [
         (
             Preset::mindspore(),
-            &[Phase::Gd, Phase::Td1, Phase::Td2, Phase::Eval][..],
+            &[
+                Phase::Gd,
+                Phase::Td1,
+                Phase::Td2,
+                Phase::Eval,
+                Phase::Ft,
+                Phase::EvalTeacher,
+            ][..],
         ),
-        (Preset::paper(), &[Phase::Td2][..]),
+        (Preset::paper(), &[Phase::Td2, Phase::Ft][..]),
     ] {
         for &phase in phases {
             let g = micro_graph(&preset, phase);

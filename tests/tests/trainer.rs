@@ -28,7 +28,7 @@ fn compile_trainer(preset: &str, out: &Path) {
     let t = tiny_dir();
     let args = CompileArgs {
         target: "cpu".into(),
-        phases: "gd,td1,td2,eval".into(),
+        phases: "gd,td1,td2,eval,ft,eval_teacher".into(),
         teacher_config: Some(t.join("teacher.json")),
         student_config: Some(t.join("student.json")),
         preset: preset.into(),
@@ -105,7 +105,7 @@ fn compiled_trainer_matches_the_interpreter_and_pytorch() {
         compile_trainer(preset, &trainer);
         let info = Command::new(&trainer).arg("info").output().unwrap();
         let info = String::from_utf8_lossy(&info.stdout).to_string();
-        for phase in ["gd", "td1", "td2", "eval"] {
+        for phase in ["gd", "td1", "td2", "eval", "ft", "eval_teacher"] {
             assert!(
                 info.lines().any(|l| l.starts_with(phase)),
                 "info lacks {phase}: {info}"
@@ -137,7 +137,9 @@ fn compiled_trainer_matches_the_interpreter_and_pytorch() {
             }
             // Against PyTorch too (the fixtures were made with lr 1e-3 from zero moments).
             let mut worst_pt = 0.0f64;
-            if phase != Phase::Eval {
+            // ft: the f32 first Adam step of the 6-layer teacher is conditioned at ~1e-5 against
+            // f64 (tests/reference/README.md); the interpreter check above and parity.rs cover it.
+            if !matches!(phase, Phase::Eval | Phase::Ft) {
                 let e = read_fixture(&format!("expected_{preset}_{}.safetensors", phase.name()));
                 let cmp = OutputComparer::new(e.iter());
                 for (name, x) in &e {
