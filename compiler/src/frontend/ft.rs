@@ -209,6 +209,22 @@ mod tests {
     }
 
     #[test]
+    fn ft_step_defaults_are_bert_fine_tuning_without_loss_scaling() {
+        use crate::executable::step_defaults;
+        use crate::frontend::preset::ScheduleKind;
+        for (preset, schedule) in [
+            (Preset::mindspore(), ScheduleKind::Polynomial),
+            (Preset::paper(), ScheduleKind::WarmupLinear),
+        ] {
+            let d = step_defaults(&preset, Phase::Ft);
+            assert_eq!((d.lr0, d.end_lr, d.loss_scale), (2e-5, 0.0, 1.0));
+            assert_eq!(preset.ft.schedule, schedule);
+            let e = step_defaults(&preset, Phase::EvalTeacher);
+            assert_eq!((e.lr0, e.loss_scale), (0.0, 1.0));
+        }
+    }
+
+    #[test]
     fn eval_teacher_reads_the_teacher_and_writes_its_logits() {
         let preset = Preset::mindspore();
         let (t, s) = (config(2, 0.1, 3), config(1, 0.0, 5));
