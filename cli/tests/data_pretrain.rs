@@ -122,7 +122,8 @@ fn long_lines_are_cut_not_dropped() {
     let a = d.path().join("long.txt");
     let words: Vec<String> = (0..50).map(|i| format!("word{i}")).collect();
     std::fs::write(&a, words.join(" ")).unwrap();
-    let out = d.path().join("gd.tfrecord");
+    // The output's directory is created.
+    let out = d.path().join("new/dir/gd.tfrecord");
     let n = 16;
     let w = pretrain::run(&args(vec![a.clone()], &out, n)).unwrap();
     let tok = BertTokenizer::from_vocab(&vocab(), false).unwrap();

@@ -56,7 +56,8 @@ pub struct GlueArgs {
     /// The input is a GLUE test split (no labels): every row gets the first label.
     #[arg(long)]
     pub test: bool,
-    /// Where to write the schema (default: schema.json in the output's directory).
+    /// Where to write the schema (default: schema.json in the output's directory; give each
+    /// output its own when several share a directory, since numRows differs).
     #[arg(long)]
     pub schema_out: Option<PathBuf>,
     /// tsv: column of the first text (0-based; negative counts from the end).

@@ -69,6 +69,10 @@ fn write_dataset(
     float_label: Option<bool>,
     examples: impl Iterator<Item = Result<Example>>,
 ) -> Result<Output> {
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
     let mut w = AtomicFileWriter::create(output)?;
     for ex in examples {
         w.write_record(&ex?.encode())?;

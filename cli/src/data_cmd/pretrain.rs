@@ -39,7 +39,8 @@ pub struct PretrainArgs {
     /// Keep case and accents (for cased vocabularies).
     #[arg(long)]
     pub cased: bool,
-    /// Where to write the schema (default: schema.json in the output's directory).
+    /// Where to write the schema (default: schema.json in the output's directory; give each
+    /// output its own when several share a directory, since numRows differs).
     #[arg(long)]
     pub schema_out: Option<PathBuf>,
 }
