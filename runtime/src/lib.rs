@@ -12,5 +12,5 @@ pub mod metrics;
 pub mod plan;
 pub mod step_io;
 pub mod tensor_io;
-pub mod trainer;
 pub mod train;
+pub mod trainer;
