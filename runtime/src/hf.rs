@@ -185,6 +185,38 @@ impl BertConfig {
     /// names and order as the compiler's `param_specs` without fit_dense); `num_labels = None`
     /// leaves the classifier out (a `BertModel` with pooler).
     pub fn param_specs(&self, num_labels: Option<usize>) -> Vec<(String, Vec<usize>)> {
+        BertShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_hidden_layers,
+            intermediate_size: self.intermediate_size,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+        }
+        .param_specs(true, num_labels)
+    }
+}
+
+/// The sizes that fix a BERT's parameter shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BertShape {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+}
+
+impl BertShape {
+    /// The (name, shape) list of a `BertForSequenceClassification` in Hugging Face names and
+    /// order: the one list the compiler's graphs and the runtime's loaders share. `pooler`
+    /// includes `bert.pooler.dense`, `classifier = Some(num_labels)` the classifier.
+    pub fn param_specs(
+        &self,
+        pooler: bool,
+        classifier: Option<usize>,
+    ) -> Vec<(String, Vec<usize>)> {
         let (h, i) = (self.hidden_size, self.intermediate_size);
         let mut v: Vec<(String, Vec<usize>)> = Vec::new();
         let mut p = |name: String, shape: Vec<usize>| v.push((name, shape));
@@ -203,7 +235,7 @@ impl BertConfig {
         );
         p(format!("{e}.LayerNorm.weight"), vec![h]);
         p(format!("{e}.LayerNorm.bias"), vec![h]);
-        for l in 0..self.num_hidden_layers {
+        for l in 0..self.num_layers {
             let pre = format!("bert.encoder.layer.{l}");
             for qkv in ["query", "key", "value"] {
                 p(format!("{pre}.attention.self.{qkv}.weight"), vec![h, h]);
@@ -220,9 +252,11 @@ impl BertConfig {
             p(format!("{pre}.output.LayerNorm.weight"), vec![h]);
             p(format!("{pre}.output.LayerNorm.bias"), vec![h]);
         }
-        p("bert.pooler.dense.weight".into(), vec![h, h]);
-        p("bert.pooler.dense.bias".into(), vec![h]);
-        if let Some(n) = num_labels {
+        if pooler {
+            p("bert.pooler.dense.weight".into(), vec![h, h]);
+            p("bert.pooler.dense.bias".into(), vec![h]);
+        }
+        if let Some(n) = classifier {
             p("classifier.weight".into(), vec![n, h]);
             p("classifier.bias".into(), vec![n]);
         }

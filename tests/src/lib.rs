@@ -6,7 +6,7 @@ use compiler::frontend::preset::{Phase, Preset};
 use compiler::frontend::{build_graph, GraphSpec};
 use ir::{DType, Graph, Interpreter, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,6 +17,38 @@ pub fn repo_root() -> PathBuf {
 
 pub fn tiny_dir() -> PathBuf {
     repo_root().join("tests/fixtures/tiny")
+}
+
+/// The debug runtime library the tests link trainers with (`make test` builds it first).
+pub fn runtime_lib() -> PathBuf {
+    let lib = repo_root().join("target/debug/libruntime.a");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `cargo build -p runtime` first (make test does)",
+        lib.display()
+    );
+    lib
+}
+
+/// Compiles the tiny configs' `phases` (batch 4, seq 16) into a trainer at `out`; `student`
+/// replaces the tiny student config.
+pub fn compile_tiny_trainer(preset: &str, phases: &str, student: Option<&Path>, out: &Path) {
+    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+    let t = tiny_dir();
+    let args = cli::compile_cmd::CompileArgs {
+        target: "cpu".into(),
+        phases: phases.into(),
+        teacher_config: Some(t.join("teacher.json")),
+        student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
+        preset: preset.into(),
+        batch: 4,
+        seq_len: 16,
+        compile_to: None,
+        dump_after: vec![],
+        output: Some(out.to_path_buf()),
+        cpu: "x86-64-v3".into(),
+    };
+    cli::compile_cmd::run(&args).unwrap();
 }
 
 /// The tiny teacher and student configs resolved with `preset`.

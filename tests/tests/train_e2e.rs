@@ -13,34 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tbc_tests::*;
 
-fn runtime_lib() -> PathBuf {
-    let lib = repo_root().join("target/debug/libruntime.a");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `cargo build -p runtime` first (make test does)",
-        lib.display()
-    );
-    lib
-}
-
 /// A tiny trainer with every phase; `student` overrides the tiny student config.
 fn compile(preset: &str, student: Option<&Path>, out: &Path) {
-    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
-    let t = tiny_dir();
-    let args = cli::compile_cmd::CompileArgs {
-        target: "cpu".into(),
-        phases: "ft,eval_teacher,gd,td1,td2,eval".into(),
-        teacher_config: Some(t.join("teacher.json")),
-        student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
-        preset: preset.into(),
-        batch: 4,
-        seq_len: 16,
-        compile_to: None,
-        dump_after: vec![],
-        output: Some(out.to_path_buf()),
-        cpu: "x86-64-v3".into(),
-    };
-    cli::compile_cmd::run(&args).unwrap();
+    compile_tiny_trainer(preset, "ft,eval_teacher,gd,td1,td2,eval", student, out);
 }
 
 /// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,

@@ -3,43 +3,17 @@
 //! every phase and both presets — every output tensor within 1e-5 relative — and with the
 //! PyTorch fixtures. `info` lists the phases.
 
-use cli::compile_cmd::CompileArgs;
 use cli::model_args::ModelArgs;
 use cli::step::StepArgs;
 use compiler::frontend::preset::Phase;
 use ir::Tensor;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use tbc_tests::*;
 
-fn runtime_lib() -> PathBuf {
-    let lib = repo_root().join("target/debug/libruntime.a");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `cargo build -p runtime` first (make test does)",
-        lib.display()
-    );
-    lib
-}
-
 fn compile_trainer(preset: &str, out: &Path) {
-    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
-    let t = tiny_dir();
-    let args = CompileArgs {
-        target: "cpu".into(),
-        phases: "gd,td1,td2,eval,ft,eval_teacher".into(),
-        teacher_config: Some(t.join("teacher.json")),
-        student_config: Some(t.join("student.json")),
-        preset: preset.into(),
-        batch: 4,
-        seq_len: 16,
-        compile_to: None,
-        dump_after: vec![],
-        output: Some(out.to_path_buf()),
-        cpu: "x86-64-v3".into(),
-    };
-    cli::compile_cmd::run(&args).unwrap();
+    compile_tiny_trainer(preset, "gd,td1,td2,eval,ft,eval_teacher", None, out);
 }
 
 fn interpreter_step(preset: &str, phase: Phase, out: &Path) {

@@ -22,54 +22,32 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
 }
 
-/// The parameters of a `BertForSequenceClassification` (+ fit_dense), in a fixed order.
+/// The parameters of a `BertForSequenceClassification` (+ fit_dense), in a fixed order: the
+/// runtime's list (so loaders and graphs agree by construction) plus TinyBERT's fit_dense.
 pub fn param_specs(cfg: &ModelConfig, parts: Parts) -> Vec<ParamSpec> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let mut v = Vec::new();
-    let mut p = |name: String, shape: Vec<usize>| v.push(ParamSpec { name, shape });
-    let e = "bert.embeddings";
-    p(
-        format!("{e}.word_embeddings.weight"),
-        vec![cfg.vocab_size, h],
-    );
-    p(
-        format!("{e}.position_embeddings.weight"),
-        vec![cfg.max_position_embeddings, h],
-    );
-    p(
-        format!("{e}.token_type_embeddings.weight"),
-        vec![cfg.type_vocab_size, h],
-    );
-    p(format!("{e}.LayerNorm.weight"), vec![h]);
-    p(format!("{e}.LayerNorm.bias"), vec![h]);
-    for l in 0..cfg.num_layers {
-        let pre = format!("bert.encoder.layer.{l}");
-        for qkv in ["query", "key", "value"] {
-            p(format!("{pre}.attention.self.{qkv}.weight"), vec![h, h]);
-            p(format!("{pre}.attention.self.{qkv}.bias"), vec![h]);
-        }
-        p(format!("{pre}.attention.output.dense.weight"), vec![h, h]);
-        p(format!("{pre}.attention.output.dense.bias"), vec![h]);
-        p(format!("{pre}.attention.output.LayerNorm.weight"), vec![h]);
-        p(format!("{pre}.attention.output.LayerNorm.bias"), vec![h]);
-        p(format!("{pre}.intermediate.dense.weight"), vec![i, h]);
-        p(format!("{pre}.intermediate.dense.bias"), vec![i]);
-        p(format!("{pre}.output.dense.weight"), vec![h, i]);
-        p(format!("{pre}.output.dense.bias"), vec![h]);
-        p(format!("{pre}.output.LayerNorm.weight"), vec![h]);
-        p(format!("{pre}.output.LayerNorm.bias"), vec![h]);
-    }
-    if parts.pooler {
-        p("bert.pooler.dense.weight".into(), vec![h, h]);
-        p("bert.pooler.dense.bias".into(), vec![h]);
-    }
-    if parts.classifier {
-        p("classifier.weight".into(), vec![cfg.num_labels, h]);
-        p("classifier.bias".into(), vec![cfg.num_labels]);
-    }
+    let shape = runtime::hf::BertShape {
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        num_layers: cfg.num_layers,
+        intermediate_size: cfg.intermediate_size,
+        max_position_embeddings: cfg.max_position_embeddings,
+        type_vocab_size: cfg.type_vocab_size,
+    };
+    let mut v: Vec<ParamSpec> = shape
+        .param_specs(parts.pooler, parts.classifier.then_some(cfg.num_labels))
+        .into_iter()
+        .map(|(name, shape)| ParamSpec { name, shape })
+        .collect();
     if let Some(t) = parts.fit_dense {
-        p("fit_dense.weight".into(), vec![t, h]);
-        p("fit_dense.bias".into(), vec![t]);
+        let h = cfg.hidden_size;
+        v.push(ParamSpec {
+            name: "fit_dense.weight".into(),
+            shape: vec![t, h],
+        });
+        v.push(ParamSpec {
+            name: "fit_dense.bias".into(),
+            shape: vec![t],
+        });
     }
     v
 }

@@ -118,12 +118,22 @@ pub struct TaskDistillArgs {
     pub load_td1_ckpt_path: Option<PathBuf>,
     #[arg(long, alias = "train_data_dir")]
     pub train_data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+/// The dev set, the task's metrics and the export of the trained model (task distillation and
+/// fine-tuning).
+#[derive(Args, Debug, Clone)]
+pub struct TaskArgs {
     #[arg(long, alias = "eval_data_dir")]
     pub eval_data_dir: Option<PathBuf>,
-    /// The task (SST-2, QNLI, MNLI, CoLA, MRPC, QQP, RTE, …): picks the metrics.
+    /// The task (SST-2, QNLI, MNLI, CoLA, MRPC, QQP, RTE, …, or `accuracy` for your own
+    /// classification data): picks the metrics.
     #[arg(long, alias = "task_name", default_value = "SST-2")]
     pub task_name: String,
-    /// Also export the best student as a Hugging Face directory here.
+    /// Export the best model as a Hugging Face directory here (fine-tuning default:
+    /// OUTPUT_DIR/teacher_finetuned).
     #[arg(long)]
     pub export_hf: Option<PathBuf>,
     /// vocab.txt to put in the export (default: the teacher directory's).
@@ -140,18 +150,10 @@ pub struct FinetuneArgs {
     pub load_teacher_ckpt_path: PathBuf,
     #[arg(long, alias = "train_data_dir")]
     pub train_data_dir: PathBuf,
-    #[arg(long, alias = "eval_data_dir")]
-    pub eval_data_dir: Option<PathBuf>,
     #[arg(long, alias = "epoch_size", default_value_t = 3)]
     pub epoch_size: u64,
-    #[arg(long, alias = "task_name", default_value = "SST-2")]
-    pub task_name: String,
-    /// Where the fine-tuned teacher goes as a Hugging Face directory (default:
-    /// OUTPUT_DIR/teacher_finetuned).
-    #[arg(long)]
-    pub export_hf: Option<PathBuf>,
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
+    #[command(flatten)]
+    pub task: TaskArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -229,13 +229,14 @@ impl<'k> Trainer<'k> {
                 .ok_or("--do-train false evaluates --load-td1-ckpt-path; give one")?;
             let eval = EvalArgs {
                 eval_data_dir: a
+                    .task
                     .eval_data_dir
                     .clone()
                     .ok_or("--do-eval needs --eval-data-dir")?,
                 schema_dir: None,
                 load_td1_ckpt_path: Some(ckpt),
                 load_teacher_ckpt_path: None,
-                task_name: a.task_name.clone(),
+                task_name: a.task.task_name.clone(),
                 dump_logits: None,
             };
             return self.eval(&eval);
@@ -288,8 +289,8 @@ impl<'k> Trainer<'k> {
                 },
                 c,
             )?;
-            let mut evaluator = match (&a.eval_data_dir, a.do_eval) {
-                (Some(d), true) => Some(self.evaluator("eval", d, &a.task_name)?),
+            let mut evaluator = match (&a.task.eval_data_dir, a.do_eval) {
+                (Some(d), true) => Some(self.evaluator("eval", d, &a.task.task_name)?),
                 (None, true) => {
                     return Err("--do-eval true needs --eval-data-dir".into());
                 }
@@ -317,8 +318,9 @@ impl<'k> Trainer<'k> {
                     evaluator.as_ref().map_or("acc", |e| e.selection()),
                     best_path.display()
                 );
-                if let Some(dir) = &a.export_hf {
+                if let Some(dir) = &a.task.export_hf {
                     let vocab = a
+                        .task
                         .vocab
                         .clone()
                         .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
@@ -350,8 +352,8 @@ impl<'k> Trainer<'k> {
             },
             c,
         )?;
-        let mut evaluator = match &a.eval_data_dir {
-            Some(d) => Some(self.evaluator("eval_teacher", d, &a.task_name)?),
+        let mut evaluator = match &a.task.eval_data_dir {
+            Some(d) => Some(self.evaluator("eval_teacher", d, &a.task.task_name)?),
             None => None,
         };
         let best_path = c.output_dir.join("teacher_best.safetensors");
@@ -372,10 +374,12 @@ impl<'k> Trainer<'k> {
             &mut logger,
         )?;
         let dir = a
+            .task
             .export_hf
             .clone()
             .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
         let vocab = a
+            .task
             .vocab
             .clone()
             .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
