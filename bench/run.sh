@@ -2,7 +2,8 @@
 # `make bench`: one td1 training step at the real shapes (BERT-base teacher, paper student
 # 4L/312, batch 32, seq 64, 2 threads), compiled trainer vs PyTorch eager vs torch.compile, in
 # one run on this machine. Prints a table with medians and ratios and writes it to
-# out/bench/results.md. Installs PyTorch into .venv when missing (PyPI, a few GB).
+# out/bench/results.md. Loop kernels are compiled for this CPU (`--cpu native`, as PyTorch
+# dispatches to this CPU's kernels; CPU=x86-64-v3 for the portable default). Installs PyTorch into .venv when missing (PyPI, a few GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/bench
@@ -20,7 +21,7 @@ echo "bench: machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 calc() { $PY -c "print(round($1, 3))"; }
 start=$(date +%s.%N)
-target/release/tbc compile --target cpu --phases gd,td1,td2,eval --preset paper --batch 32 --seq-len 64 -o "$OUT/trainer"
+target/release/tbc compile --target cpu --cpu "${CPU:-native}" --phases gd,td1,td2,eval --preset paper --batch 32 --seq-len 64 -o "$OUT/trainer"
 compile_s=$(calc "$(date +%s.%N) - $start")
 size_mb=$(calc "$(stat -c %s "$OUT/trainer") / 1e6")
 "$OUT/trainer" info

@@ -98,21 +98,85 @@ pub struct Runner<'k> {
     pub plan: ExecutablePlan,
     arena: AlignedBuf,
     kernels: &'k dyn LoopKernels,
+    /// The output buffers, allocated once and rewritten by every run (no page faults and no
+    /// zeroing per step).
+    outputs: Vec<AlignedBuf>,
+    /// Seconds and calls per step label, when profiling (`TBC_PROFILE=1`).
+    pub profile: Option<std::collections::BTreeMap<String, (u64, f64)>>,
+}
+
+/// What a step is, for the profile: the loop kernel's symbol, or the GEMM's shape.
+fn step_label(step: &Step) -> String {
+    match step {
+        Step::Loop { symbol, .. } => format!("loop {symbol}"),
+        Step::Gemm {
+            batch,
+            m,
+            n,
+            k,
+            transpose_a,
+            transpose_b,
+            ..
+        } => format!(
+            "gemm {batch}x[{m}x{k}]{}·[{k}x{n}]{}",
+            if *transpose_a { "ᵀ" } else { "" },
+            if *transpose_b { "ᵀ" } else { "" }
+        ),
+        Step::Gather { .. } => "gather".into(),
+        Step::ScatterAdd { .. } => "scatter-add".into(),
+    }
+}
+
+/// The profile as a table, largest total first, with each kind's share.
+pub fn profile_report(
+    profile: &std::collections::BTreeMap<String, (u64, f64)>,
+    top: usize,
+) -> String {
+    use std::fmt::Write;
+    let total: f64 = profile.values().map(|v| v.1).sum();
+    let mut kinds: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (label, (_, t)) in profile {
+        *kinds
+            .entry(label.split(' ').next().unwrap_or(""))
+            .or_default() += t;
+    }
+    let mut s = format!("profile: {total:.4} s in steps\n");
+    for (k, t) in &kinds {
+        writeln!(s, "  {k:12} {t:8.4} s {:5.1} %", 100.0 * t / total).unwrap();
+    }
+    let mut rows: Vec<(&String, &(u64, f64))> = profile.iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    for (label, (n, t)) in rows.into_iter().take(top) {
+        writeln!(s, "  {t:8.4} s {:5.1} % {n:5}x  {label}", 100.0 * t / total).unwrap();
+    }
+    s
 }
 
 impl<'k> Runner<'k> {
     pub fn new(plan: ExecutablePlan, kernels: &'k dyn LoopKernels) -> Runner<'k> {
         let arena = AlignedBuf::zeroed(plan.arena_bytes);
+        let outputs = plan
+            .outputs
+            .iter()
+            .map(|s| AlignedBuf::zeroed(s.shape.iter().product::<usize>() * s.elem.size_bytes()))
+            .collect();
         Runner {
             plan,
             arena,
             kernels,
+            outputs,
+            profile: None,
         }
     }
 
+    /// The outputs of the last run (zeros before the first).
+    pub fn outputs(&self) -> &[AlignedBuf] {
+        &self.outputs
+    }
+
     /// Runs the plan on `inputs` (raw little-endian bytes, one per input slot, in order) and
-    /// returns the outputs' bytes in slot order.
-    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<Vec<AlignedBuf>, RuntimeError> {
+    /// returns the outputs' bytes in slot order (valid until the next run).
+    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<&[AlignedBuf], RuntimeError> {
         let plan = &self.plan;
         if inputs.len() != plan.inputs.len() {
             return Err(RuntimeError::InputCount {
@@ -132,11 +196,7 @@ impl<'k> Runner<'k> {
                 });
             }
         }
-        let mut outputs: Vec<AlignedBuf> = plan
-            .outputs
-            .iter()
-            .map(|s| AlignedBuf::zeroed(s.shape.iter().product::<usize>() * s.elem.size_bytes()))
-            .collect();
+        let mut outputs = std::mem::take(&mut self.outputs);
         let arena = self.arena.as_mut_ptr();
         let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
         let addr = |b: &BufferRef| -> *mut u8 {
@@ -152,7 +212,38 @@ impl<'k> Runner<'k> {
             elem: b.elem,
             shape: b.shape.clone(),
         };
+        let mut profile = self.profile.take();
         for step in &plan.steps {
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
+            self.run_step(step, &addr, &arg)?;
+            if let (Some(p), Some(t0)) = (profile.as_mut(), started) {
+                let e = p.entry(step_label(step)).or_default();
+                e.0 += 1;
+                e.1 += t0.elapsed().as_secs_f64();
+            }
+        }
+        self.profile = profile;
+        // Outputs that equal an input or another output.
+        for (i, src) in plan.output_sources.iter().enumerate() {
+            if src.place != Place::Output(i) {
+                let from = addr(src);
+                let n = outputs[i].len();
+                // SAFETY: both buffers hold n bytes; a different output or an input never
+                // overlaps output i.
+                unsafe { std::ptr::copy_nonoverlapping(from, outputs[i].as_mut_ptr(), n) };
+            }
+        }
+        self.outputs = outputs;
+        Ok(&self.outputs)
+    }
+
+    fn run_step(
+        &self,
+        step: &Step,
+        addr: &dyn Fn(&BufferRef) -> *mut u8,
+        arg: &dyn Fn(&BufferRef) -> KernelArg,
+    ) -> Result<(), RuntimeError> {
+        {
             match step {
                 Step::Loop {
                     symbol,
@@ -217,17 +308,7 @@ impl<'k> Runner<'k> {
                 },
             }
         }
-        // Outputs that equal an input or another output.
-        for (i, src) in plan.output_sources.iter().enumerate() {
-            if src.place != Place::Output(i) {
-                let from = addr(src);
-                let n = outputs[i].len();
-                // SAFETY: both buffers hold n bytes; a different output or an input never
-                // overlaps output i.
-                unsafe { std::ptr::copy_nonoverlapping(from, outputs[i].as_mut_ptr(), n) };
-            }
-        }
-        Ok(outputs)
+        Ok(())
     }
 }
 

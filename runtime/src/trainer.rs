@@ -232,11 +232,15 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     .map_err(|e| e.to_string())?;
     let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
     let mut runner = Runner::new(plan.clone(), kernels);
+    // TBC_PROFILE=1: time every step of the plan (after the first, warm-up run).
+    let profiling = std::env::var_os("TBC_PROFILE").is_some_and(|v| v != "0");
     let mut times = Vec::new();
-    let mut outs = Vec::new();
-    for _ in 0..cmd.repeat.max(1) {
+    for i in 0..cmd.repeat.max(1) {
+        if profiling && i == 1.min(cmd.repeat.max(1) - 1) {
+            runner.profile = Some(Default::default());
+        }
         let start = std::time::Instant::now();
-        outs = runner.run(&refs).map_err(|e| e.to_string())?;
+        runner.run(&refs).map_err(|e| e.to_string())?;
         times.push(start.elapsed().as_secs_f64());
     }
     let mut sorted = times.clone();
@@ -245,7 +249,7 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     let raw: Vec<(String, RawTensor)> = plan
         .outputs
         .iter()
-        .zip(outs)
+        .zip(runner.outputs())
         .map(|(s, b)| {
             (
                 s.name.clone(),
@@ -270,6 +274,9 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
         sorted[sorted.len() - 1]
     );
     eprintln!("wrote {} tensors to {}", raw.len(), cmd.out.display());
+    if let Some(p) = &runner.profile {
+        eprint!("{}", crate::exec::profile_report(p, 60));
+    }
     Ok(())
 }
 

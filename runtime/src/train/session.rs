@@ -63,7 +63,8 @@ pub struct Session<'k> {
     input_index: HashMap<String, usize>,
     /// `(output, input)` pairs copied after every step.
     feedback: Vec<(usize, usize)>,
-    last: Vec<crate::exec::AlignedBuf>,
+    /// Whether a step has run (outputs exist).
+    ran: bool,
 }
 
 impl<'k> Session<'k> {
@@ -96,7 +97,7 @@ impl<'k> Session<'k> {
             inputs: vec![None; plan.inputs.len()],
             input_index,
             feedback,
-            last: Vec::new(),
+            ran: false,
         }
     }
 
@@ -212,7 +213,7 @@ impl<'k> Session<'k> {
             let dst = self.inputs[i].as_mut().expect("set");
             dst.copy_from_slice(outs[o].as_slice());
         }
-        self.last = outs;
+        self.ran = true;
         Ok(())
     }
 
@@ -220,7 +221,7 @@ impl<'k> Session<'k> {
     pub fn output(&self, name: &str) -> Option<RawTensor> {
         let plan = self.plan();
         let o = plan.outputs.iter().position(|s| s.name == name)?;
-        let buf = self.last.get(o)?;
+        let buf = self.ran.then(|| &self.runner.outputs()[o])?;
         let s = &plan.outputs[o];
         Some(RawTensor {
             elem: s.elem,
