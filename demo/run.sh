@@ -53,7 +53,7 @@ PY
 
 echo "== compile: teacher MiniLM-L6 (6L/384) -> student 3L/192, batch 32, seq 64, paper preset"
 t0=$(date +%s%N)
-$TBC compile --target cpu --phases ft,eval_teacher,gd,td1,td2,eval --preset paper \
+$TBC compile --target cpu --cpu native --phases ft,eval_teacher,gd,td1,td2,eval --preset paper \
   --teacher-config "$OUT/teacher_config.json" --student-config demo/student-3l-192.json \
   --batch 32 --seq-len 64 -o "$OUT/trainer"
 T=$OUT/trainer
