@@ -148,6 +148,29 @@ fn parse_header(header: &[u8; 12], path: &Path, index: u64, offset: u64) -> Resu
 }
 
 /// Reads as many bytes as are available up to `buf.len()`; returns how many were read.
+/// Reads and checks the 12-byte header of record `index` at `offset`: its data length and the
+/// header bytes, or `None` at a clean end of file.
+fn read_header<R: Read>(
+    r: &mut R,
+    path: &Path,
+    index: u64,
+    offset: u64,
+) -> Result<Option<(u64, [u8; 12])>, DataError> {
+    let mut header = [0u8; 12];
+    let got = read_full(r, &mut header).map_err(|e| DataError::read(path, e))?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < 12 {
+        let what = RecordFault::Truncated {
+            needed: 12,
+            available: got as u64,
+        };
+        return Err(fault(path, index, offset, what));
+    }
+    parse_header(&header, path, index, offset).map(|len| Some((len, header)))
+}
+
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -171,16 +194,9 @@ pub fn scan(path: &Path) -> Result<Vec<RecordPos>, DataError> {
     let mut offset = 0u64;
     while offset < size {
         let index = out.len() as u64;
-        let mut header = [0u8; 12];
-        let got = read_full(&mut r, &mut header).map_err(|e| DataError::read(path, e))?;
-        if got < 12 {
-            let what = RecordFault::Truncated {
-                needed: 12,
-                available: got as u64,
-            };
-            return Err(fault(path, index, offset, what));
-        }
-        let len = parse_header(&header, path, index, offset)?;
+        let Some((len, _)) = read_header(&mut r, path, index, offset)? else {
+            break;
+        };
         let available = size - offset - 12;
         if len.checked_add(4).is_none_or(|n| n > available) {
             let what = RecordFault::Truncated {
@@ -296,19 +312,9 @@ impl<R: Read> Reader<R> {
     /// The next record's data, or `None` at a clean end of the stream.
     pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, DataError> {
         let (path, index, offset) = (&self.path, self.index, self.offset);
-        let mut header = [0u8; 12];
-        let got = read_full(&mut self.inner, &mut header).map_err(|e| DataError::read(path, e))?;
-        if got == 0 {
+        let Some((len, header)) = read_header(&mut self.inner, path, index, offset)? else {
             return Ok(None);
-        }
-        if got < 12 {
-            let what = RecordFault::Truncated {
-                needed: 12,
-                available: got as u64,
-            };
-            return Err(fault(path, index, offset, what));
-        }
-        let len = parse_header(&header, path, index, offset)?;
+        };
         let rest = usize::try_from(len + 4)
             .map_err(|_| fault(path, index, offset, RecordFault::TooLarge { len }))?;
         // Grow as data arrives rather than trusting a huge length up front.
