@@ -110,7 +110,7 @@ fn runtime_runs_the_executable_plan() {
             let want = Interpreter::run(g, &feed).unwrap();
             let cmp = OutputComparer::new(want.iter().map(|(n, t)| (n, t)));
             let mut worst = 0.0f64;
-            for ((name, w), o) in want.iter().zip(&outs) {
+            for ((name, w), o) in want.iter().zip(outs) {
                 let got = Tensor::new(
                     w.shape.clone(),
                     Data::from_le_bytes(w.dtype(), o.as_slice()),
