@@ -24,6 +24,13 @@ impl ElemType {
             ElemType::Bool => 1,
         }
     }
+
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16
+        )
+    }
 }
 
 /// Where a buffer's bytes are.

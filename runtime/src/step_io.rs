@@ -65,13 +65,6 @@ fn is_int(e: ElemType) -> bool {
     matches!(e, ElemType::I32 | ElemType::I64)
 }
 
-fn is_float(e: ElemType) -> bool {
-    matches!(
-        e,
-        ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16
-    )
-}
-
 /// One tensor per input slot, in slot order.
 pub fn bind_inputs(
     slots: &[Slot],
@@ -110,8 +103,8 @@ pub fn bind_inputs(
                     describe(slot),
                 ));
             };
-            let compatible =
-                (is_int(t.elem) && is_int(slot.elem)) || (is_float(t.elem) && is_float(slot.elem));
+            let compatible = (is_int(t.elem) && is_int(slot.elem))
+                || (t.elem.is_float() && slot.elem.is_float());
             if !compatible {
                 return Err(BindError::Dtype(
                     file.to_path_buf(),

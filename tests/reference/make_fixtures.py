@@ -10,12 +10,16 @@ Generates the fixtures in tests/fixtures/tiny (or --out DIR):
                                             lr and the next state counters
   expected_{preset}_eval.safetensors        f64 student logits
   expected_{preset}_eval_teacher.safetensors f64 teacher logits
+  regression.safetensors                    one-output classifiers (teacher.*, student.*) and f32
+                                            float targets label_ids, for a regression head (STS-B)
+  expected_{preset}_{td2,ft}_regression.safetensors  td2 and ft with that head: MSE to the targets
   expected_schedule.safetensors             f64 learning-rate schedules
   expected_loss_scale.safetensors           DynamicLossScaleUpdateCell simulation
 
 preset in {mindspore, paper}, phase in {gd, td1, td2}.  See tests/reference/README.md.
 
-The script is deterministic: running it twice produces byte-identical files.
+The script is deterministic: running it twice on one machine produces byte-identical files
+(another CPU may differ in float64 round-off, ~1e-15 relative).
 """
 
 import argparse
@@ -289,8 +293,10 @@ def zero_masked(a):
     return torch.where(a <= -100.0, torch.zeros_like(a), a)
 
 
-def distill_losses(SP, TP, scfg, tcfg, batch, preset, phase, teacher_out=None):
-    """Returns dict with 'loss' and its parts. SP: student params (f64, may require grad)."""
+def distill_losses(SP, TP, scfg, tcfg, batch, preset, phase, teacher_out=None, regression=False):
+    """Returns dict with 'loss' and its parts. SP: student params (f64, may require grad).
+    With `regression` (a one-output head, STS-B), td2 is PyTorch TinyBERT's
+    `MSELoss()(student_logits.view(-1), label_ids.view(-1))`: hard targets, no teacher."""
     if teacher_out is None:
         with torch.no_grad():
             teacher_out = bert_forward(TP, tcfg, batch, preset)
@@ -305,6 +311,12 @@ def distill_losses(SP, TP, scfg, tcfg, batch, preset, phase, teacher_out=None):
         rep = sum(mse(linear(s_reps[i], SP["fit_dense.weight"], SP["fit_dense.bias"]), t_reps[i * k])
                   for i in range(Ls + 1))
         return {"loss": att + rep, "loss.att": att, "loss.rep": rep}
+    if phase == "td2" and regression:
+        y = batch["label_ids"].to(F64)
+        cls = mse(s_logits.view(-1), y)
+        ref = torch.nn.functional.mse_loss(s_logits.view(-1), y)
+        assert torch.allclose(cls, ref, rtol=1e-14, atol=0.0)
+        return {"loss": cls, "loss.cls": cls}
     if phase == "td2":
         cls = (-torch.softmax(t_logits, dim=-1) * torch.log_softmax(s_logits, dim=-1)).mean()
         return {"loss": cls, "loss.cls": cls}
@@ -379,7 +391,7 @@ def adam_step(P, names, preset_name):
     return out
 
 
-def run_phase(student32, teacher32, scfg, tcfg, batch, preset_name, phase):
+def run_phase(student32, teacher32, scfg, tcfg, batch, preset_name, phase, regression=False):
     preset = PRESETS[preset_name]
     names = phase_param_names(list(student32), phase)
     SP = {n: t.to(F64) for n, t in student32.items()}
@@ -387,7 +399,7 @@ def run_phase(student32, teacher32, scfg, tcfg, batch, preset_name, phase):
         SP[n] = SP[n].clone().requires_grad_(True)
     TP = {n: t.to(F64) for n, t in teacher32.items()}
 
-    losses = distill_losses(SP, TP, scfg, tcfg, batch, preset, phase)
+    losses = distill_losses(SP, TP, scfg, tcfg, batch, preset, phase, regression=regression)
     losses["loss"].backward()
 
     out = {k: v.detach().clone() for k, v in losses.items()}
@@ -416,10 +428,17 @@ def run_phase(student32, teacher32, scfg, tcfg, batch, preset_name, phase):
     return out, meta
 
 
-def ft_losses(TP, tcfg, batch, preset):
+def ft_losses(TP, tcfg, batch, preset, regression=False):
     """Teacher fine-tuning loss: mean over the batch of -log_softmax(logits)[label] on the TinyBERT
-    head (classifier(relu(pooler))), cross-checked against torch's own cross_entropy."""
+    head (classifier(relu(pooler))), cross-checked against torch's own cross_entropy; with
+    `regression`, the mean squared error of the single logit to the float targets (MSELoss)."""
     _, _, logits = bert_forward(TP, tcfg, batch, preset)
+    if regression:
+        y = batch["label_ids"].to(F64)
+        loss = mse(logits.view(-1), y)
+        ref = torch.nn.functional.mse_loss(logits.view(-1), y)
+        assert torch.allclose(loss, ref, rtol=1e-14, atol=0.0)
+        return {"loss": loss, "loss.mse": loss}
     labels = batch["label_ids"].long()
     ce = -torch.log_softmax(logits, dim=-1).gather(1, labels.unsqueeze(1)).squeeze(1).mean()
     ref = torch.nn.functional.cross_entropy(logits, labels)
@@ -433,12 +452,12 @@ def ft_losses(TP, tcfg, batch, preset):
 FT_STATE_AFTER = {"state.step": 1, "state.cur_iter": 2, "state.last_overflow_iter": 0}
 
 
-def run_ft(teacher32, tcfg, batch, preset_name):
+def run_ft(teacher32, tcfg, batch, preset_name, regression=False):
     """One teacher fine-tuning step (all teacher parameters train; config dropout is 0)."""
     preset = PRESETS[preset_name]
     names = list(teacher32)
     TP = {n: t.to(F64).clone().requires_grad_(True) for n, t in teacher32.items()}
-    losses = ft_losses(TP, tcfg, batch, preset)
+    losses = ft_losses(TP, tcfg, batch, preset, regression=regression)
     losses["loss"].backward()
     out = {k: v.detach().clone() for k, v in losses.items()}
     out.update(adam_step(TP, names, preset_name))
@@ -723,6 +742,29 @@ def main():
             _, _, logits = bert_forward(TP, tcfg, batch, PRESETS[preset_name])
         save(f"expected_{preset_name}_eval_teacher.safetensors", {"logits": logits.clone()},
              {"preset": preset_name, "phase": "eval_teacher"})
+
+    # Regression heads (num_labels 1, as STS-B): the classifiers replaced by one-output ones and
+    # float targets, from their own RNG stream so that every file above stays byte-identical.
+    rrng = np.random.default_rng(SEED + 1)
+    reg = {}
+    for who, cfg in (("teacher", tcfg), ("student", scfg)):
+        w = rrng.normal(0.0, HEAD_STD, size=(1, cfg["hidden_size"])).astype(np.float32)
+        b = rrng.normal(0.0, 0.02, size=(1,)).astype(np.float32)
+        reg[f"{who}.classifier.weight"] = torch.from_numpy(np.ascontiguousarray(w))
+        reg[f"{who}.classifier.bias"] = torch.from_numpy(b)
+    reg["label_ids"] = torch.from_numpy(rrng.uniform(0.0, 5.0, size=4).astype(np.float32))
+    save("regression.safetensors", reg, {"seed": str(SEED + 1)})
+    rbatch = dict(batch, label_ids=reg["label_ids"])
+    rteacher = dict(teacher, **{n[len("teacher."):]: t for n, t in reg.items() if n.startswith("teacher.")})
+    rstudent = dict(student, **{n[len("student."):]: t for n, t in reg.items() if n.startswith("student.")})
+    rtcfg, rscfg = dict(tcfg, num_labels=1), dict(scfg, num_labels=1)
+    for preset_name in PRESETS:
+        out, meta = run_phase(rstudent, rteacher, rscfg, rtcfg, rbatch, preset_name, "td2", regression=True)
+        print(f"  {preset_name:9s} td2 regression loss.cls={out['loss.cls'].item():.12e}")
+        save(f"expected_{preset_name}_td2_regression.safetensors", out, dict(meta, head="regression"))
+        out, meta = run_ft(rteacher, rtcfg, rbatch, preset_name, regression=True)
+        print(f"  {preset_name:9s} ft  regression loss.mse={out['loss.mse'].item():.12e}")
+        save(f"expected_{preset_name}_ft_regression.safetensors", out, dict(meta, head="regression"))
 
     sched, smeta = make_schedule()
     save("expected_schedule.safetensors", sched, smeta)

@@ -33,12 +33,23 @@ pub fn runtime_lib() -> PathBuf {
 /// Compiles the tiny configs' `phases` (batch 4, seq 16) into a trainer at `out`; `student`
 /// replaces the tiny student config.
 pub fn compile_tiny_trainer(preset: &str, phases: &str, student: Option<&Path>, out: &Path) {
+    compile_tiny_trainer_configs(preset, phases, None, student, out)
+}
+
+/// [`compile_tiny_trainer`] where `teacher` may replace the tiny teacher config too.
+pub fn compile_tiny_trainer_configs(
+    preset: &str,
+    phases: &str,
+    teacher: Option<&Path>,
+    student: Option<&Path>,
+    out: &Path,
+) {
     std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
     let t = tiny_dir();
     let args = cli::compile_cmd::CompileArgs {
         target: "cpu".into(),
         phases: phases.into(),
-        teacher_config: Some(t.join("teacher.json")),
+        teacher_config: Some(teacher.map_or(t.join("teacher.json"), Path::to_path_buf)),
         student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
         preset: preset.into(),
         batch: 4,
@@ -63,6 +74,14 @@ pub fn tiny_configs(preset: &Preset) -> (ModelConfig, ModelConfig) {
     (load("teacher.json"), load("student.json"))
 }
 
+/// Which classifier head the tiny models have: the fixtures' 3 classes, or one output (a
+/// regression head, as STS-B) with `regression.safetensors`' classifiers and float targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    Classes,
+    Regression,
+}
+
 /// Calls `f` with the graph spec of the tiny configs (batch 4, seq 16).
 fn with_tiny_spec<R>(
     preset: &Preset,
@@ -70,7 +89,21 @@ fn with_tiny_spec<R>(
     dtype: DType,
     f: impl FnOnce(&GraphSpec) -> R,
 ) -> R {
-    let (t, s) = tiny_configs(preset);
+    with_tiny_spec_head(preset, phase, dtype, Head::Classes, f)
+}
+
+fn with_tiny_spec_head<R>(
+    preset: &Preset,
+    phase: Phase,
+    dtype: DType,
+    head: Head,
+    f: impl FnOnce(&GraphSpec) -> R,
+) -> R {
+    let (mut t, mut s) = tiny_configs(preset);
+    if head == Head::Regression {
+        t.num_labels = 1;
+        s.num_labels = 1;
+    }
     f(&GraphSpec {
         phase,
         teacher: &t,
@@ -84,6 +117,13 @@ fn with_tiny_spec<R>(
 
 pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
     with_tiny_spec(preset, phase, dtype, |spec| build_graph(spec).unwrap())
+}
+
+/// [`tiny_graph`] with the given classifier head.
+pub fn tiny_graph_head(preset: &Preset, phase: Phase, dtype: DType, head: Head) -> Graph {
+    with_tiny_spec_head(preset, phase, dtype, head, |spec| {
+        build_graph(spec).unwrap()
+    })
 }
 
 /// The tiny graph of `phase` through the target-neutral pipeline (simplify, fuse, plan).
@@ -111,8 +151,23 @@ pub fn run_with_fixture_inputs(g: &Graph, si: &StepInputs) -> HashMap<String, Te
 
 /// Every graph input from the fixture weights and batch, the step scalars, zero moments.
 pub fn fixture_feed(g: &Graph, si: &StepInputs) -> HashMap<String, Tensor> {
-    let weights = read_fixture("weights.safetensors");
-    let batch = read_fixture("batch.safetensors");
+    fixture_feed_head(g, si, Head::Classes)
+}
+
+/// [`fixture_feed`] for the given head: `Regression` takes the classifiers and `label_ids`
+/// from `regression.safetensors`.
+pub fn fixture_feed_head(g: &Graph, si: &StepInputs, head: Head) -> HashMap<String, Tensor> {
+    let mut weights = read_fixture("weights.safetensors");
+    let mut batch = read_fixture("batch.safetensors");
+    if head == Head::Regression {
+        for (name, t) in read_fixture("regression.safetensors") {
+            if name == "label_ids" {
+                batch.insert(name, t);
+            } else {
+                weights.insert(name, t);
+            }
+        }
+    }
     let scalars: HashMap<&str, f64> = HashMap::from([
         ("state.step", si.step as f64),
         ("state.cur_iter", si.step as f64 + 1.0),

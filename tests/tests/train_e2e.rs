@@ -216,6 +216,9 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     assert!(out.contains("The best acc is"), "{out}");
     assert!(out.contains("epoch: 1, step: 4, outputs are"), "{out}");
     assert!(out.contains("per step time"), "{out}");
+    // stderr is not a terminal here: plain progress lines instead of the bar.
+    assert!(out.contains("[td2] step 64/64 loss "), "{out}");
+    assert!(out.contains("samples/s eta "), "{out}");
     assert!(d.join("td/eval_model.safetensors").is_file());
     assert!(d.join("td/student_hf/model.safetensors").is_file());
     assert!(std::fs::read_to_string(d.join("td/eval.log"))
@@ -278,6 +281,211 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
         d,
     );
     assert!(out.contains("============== acc is"), "{out}");
+}
+
+/// `n` examples of a learnable regression task (STS-B-like scores in [0, 5]): the score is 5 × the
+/// share of token 10 among the sentence's words.
+fn write_scores(path: &Path, n: usize, seed: u64) {
+    let mut x = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let mut w = Writer::new(std::fs::File::create(path).unwrap());
+    for _ in 0..n {
+        let len = 6 + next(9) as usize;
+        let share = next(5);
+        let mut ids = vec![0i64; 16];
+        ids[0] = 2;
+        let mut tens = 0;
+        for id in ids.iter_mut().take(len - 1).skip(1) {
+            *id = if next(4) < share {
+                10
+            } else {
+                20 + next(80) as i64
+            };
+            tens += (*id == 10) as usize;
+        }
+        ids[len - 1] = 3;
+        let score = 5.0 * tens as f32 / (len - 2) as f32;
+        let mask: Vec<i64> = (0..16).map(|i| (i < len) as i64).collect();
+        let seg = vec![0i64; 16];
+        let features = BTreeMap::from([
+            ("input_ids".to_string(), Feature::Int64(ids)),
+            ("input_mask".to_string(), Feature::Int64(mask)),
+            ("segment_ids".to_string(), Feature::Int64(seg)),
+            ("label_ids".to_string(), Feature::Float(vec![score])),
+        ]);
+        w.write_record(&Example { features }.encode()).unwrap();
+    }
+}
+
+/// A tiny config with a one-output (regression) head.
+fn regression_config(name: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(tiny_dir().join(name)).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["num_labels"] = 1.into();
+    let path = dir.join(format!("regression_{name}"));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    path
+}
+
+/// The tiny fixture's `<prefix>.*` weights with the one-output classifier of
+/// `regression.safetensors`.
+fn fixture_regression_model(prefix: &str, out: &Path) {
+    fixture_model(prefix, out);
+    let mut w = checkpoint::load_weights(out).unwrap();
+    let reg = runtime::tensor_io::read(&tiny_dir().join("regression.safetensors")).unwrap();
+    let p = format!("{prefix}.");
+    for (name, t) in reg {
+        if let Some(n) = name.strip_prefix(&p) {
+            w.insert(n.to_string(), t);
+        }
+    }
+    checkpoint::save_weights(out, &w).unwrap();
+}
+
+/// Eval records of a metrics file: (phase, metrics).
+fn evals(metrics: &Path) -> Vec<(String, BTreeMap<String, f64>)> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .filter_map(|line| match serde_json::from_str(line).unwrap() {
+            MetricsLine::Eval(e) => Some((e.phase, e.metrics)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sts_b_regression_finetune_td_and_eval_report_correlations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    let (tc, sc) = (
+        regression_config("teacher.json", d),
+        regression_config("student.json", d),
+    );
+    compile_tiny_trainer_configs(
+        "paper",
+        "ft,eval_teacher,td1,td2,eval",
+        Some(&tc),
+        Some(&sc),
+        &trainer,
+    );
+    write_scores(&d.join("train.tfrecord"), 64, 1);
+    write_scores(&d.join("dev.tfrecord"), 32, 2);
+    fixture_regression_model("teacher", &d.join("teacher.safetensors"));
+    fixture_regression_model("student", &d.join("student.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+
+    // The teacher learns the scores (MSE), evaluated by Pearson/Spearman.
+    let out = ok(
+        &trainer,
+        &[
+            "finetune",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--epoch-size",
+            "6",
+            "--data-sink-steps",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--task-name",
+            "STS-B",
+            "--output-dir",
+            &s("ft"),
+        ],
+        d,
+    );
+    assert!(out.contains("The best corr is"), "{out}");
+    let l = losses(&d.join("ft/metrics.jsonl"));
+    assert!(falls(&l["ft"]), "ft loss does not fall: {:?}", l["ft"]);
+    let e = evals(&d.join("ft/metrics.jsonl"));
+    let last = &e.last().unwrap().1;
+    for k in ["pearson", "spearmanr", "corr"] {
+        assert!(last[k].is_finite() && last[k].abs() <= 1.0, "{k}: {last:?}");
+    }
+    assert!(
+        last["pearson"] > 0.5,
+        "the fine-tuned teacher should track the scores: {last:?}"
+    );
+
+    // Task distillation: td1 on the intermediate layers, td2 on MSE to the labels.
+    let out = ok(
+        &trainer,
+        &[
+            "task-distill",
+            "--load-teacher-ckpt-path",
+            &s("ft/teacher_finetuned"),
+            "--load-gd-ckpt-path",
+            &s("student.safetensors"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--td-phase1-epoch-size",
+            "2",
+            "--td-phase2-epoch-size",
+            "6",
+            "--data-sink-steps",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--task-name",
+            "sts-b",
+            "--output-dir",
+            &s("td"),
+        ],
+        d,
+    );
+    assert!(out.contains("The best corr is"), "{out}");
+    let l = losses(&d.join("td/metrics.jsonl"));
+    assert!(falls(&l["td2"]), "td2 loss does not fall: {:?}", l["td2"]);
+    assert!(std::fs::read_to_string(d.join("td/eval.log"))
+        .unwrap()
+        .contains("corr"));
+
+    // Standalone evaluation prints the correlations.
+    let out = ok(
+        &trainer,
+        &[
+            "eval",
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--load-td1-ckpt-path",
+            &s("td/eval_model.safetensors"),
+            "--task-name",
+            "STS-B",
+        ],
+        d,
+    );
+    assert!(out.contains("============== pearson is"), "{out}");
+    assert!(out.contains("============== spearmanr is"), "{out}");
+    // A classification task on a regression head, and float scores into a classifier: clear errors.
+    let err = fail(
+        &trainer,
+        &[
+            "eval",
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--load-td1-ckpt-path",
+            &s("td/eval_model.safetensors"),
+            "--task-name",
+            "SST-2",
+        ],
+        d,
+    );
+    assert!(err.contains("one-output (regression) head"), "{err}");
 }
 
 /// The tiny student with dropout on, so resuming must also continue the dropout stream.
@@ -603,5 +811,102 @@ fn bad_input_is_a_clear_error() {
     check(
         gd(&s("nothing.tfrecord"), &s("teacher.safetensors"), &s("o6")),
         &["nothing.tfrecord"],
+    );
+    // Input errors found before training leave no output directory behind; the corrupt record
+    // (found while training) leaves no file.
+    for o in ["o2", "o3", "o4", "o5", "o6"] {
+        assert!(!d.join(o).exists(), "{o} was created by a failed run");
+    }
+    assert_eq!(files_below(&d.join("o1")), Vec::<PathBuf>::new());
+}
+
+/// Every file below `dir` (none when it does not exist), sorted.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_below(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A checkpoint that cannot be written completely (the file-size limit stands in for a full
+/// disk, and works for root too) is a clear error naming the file; the earlier checkpoints stay
+/// as they were and no partial or temporary file is left.
+#[test]
+fn a_failed_checkpoint_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile_tiny_trainer("paper", "gd", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 8, 7);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let args = |epochs: &str| -> Vec<String> {
+        [
+            "general-distill",
+            "--data-dir",
+            &s("train.tfrecord"),
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--epoch-size",
+            epochs,
+            "--enable-data-sink",
+            "false",
+            "--save-ckpt-step",
+            "1",
+            "--max-ckpt-num",
+            "1",
+            "--output-dir",
+            &s("o"),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let first: Vec<String> = args("1");
+    ok(
+        &trainer,
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+        d,
+    );
+    let ckpt_dir = d.join("o/tinybert_gd_save_ckpt");
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        files_below(dir)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect()
+    };
+    let before = snapshot(&ckpt_dir);
+    assert!(!before.is_empty());
+    // Resume for one more epoch with files limited to 8 KiB: the next checkpoint cannot be written.
+    let mut resumed = args("2");
+    resumed.push("--resume".into());
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 8; exec \"$0\" \"$@\"")
+        .arg(&trainer)
+        .args(&resumed)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "the limited run should fail: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("tinybert_gd_save_ckpt") && err.contains("File too large"),
+        "the error should name the checkpoint and the cause: {err}"
+    );
+    assert_eq!(
+        snapshot(&ckpt_dir),
+        before,
+        "the checkpoints changed after a failed write"
     );
 }

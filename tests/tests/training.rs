@@ -208,6 +208,33 @@ fn overflow_skips_the_update_and_halves_the_scale() {
     );
 }
 
+/// The scale halves with a floor of 1 (§4): an overflow at scale 1 or 1.5 leaves 1.
+#[test]
+fn an_overflow_never_takes_the_scale_below_one() {
+    let preset = Preset::mindspore();
+    let g = tiny_graph(&preset, Phase::Td1, DType::F32);
+    for (scale, after) in [(1.0, 1.0), (1.5, 1.0), (4.0, 2.0)] {
+        let mut feed = fixture_feed(
+            &g,
+            &StepInputs {
+                lr: 1e-3,
+                step: 3,
+                loss_scale: scale,
+            },
+        );
+        // A teacher activation near f32's maximum overflows the loss at any scale.
+        let name = "teacher.bert.embeddings.LayerNorm.bias";
+        let t = &feed[name];
+        let big = vec![3e38; t.to_f64().len()];
+        let ty = TensorType::new(DType::F32, t.shape.clone());
+        feed.insert(name.to_string(), Tensor::from_f64(&ty, &big));
+        let out = Interpreter::run_map(&g, &feed).unwrap();
+        assert_eq!(out["overflow"].item(), 1.0, "scale {scale}");
+        assert_eq!(out["state.loss_scale"].item(), after, "scale {scale}");
+        assert_eq!(out["state.step"].item(), 3.0, "LR step must not advance");
+    }
+}
+
 #[test]
 fn dropout_is_deterministic_per_seed_and_step() {
     let preset = Preset::mindspore();

@@ -4,7 +4,7 @@
 use super::bert::{self, param_specs, BertBuilder, Weights};
 use super::preset::Phase;
 use super::step::{finish_training, Loss, TrainInputs, Trained};
-use super::{declare_batch, GraphSpec};
+use super::{declare_batch, declare_labels, regression_mse, GraphSpec};
 use ir::{Builder, CmpOp, Graph, ReduceKind, ValueId};
 
 /// Mean of squared differences over every element.
@@ -51,6 +51,7 @@ pub(super) fn distill_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
     let dt = spec.dtype;
     let mut b = Builder::new(spec.phase.name());
     let batch = declare_batch(&mut b, spec);
+    let targets = spec.is_regression().then(|| declare_labels(&mut b, spec));
     let ti = TrainInputs::declare(&mut b, dt);
     let tw = Weights::declare(
         &mut b,
@@ -76,8 +77,9 @@ pub(super) fn distill_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
         dtype: dt,
     };
     let t_out = tb.encoder(&batch);
-    let t_logits =
-        (spec.phase == Phase::Td2).then(|| tb.logits(*t_out.reps.last().unwrap(), &batch));
+    // A regression student learns from the labels alone (PyTorch TinyBERT's td2 for STS-B).
+    let t_logits = (spec.phase == Phase::Td2 && targets.is_none())
+        .then(|| tb.logits(*t_out.reps.last().unwrap(), &batch));
 
     let mut ids = 0u32;
     let mut sb = BertBuilder {
@@ -91,7 +93,10 @@ pub(super) fn distill_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
     let s_out = sb.encoder(&batch);
     let loss = if spec.phase == Phase::Td2 {
         let s_logits = sb.logits(*s_out.reps.last().unwrap(), &batch);
-        let cls = soft_cross_entropy(&mut b, s_logits, t_logits.unwrap(), preset.temperature);
+        let cls = match targets {
+            Some(y) => regression_mse(&mut b, s_logits, y),
+            None => soft_cross_entropy(&mut b, s_logits, t_logits.unwrap(), preset.temperature),
+        };
         Loss {
             total: cls,
             parts: vec![("loss.cls".into(), cls)],

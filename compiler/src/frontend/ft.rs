@@ -1,10 +1,12 @@
 //! Teacher fine-tuning (`ft`): plain hard-label cross-entropy training of the teacher as
 //! TinyBERT's sequence classifier (the td2 head), so a user without a fine-tuned teacher can make
-//! one. Dropout follows the teacher config, keyed like the student's in td.
+//! one; a one-output head (STS-B) is a regressor trained on the mean squared error, as BERT's
+//! `run_classifier` and the PyTorch TinyBERT do. Dropout follows the teacher config, keyed like
+//! the student's in td.
 
 use super::bert::{self, BertBuilder};
 use super::step::{finish_training, Loss, TrainInputs, Trained};
-use super::{declare_batch, GraphSpec};
+use super::{declare_batch, declare_labels, regression_mse, GraphSpec};
 use ir::{Builder, CmpOp, DType, Graph, ReduceKind, TensorType, ValueId};
 
 /// Mean over the batch of `−log_softmax(logits)[label]`; `labels` i32 `[batch]`. A label outside
@@ -28,7 +30,7 @@ pub(super) fn ft_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
     let dt = spec.dtype;
     let mut b = Builder::new(spec.phase.name());
     let batch = declare_batch(&mut b, spec);
-    let labels = b.input("label_ids", TensorType::new(DType::I32, vec![spec.batch]));
+    let labels = declare_labels(&mut b, spec);
     let ti = TrainInputs::declare(&mut b, dt);
     let tr = Trained::declare(
         &mut b,
@@ -47,10 +49,14 @@ pub(super) fn ft_graph(spec: &GraphSpec, forward_only: bool) -> Graph {
     };
     let out = tb.encoder(&batch);
     let logits = tb.logits(*out.reps.last().unwrap(), &batch);
-    let ce = hard_cross_entropy(&mut b, logits, labels);
+    let (part, total) = if spec.is_regression() {
+        ("loss.mse", regression_mse(&mut b, logits, labels))
+    } else {
+        ("loss.ce", hard_cross_entropy(&mut b, logits, labels))
+    };
     let loss = Loss {
-        total: ce,
-        parts: vec![("loss.ce".into(), ce)],
+        total,
+        parts: vec![(part.into(), total)],
     };
     finish_training(b, spec, loss, &tr, &ti, forward_only)
 }
@@ -242,15 +248,47 @@ mod tests {
     }
 
     #[test]
-    fn ft_needs_a_classifier_teacher_and_checks_only_the_teacher() {
+    fn a_one_output_teacher_is_fine_tuned_as_a_regressor() {
         let preset = Preset::paper();
         let s = config(1, 0.0, 3);
         let t = config(2, 0.0, 1);
-        let err = build_graph(&spec(Phase::Ft, &t, &s, &preset)).unwrap_err();
-        assert!(err.0.contains("num_labels >= 2"), "{err}");
-        assert!(err.0.contains("regression is not supported"), "{err}");
-        // eval_teacher of a regression head is fine: it only writes logits.
+        let sp = spec(Phase::Ft, &t, &s, &preset);
+        assert!(sp.is_regression());
+        let g = build_graph(&sp).unwrap();
+        // Float targets, and the loss is the mean squared error to them.
+        assert_eq!(
+            g.ty(g.input("label_ids").unwrap()),
+            &TensorType::new(DType::F64, vec![2])
+        );
+        let fwd = build_forward_graph(&sp).unwrap();
+        let names: Vec<&str> = fwd.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["loss", "loss.mse"]);
+        let mut b = Builder::new("mse");
+        let logits = b.input("logits", TensorType::new(DType::F64, vec![3, 1]));
+        let y = b.input("y", TensorType::new(DType::F64, vec![3]));
+        let l = crate::frontend::regression_mse(&mut b, logits, y);
+        b.output("l", l);
+        let g = b.finish();
+        let feed = HashMap::from([
+            (
+                "logits".to_string(),
+                Tensor::from_f64(&TensorType::new(DType::F64, vec![3, 1]), &[1.0, 2.0, 0.5]),
+            ),
+            (
+                "y".to_string(),
+                Tensor::from_f64(&TensorType::new(DType::F64, vec![3]), &[0.0, 4.0, 0.5]),
+            ),
+        ]);
+        let got = Interpreter::run_map(&g, &feed).unwrap()["l"].to_f64()[0];
+        assert!((got - 5.0 / 3.0).abs() < 1e-15, "{got}");
+        // eval_teacher of a regression head only writes its [batch, 1] logits.
         assert!(build_graph(&spec(Phase::EvalTeacher, &t, &s, &preset)).is_ok());
+    }
+
+    #[test]
+    fn ft_checks_only_the_teacher() {
+        let preset = Preset::paper();
+        let s = config(1, 0.0, 3);
         // seq-len is checked against the teacher only.
         let t = config(2, 0.0, 3);
         let mut short = config(1, 0.0, 3);
@@ -258,5 +296,9 @@ mod tests {
         assert!(build_graph(&spec(Phase::Ft, &t, &short, &preset)).is_ok());
         let err = build_graph(&spec(Phase::Ft, &short, &s, &preset)).unwrap_err();
         assert!(err.0.contains("teacher's max_position_embeddings"), "{err}");
+        let mut none = config(2, 0.0, 3);
+        none.num_labels = 0;
+        let err = build_graph(&spec(Phase::Ft, &none, &s, &preset)).unwrap_err();
+        assert!(err.0.contains("num_labels >= 1"), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Training graphs (gd, td1, td2: distillation; ft: teacher fine-tuning) read, by name:
 //! - `input_ids`, `input_mask`, `segment_ids`: i32 `[batch, seq]`; ft also `label_ids`: i32
-//!   `[batch]` (class indices in `0..num_labels`);
+//!   `[batch]` (class indices in `0..num_labels`), or, for a regression head (`num_labels` 1, as
+//!   STS-B), float `[batch]` targets, which td2 then reads too (TINYBERT_SPEC §2: the PyTorch
+//!   TinyBERT trains a regression student on `MSE(logits, label)`, without the teacher);
 //! - `state.step`, `state.cur_iter`, `state.last_overflow_iter`, `state.seed` (i32 scalars) and
 //!   `state.loss_scale` (float scalar);
 //! - `sched.lr0`, `sched.end_lr`, `sched.warmup_steps`, `sched.decay_steps` (float scalars);
@@ -83,11 +85,10 @@ impl GraphSpec<'_> {
         }
         match self.phase {
             Phase::Eval | Phase::EvalTeacher => return Ok(()),
-            Phase::Ft if t.num_labels < 2 => {
-                return fail(format!(
-                    "ft trains the teacher with hard-label cross-entropy and needs num_labels >= 2 in the teacher config, found {} (regression is not supported yet)",
-                    t.num_labels
-                ))
+            Phase::Ft if t.num_labels == 0 => {
+                return fail(
+                    "ft trains the teacher's classifier and needs num_labels >= 1 in the teacher config (1: regression, >= 2: classification), found 0".into(),
+                )
             }
             Phase::Ft => return Ok(()),
             Phase::Gd | Phase::Td1 | Phase::Td2 => {}
@@ -123,6 +124,16 @@ impl GraphSpec<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the phase trains a regression head (`num_labels` 1): ft and td2 then read float
+    /// targets and train on the mean squared error to them.
+    pub fn is_regression(&self) -> bool {
+        match self.phase {
+            Phase::Ft => self.teacher.num_labels == 1,
+            Phase::Td2 => self.student.num_labels == 1,
+            _ => false,
+        }
     }
 
     /// Parts of the teacher the phase reads (or, for ft, trains); `None` when it reads none.
@@ -203,6 +214,26 @@ fn build(spec: &GraphSpec, forward_only: bool) -> Result<Graph, FrontendError> {
         Phase::Ft => ft_graph(spec, forward_only),
         Phase::Gd | Phase::Td1 | Phase::Td2 => distill_graph(spec, forward_only),
     })
+}
+
+/// `label_ids` `[batch]`: class indices (i32), or float targets for a regression head.
+fn declare_labels(b: &mut Builder, spec: &GraphSpec) -> ir::ValueId {
+    let dtype = if spec.is_regression() {
+        spec.dtype
+    } else {
+        DType::I32
+    };
+    b.input("label_ids", TensorType::new(dtype, vec![spec.batch]))
+}
+
+/// Mean over the batch of `(logits[:, 0] − target)²` for a one-output head (PyTorch's
+/// `MSELoss()(logits.view(-1), labels.view(-1))`).
+fn regression_mse(b: &mut Builder, logits: ir::ValueId, targets: ir::ValueId) -> ir::ValueId {
+    let n = b.shape(targets)[0];
+    let pred = b.reshape(logits, &[n]);
+    let d = b.sub(pred, targets);
+    let sq = b.mul(d, d);
+    b.reduce_all(ir::ReduceKind::Mean, sq)
 }
 
 fn declare_batch(b: &mut Builder, spec: &GraphSpec) -> Batch {

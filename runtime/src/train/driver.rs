@@ -117,14 +117,12 @@ pub fn run_phase(
         let g = state.global_step;
         let (epoch, index) = (g / plan.steps_per_epoch, g % plan.steps_per_epoch);
         let batch = data.batch(epoch, index)?;
+        let origin = format!("batch {index} of data epoch {}", epoch + 1);
+        if let Some(labels) = batch.get("label_ids") {
+            check_class_labels(session, labels, &origin)?;
+        }
         for (name, t) in &batch {
-            session
-                .set(
-                    name,
-                    t,
-                    &format!("batch {index} of data epoch {}", epoch + 1),
-                )
-                .map_err(|e| e.to_string())?;
+            session.set(name, t, &origin).map_err(|e| e.to_string())?;
         }
         // MindSpore returns the loss scale read at the start of the step.
         let scale = session.scalar("state.loss_scale").unwrap_or(1.0);
@@ -239,20 +237,57 @@ pub fn capture(session: &Session, state: &mut TrainerState) {
     }
 }
 
-/// The seed's eval.log line: `acc_num {A}, total_num{T}, accuracy{acc:.6f}`.
+/// The seed's eval.log line: `acc_num {A}, total_num{T}, accuracy{acc:.6f}`; a regression task
+/// (no class counts) lists its metrics instead: `pearson {p:.6f}, spearmanr {s:.6f}, corr …`.
 fn append_eval_log(path: &std::path::Path, ev: &EvalResult) -> Result<(), String> {
     use std::io::Write;
-    let acc = ev.metrics.get("acc").copied().unwrap_or(f64::NAN);
-    let line = format!(
-        "acc_num {}, total_num{}, accuracy{:.6}\n",
-        ev.correct.unwrap_or(0),
-        ev.num_examples,
-        acc
-    );
+    let line = match ev.correct {
+        Some(correct) => format!(
+            "acc_num {correct}, total_num{}, accuracy{:.6}\n",
+            ev.num_examples,
+            ev.metrics.get("acc").copied().unwrap_or(f64::NAN)
+        ),
+        None => {
+            let parts: Vec<String> = ev
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.6}"))
+                .collect();
+            format!("{}, total_num{}\n", parts.join(", "), ev.num_examples)
+        }
+    };
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .and_then(|mut f| f.write_all(line.as_bytes()))
         .map_err(|e| format!("cannot append to {}: {e}", path.display()))
+}
+
+/// Class labels must index the classifier when the step reads them (ft): the graph cannot raise
+/// an error, and a label outside `0..num_labels` would silently add nothing to the loss.
+fn check_class_labels(session: &Session, labels: &RawTensor, origin: &str) -> Result<(), String> {
+    let plan = session.plan();
+    if labels.elem.is_float() || !plan.inputs.iter().any(|s| s.name == "label_ids") {
+        return Ok(());
+    }
+    let Some(bias) = plan
+        .inputs
+        .iter()
+        .find(|s| s.name.ends_with(".classifier.bias"))
+    else {
+        return Ok(());
+    };
+    let classes = bias.shape.iter().product::<usize>() as f64;
+    match labels
+        .to_f64()
+        .into_iter()
+        .enumerate()
+        .find(|&(_, y)| !(0.0..classes).contains(&y))
+    {
+        Some((row, y)) => Err(format!(
+            "{origin}, row {row}: label_ids {y} is not a class of this model (0..{classes}); check --task-name and num_labels in the model's config.json"
+        )),
+        None => Ok(()),
+    }
 }

@@ -1,6 +1,6 @@
 //! Evaluation with a compiled eval plan (`eval` for the student, `eval_teacher` for the
 //! teacher): every batch of the dev set (drop_remainder, as the seed), logits into the task's
-//! metrics.
+//! metrics. A regression task (STS-B) reads its one-output head's logits as scores.
 
 use super::driver::{BatchSource, EvalResult, Evaluator};
 use super::session::Session;
@@ -34,12 +34,6 @@ impl<'k> PlanEvaluator<'k> {
         m: &Manifest,
     ) -> Result<PlanEvaluator<'k>, String> {
         let task = TaskMetrics::for_task(task).map_err(|e| format!("--task-name: {e}"))?;
-        if task.is_regression() {
-            return Err(format!(
-                "task {} is a regression task; tbc's graphs classify (regression heads are not built yet)",
-                task.task().name()
-            ));
-        }
         let logits = plan
             .outputs
             .iter()
@@ -51,6 +45,7 @@ impl<'k> PlanEvaluator<'k> {
         } else {
             "student"
         };
+        check_head(task, num_labels, prefix)?;
         let _ = m;
         Ok(PlanEvaluator {
             session: Session::new(plan, kernels),
@@ -117,11 +112,23 @@ impl Evaluator for PlanEvaluator<'_> {
                 .get("label_ids")
                 .ok_or("the eval data has no label_ids column")?;
             let l: Vec<f32> = logits.to_f64().iter().map(|&x| x as f32).collect();
-            let y: Vec<i64> = labels.to_f64().iter().map(|&x| x as i64).collect();
-            acc.add_logits(&l, &y).map_err(|e| e.to_string())?;
+            let rows = labels.numel();
+            if self.task.is_regression() {
+                let y: Vec<f32> = labels.to_f64().iter().map(|&x| x as f32).collect();
+                acc.add_regression(&l, &y).map_err(|e| e.to_string())?;
+            } else {
+                if labels.elem.is_float() {
+                    return Err(format!(
+                        "eval batch {index}: label_ids are floats (regression scores), but task {} classifies; use --task-name sts-b for a regression head",
+                        self.task.task().name()
+                    ));
+                }
+                let y: Vec<i64> = labels.to_f64().iter().map(|&x| x as i64).collect();
+                acc.add_logits(&l, &y).map_err(|e| e.to_string())?;
+            }
             if self.keep_logits {
                 self.logits.extend_from_slice(&logits.bytes);
-                self.rows += y.len();
+                self.rows += rows;
             }
         }
         let scores = acc.scores().map_err(|e| e.to_string())?;
@@ -135,4 +142,20 @@ impl Evaluator for PlanEvaluator<'_> {
             num_examples: scores.num_examples as u64,
         })
     }
+}
+
+/// A regression task needs a one-output head, a classification task at least two classes.
+fn check_head(task: TaskMetrics, num_labels: usize, who: &str) -> Result<(), String> {
+    let name = task.task().name();
+    if task.is_regression() && num_labels != 1 {
+        return Err(format!(
+            "task {name} is a regression task and needs a one-output head, but the {who} has num_labels {num_labels}: set \"num_labels\": 1 in its config.json and recompile"
+        ));
+    }
+    if !task.is_regression() && num_labels < 2 {
+        return Err(format!(
+            "the {who} has a one-output (regression) head, but task {name} classifies: use --task-name sts-b, or set num_labels to the number of classes and recompile"
+        ));
+    }
+    Ok(())
 }

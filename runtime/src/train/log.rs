@@ -65,35 +65,27 @@ pub fn time_line(epoch_ms: f64, steps: u64) -> String {
 
 /// Console and metrics-file output of a run.
 pub struct Logger {
-    metrics: Option<(PathBuf, File)>,
+    metrics: Option<(PathBuf, Option<File>)>,
     bar: Option<ProgressBar>,
     plain_every: u64,
     started: Instant,
+    /// The phase's total steps and the steps already run when it (re)started, for the ETA of
+    /// the plain progress lines.
+    total: u64,
+    done_at_start: u64,
 }
 
 impl Logger {
-    /// Appends to `metrics` (created if missing) so a resumed run continues the same file.
+    /// Appends to `metrics` (created with its directory at the first line, so a run that fails
+    /// before training leaves nothing behind; a resumed run continues the same file).
     pub fn new(metrics: Option<&Path>) -> Result<Logger, String> {
-        let metrics = match metrics {
-            Some(p) => {
-                if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(d)
-                        .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-                }
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| format!("cannot open metrics file {}: {e}", p.display()))?;
-                Some((p.to_path_buf(), f))
-            }
-            None => None,
-        };
         Ok(Logger {
-            metrics,
+            metrics: metrics.map(|p| (p.to_path_buf(), None)),
             bar: None,
             plain_every: 1,
             started: Instant::now(),
+            total: 0,
+            done_at_start: 0,
         })
     }
 
@@ -101,6 +93,8 @@ impl Logger {
     pub fn start_phase(&mut self, phase: &str, total: u64, done: u64) {
         self.finish_phase();
         self.started = Instant::now();
+        self.total = total;
+        self.done_at_start = done;
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -132,10 +126,29 @@ impl Logger {
                 bar.set_message(msg);
             }
             None => {
-                if s.step.is_multiple_of(self.plain_every) {
-                    eprintln!("[{}] step {} {msg}", s.phase, s.step);
+                if s.step.is_multiple_of(self.plain_every) || s.step == self.total {
+                    eprintln!(
+                        "[{}] step {}/{} {msg} eta {}",
+                        s.phase,
+                        s.step,
+                        self.total,
+                        self.eta(s.step)
+                    );
                 }
             }
+        }
+    }
+
+    /// Time left at the mean step time since the phase (re)started, as `1h02m`, `3m05s`, `12s`.
+    fn eta(&self, step: u64) -> String {
+        let run = step.saturating_sub(self.done_at_start).max(1);
+        let left = self.started.elapsed().as_secs_f64() / run as f64
+            * self.total.saturating_sub(step) as f64;
+        let secs = left.round() as u64;
+        match (secs / 3600, secs / 60 % 60, secs % 60) {
+            (0, 0, s) => format!("{s}s"),
+            (0, m, s) => format!("{m}m{s:02}s"),
+            (h, m, _) => format!("{h}h{m:02}m"),
         }
     }
 
@@ -149,7 +162,20 @@ impl Logger {
 
     /// Writes one metrics line.
     pub fn record(&mut self, line: &crate::metrics::MetricsLine) -> Result<(), String> {
-        if let Some((path, f)) = &mut self.metrics {
+        if let Some((path, file)) = &mut self.metrics {
+            if file.is_none() {
+                if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&*path)
+                    .map_err(|e| format!("cannot open metrics file {}: {e}", path.display()))?;
+                *file = Some(f);
+            }
+            let f = file.as_mut().expect("opened above");
             let mut s = serde_json::to_string(line).expect("metrics serialize");
             s.push('\n');
             f.write_all(s.as_bytes())

@@ -245,10 +245,23 @@ impl<'k> Trainer<'k> {
             .train_data_dir
             .as_deref()
             .ok_or("task distillation needs --train-data-dir")?;
-        std::fs::create_dir_all(&c.output_dir)
-            .map_err(|e| format!("cannot create {}: {e}", c.output_dir.display()))?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
-        let data = self.open_train_data(train_dir, c.schema_dir.as_deref(), false, c)?;
+        // A regression student (STS-B) learns from the labels in phase 2.
+        let labeled = p2
+            && self
+                .plan("td2")?
+                .inputs
+                .iter()
+                .any(|s| s.name == "label_ids");
+        let data = self.open_train_data(train_dir, c.schema_dir.as_deref(), labeled, c)?;
+        // The dev set and the task are checked before phase 1 spends its time.
+        let mut evaluator = match (&a.task.eval_data_dir, p2 && a.do_eval) {
+            (Some(d), true) => Some(self.evaluator("eval", d, &a.task.task_name)?),
+            (None, true) => {
+                return Err("--do-eval true needs --eval-data-dir".into());
+            }
+            _ => None,
+        };
         if p1 {
             let student = match &a.load_gd_ckpt_path {
                 Some(p) => ModelSource::Checkpoint {
@@ -289,13 +302,6 @@ impl<'k> Trainer<'k> {
                 },
                 c,
             )?;
-            let mut evaluator = match (&a.task.eval_data_dir, a.do_eval) {
-                (Some(d), true) => Some(self.evaluator("eval", d, &a.task.task_name)?),
-                (None, true) => {
-                    return Err("--do-eval true needs --eval-data-dir".into());
-                }
-                _ => None,
-            };
             let eval_log = c.output_dir.join("eval.log");
             let best = evaluator.as_ref().map(|_| BestModel {
                 path: &best_path,
@@ -339,8 +345,6 @@ impl<'k> Trainer<'k> {
 
     pub fn finetune(&self, a: &FinetuneArgs) -> Result<(), String> {
         let c = &a.common;
-        std::fs::create_dir_all(&c.output_dir)
-            .map_err(|e| format!("cannot create {}: {e}", c.output_dir.display()))?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
         let session = self.training_session(

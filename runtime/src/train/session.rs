@@ -4,7 +4,7 @@
 //! across steps exactly as the graph computes it.
 
 use crate::exec::{LoopKernels, Runner};
-use crate::plan::{ElemType, ExecutablePlan, Slot};
+use crate::plan::{ExecutablePlan, Slot};
 use crate::tensor_io::{elem_name, RawTensor};
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,13 +47,6 @@ pub enum SessionError {
 fn describe(s: &Slot) -> String {
     let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
     format!("{}[{}]", elem_name(s.elem), dims.join(","))
-}
-
-fn is_float(e: ElemType) -> bool {
-    matches!(
-        e,
-        ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16
-    )
 }
 
 /// A phase's plan with all of its inputs.
@@ -129,12 +122,12 @@ impl<'k> Session<'k> {
                 expected: slot.shape.clone(),
             });
         }
-        if is_float(t.elem) != is_float(slot.elem) {
+        if t.elem.is_float() != slot.elem.is_float() {
             return Err(SessionError::Dtype {
                 origin: origin.into(),
                 name: name.into(),
                 found: elem_name(t.elem),
-                expected: if is_float(slot.elem) {
+                expected: if slot.elem.is_float() {
                     "float"
                 } else {
                     "integer"
