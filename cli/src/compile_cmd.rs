@@ -19,7 +19,7 @@ pub struct CompileArgs {
     /// cpu | gpu | ascend
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// Comma-separated phases to compile (gd, td1, td2, eval).
+    /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
     #[arg(long, default_value = "gd,td1,td2,eval")]
     pub phases: String,
     /// Teacher config.json; default: built-in BERT-base.

@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile phase graphs (today up to the memory plan; see --compile-to).
+    /// Compile phase graphs into one trainer executable (or stop at a stage: --compile-to).
     Compile(cli::compile_cmd::CompileArgs),
     /// Print the IR of a phase's graph.
     Graph(cli::graph_cmd::GraphArgs),
