@@ -115,6 +115,76 @@ fn falls(v: &[f64]) -> bool {
     tail < head
 }
 
+/// `finetune` of `d/teacher.safetensors` on `d/train.tfrecord` (6 epochs, sink 4, lr 1e-3)
+/// with evaluation on `d/dev.tfrecord`, into `d/ft`; returns stdout and stderr.
+fn finetune(trainer: &Path, d: &Path, extra: &[&str]) -> String {
+    let s = |p: &str| d.join(p).display().to_string();
+    let mut args: Vec<String> = [
+        "finetune",
+        "--load-teacher-ckpt-path",
+        &s("teacher.safetensors"),
+        "--train-data-dir",
+        &s("train.tfrecord"),
+        "--eval-data-dir",
+        &s("dev.tfrecord"),
+        "--epoch-size",
+        "6",
+        "--data-sink-steps",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--output-dir",
+        &s("ft"),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    args.extend(extra.iter().map(|x| x.to_string()));
+    ok(
+        trainer,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        d,
+    )
+}
+
+/// `task-distill` (both phases, `epochs` each, sink 4, lr 1e-3) of the student at `d/gd` with
+/// the teacher `d/ft/teacher_finetuned` on `d/train.tfrecord`, evaluated on `d/dev.tfrecord`,
+/// into `d/td`; returns stdout and stderr.
+fn task_distill(trainer: &Path, d: &Path, gd: &str, epochs: (u32, u32), extra: &[&str]) -> String {
+    let s = |p: &str| d.join(p).display().to_string();
+    let (e1, e2) = (epochs.0.to_string(), epochs.1.to_string());
+    let mut args: Vec<String> = [
+        "task-distill",
+        "--load-teacher-ckpt-path",
+        &s("ft/teacher_finetuned"),
+        "--load-gd-ckpt-path",
+        &s(gd),
+        "--train-data-dir",
+        &s("train.tfrecord"),
+        "--eval-data-dir",
+        &s("dev.tfrecord"),
+        "--td-phase1-epoch-size",
+        &e1,
+        "--td-phase2-epoch-size",
+        &e2,
+        "--data-sink-steps",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--output-dir",
+        &s("td"),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    args.extend(extra.iter().map(|x| x.to_string()));
+    ok(
+        trainer,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        d,
+    )
+}
+
 #[test]
 fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,27 +197,7 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     let s = |p: &str| d.join(p).display().to_string();
 
     // Teacher fine-tuning with dev evaluation.
-    let out = ok(
-        &trainer,
-        &[
-            "finetune",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--epoch-size",
-            "6",
-            "--data-sink-steps",
-            "4",
-            "--learning-rate",
-            "1e-3",
-            "--output-dir",
-            &s("ft"),
-        ],
-        d,
-    );
+    let out = finetune(&trainer, d, &[]);
     assert!(out.contains("The best acc is"), "{out}");
     let teacher = d.join("ft/teacher_finetuned");
     assert!(teacher.join("model.safetensors").is_file());
@@ -184,34 +234,12 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     assert_eq!(ks, vec![7, 8], "{gd:?}");
 
     // Task distillation, both phases, starting from gd's newest checkpoint.
-    let out = ok(
+    let out = task_distill(
         &trainer,
-        &[
-            "task-distill",
-            "--load-teacher-ckpt-path",
-            &s("ft/teacher_finetuned"),
-            "--load-gd-ckpt-path",
-            &s("gd/tinybert_gd_save_ckpt"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--td-phase1-epoch-size",
-            "4",
-            "--td-phase2-epoch-size",
-            "4",
-            "--data-sink-steps",
-            "4",
-            "--learning-rate",
-            "1e-3",
-            "--task-name",
-            "MNLI",
-            "--output-dir",
-            &s("td"),
-            "--export-hf",
-            &s("td/student_hf"),
-        ],
         d,
+        "gd/tinybert_gd_save_ckpt",
+        (4, 4),
+        &["--task-name", "MNLI", "--export-hf", &s("td/student_hf")],
     );
     assert!(out.contains("The best acc is"), "{out}");
     assert!(out.contains("epoch: 1, step: 4, outputs are"), "{out}");
@@ -384,29 +412,7 @@ fn sts_b_regression_finetune_td_and_eval_report_correlations() {
     let s = |p: &str| d.join(p).display().to_string();
 
     // The teacher learns the scores (MSE), evaluated by Pearson/Spearman.
-    let out = ok(
-        &trainer,
-        &[
-            "finetune",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--epoch-size",
-            "6",
-            "--data-sink-steps",
-            "4",
-            "--learning-rate",
-            "1e-3",
-            "--task-name",
-            "STS-B",
-            "--output-dir",
-            &s("ft"),
-        ],
-        d,
-    );
+    let out = finetune(&trainer, d, &["--task-name", "STS-B"]);
     assert!(out.contains("The best corr is"), "{out}");
     let l = losses(&d.join("ft/metrics.jsonl"));
     assert!(falls(&l["ft"]), "ft loss does not fall: {:?}", l["ft"]);
@@ -421,32 +427,12 @@ fn sts_b_regression_finetune_td_and_eval_report_correlations() {
     );
 
     // Task distillation: td1 on the intermediate layers, td2 on MSE to the labels.
-    let out = ok(
+    let out = task_distill(
         &trainer,
-        &[
-            "task-distill",
-            "--load-teacher-ckpt-path",
-            &s("ft/teacher_finetuned"),
-            "--load-gd-ckpt-path",
-            &s("student.safetensors"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--td-phase1-epoch-size",
-            "2",
-            "--td-phase2-epoch-size",
-            "6",
-            "--data-sink-steps",
-            "4",
-            "--learning-rate",
-            "1e-3",
-            "--task-name",
-            "sts-b",
-            "--output-dir",
-            &s("td"),
-        ],
         d,
+        "student.safetensors",
+        (2, 6),
+        &["--task-name", "sts-b"],
     );
     assert!(out.contains("The best corr is"), "{out}");
     let l = losses(&d.join("td/metrics.jsonl"));
