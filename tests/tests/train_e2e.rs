@@ -524,14 +524,97 @@ fn resume_after_sigkill_is_bit_identical() {
     fixture_model("teacher", &d.join("teacher.safetensors"));
     fixture_model("student", &d.join("student.safetensors"));
     let s = |p: &str| d.join(p).display().to_string();
-    let total = 30u64; // 10 batches × 3 epochs
+    // td1 without data sink: a checkpoint every step, shuffled data, dropout.
+    check_resume(
+        &trainer,
+        d,
+        &|out| td1_args(&s, out),
+        ("td1", "tinybert_td_phase1_save_ckpt"),
+        30, // 10 batches × 3 epochs
+    );
+}
 
+/// td2 with data sink, dev evaluation and the best model: the resumed run also keeps the best
+/// metric and ends with the same `eval_model`.
+#[test]
+fn td2_resume_with_sink_and_evaluation_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("paper", Some(&student_with_dropout(d)), &trainer);
+    write_data(&d.join("train.tfrecord"), 40, 8);
+    write_data(&d.join("dev.tfrecord"), 16, 9);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    fixture_model("student", &d.join("student.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "task-distill",
+            "--td-phase",
+            "2",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--load-td1-ckpt-path",
+            &s("student.safetensors"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--task-name",
+            "MNLI",
+            "--td-phase2-epoch-size",
+            "3",
+            "--enable-data-sink",
+            "true",
+            "--data-sink-steps",
+            "2",
+            "--save-ckpt-step",
+            "2",
+            "--max-ckpt-num",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--output-dir",
+            out,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    check_resume(
+        &trainer,
+        d,
+        &args,
+        ("td2", "tinybert_td_phase2_save_ckpt"),
+        30,
+    );
+    let best = |run: &str| std::fs::read(d.join(run).join("eval_model.safetensors")).unwrap();
+    assert!(
+        best("full") == best("part"),
+        "eval_model differs after resume"
+    );
+}
+
+/// Runs `args(out)` to the end in `full`; runs it in `part`, SIGKILLs it at a step chosen from
+/// the clock, resumes with `--resume`; then the last checkpoints (weights, Adam moments, state)
+/// of both runs must be bit-identical.
+fn check_resume(
+    trainer: &Path,
+    d: &Path,
+    args: &dyn Fn(&str) -> Vec<String>,
+    (phase, ckpt): (&str, &str),
+    total: u64,
+) {
+    let s = |p: &str| d.join(p).display().to_string();
     let full = s("full");
-    let args = td1_args(&s, &full);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&trainer, &argv, d);
+    let a = args(&full);
+    ok(
+        trainer,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        d,
+    );
 
-    // Kill at a step chosen from the clock, then resume until done.
+    // Kill at a step chosen from the clock (counted in metrics lines), then resume until done.
     let cut = 3
         + (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -539,9 +622,9 @@ fn resume_after_sigkill_is_bit_identical() {
             .subsec_nanos() as u64)
             % (total - 6);
     let part = s("part");
-    let args = td1_args(&s, &part);
-    let mut child = Command::new(&trainer)
-        .args(&args)
+    let mut a = args(&part);
+    let mut child = Command::new(trainer)
+        .args(&a)
         .current_dir(d)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -560,27 +643,25 @@ fn resume_after_sigkill_is_bit_identical() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let ckpt_dir = d.join("part/tinybert_td_phase1_save_ckpt");
-    let at_kill = checkpoint::newest(&ckpt_dir, checkpoint::Newest::Step)
+    let at_kill = checkpoint::newest(&d.join("part").join(ckpt), checkpoint::Newest::Step)
         .unwrap()
         .map_or(0, |p| p.step());
     assert!(
         (at_kill as u64) < total,
         "the run finished before it was killed (cut at {cut})"
     );
-    let mut args = args;
-    args.push("--resume".into());
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = ok(&trainer, &argv, d);
-    assert!(out.contains("resuming td1"), "{out}");
+    a.push("--resume".into());
+    let out = ok(
+        trainer,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        d,
+    );
+    assert!(out.contains(&format!("resuming {phase}")), "{out}");
 
     let last = |root: &str| {
-        let p = checkpoint::newest(
-            &Path::new(root).join("tinybert_td_phase1_save_ckpt"),
-            checkpoint::Newest::Step,
-        )
-        .unwrap()
-        .unwrap();
+        let p = checkpoint::newest(&Path::new(root).join(ckpt), checkpoint::Newest::Step)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.step() as u64, total);
         (
             checkpoint::load_weights(&p.weights).unwrap(),
@@ -597,8 +678,10 @@ fn resume_after_sigkill_is_bit_identical() {
         );
     }
     assert!(ma == mb, "Adam moments differ after resume");
-    assert_eq!(sa["scalars"], sb["scalars"]);
-    println!("killed at checkpoint step {at_kill} (cut {cut}), resumed to {total}: bit-identical");
+    assert_eq!(sa, sb, "trainer state differs after resume");
+    println!(
+        "{phase}: killed at checkpoint step {at_kill} (cut {cut}), resumed to {total}: bit-identical"
+    );
 }
 
 #[test]
