@@ -103,7 +103,7 @@ enum Command {
     /// Task distillation: phase 1 (intermediate layers), then phase 2 (prediction layer) with
     /// evaluation on the dev set.
     TaskDistill(TaskDistillArgs),
-    /// Fine-tune the teacher with cross-entropy on the task's labels.
+    /// Fine-tune the teacher on the task's labels (cross-entropy; MSE for a one-output regression head).
     Finetune(FinetuneArgs),
     /// Evaluate a student (or a teacher) on a dev set.
     Eval(EvalArgs),

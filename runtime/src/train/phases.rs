@@ -464,7 +464,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, String> {
             return Ok(found.weights);
         }
         return Err(format!(
-            "{}: no checkpoint (tiny_bert_*.safetensors) in this directory",
+            "{}: neither a Hugging Face model directory (config.json + model.safetensors) nor a directory of tbc checkpoints (tiny_bert_*.safetensors)",
             path.display()
         ));
     }
