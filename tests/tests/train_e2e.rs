@@ -18,42 +18,74 @@ fn compile(preset: &str, student: Option<&Path>, out: &Path) {
     compile_tiny_trainer(preset, "ft,eval_teacher,gd,td1,td2,eval", student, out);
 }
 
-/// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,
-/// 12 in the sentence (vocab 100, seq 16).
-fn write_data(path: &Path, n: usize, seed: u64) {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = |m: u64| {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (x >> 33) % m
-    };
+/// The test data's deterministic random numbers (a 64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn new(seed: u64) -> Lcg {
+        let mut g = Lcg(0);
+        g.0 = g.step(seed);
+        g
+    }
+
+    fn step(&self, x: u64) -> u64 {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    }
+
+    /// A number in `0..m`.
+    fn below(&mut self, m: u64) -> u64 {
+        self.0 = self.step(self.0);
+        (self.0 >> 33) % m
+    }
+}
+
+/// Writes `n` records of a sequence length 16: `row` gives the token ids, the real length and the
+/// label; the mask covers the real tokens and the second half of them is segment 1 when
+/// `segments`.
+fn write_rows(
+    path: &Path,
+    n: usize,
+    seed: u64,
+    segments: bool,
+    mut row: impl FnMut(&mut Lcg) -> (Vec<i64>, usize, Feature),
+) {
+    let mut rng = Lcg::new(seed);
     let mut w = Writer::new(std::fs::File::create(path).unwrap());
     for _ in 0..n {
-        let label = next(3) as i64;
-        let len = 6 + next(9) as usize;
-        let mut ids = vec![0i64; 16];
-        ids[0] = 2;
-        for id in ids.iter_mut().take(len).skip(1) {
-            *id = if next(3) == 0 {
-                10 + label
-            } else {
-                20 + next(80) as i64
-            };
-        }
-        ids[len - 1] = 3;
+        let (ids, len, label) = row(&mut rng);
         let mask: Vec<i64> = (0..16).map(|i| (i < len) as i64).collect();
-        let seg: Vec<i64> = (0..16).map(|i| (i >= len / 2 && i < len) as i64).collect();
+        let seg: Vec<i64> = (0..16)
+            .map(|i| (segments && i >= len / 2 && i < len) as i64)
+            .collect();
         let features = BTreeMap::from([
             ("input_ids".to_string(), Feature::Int64(ids)),
             ("input_mask".to_string(), Feature::Int64(mask)),
             ("segment_ids".to_string(), Feature::Int64(seg)),
-            ("label_ids".to_string(), Feature::Int64(vec![label])),
+            ("label_ids".to_string(), label),
         ]);
         w.write_record(&Example { features }.encode()).unwrap();
     }
+}
+
+/// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,
+/// 12 in the sentence (vocab 100, seq 16).
+fn write_data(path: &Path, n: usize, seed: u64) {
+    write_rows(path, n, seed, true, |rng| {
+        let label = rng.below(3) as i64;
+        let len = 6 + rng.below(9) as usize;
+        let mut ids = vec![0i64; 16];
+        ids[0] = 2;
+        for id in ids.iter_mut().take(len).skip(1) {
+            *id = if rng.below(3) == 0 {
+                10 + label
+            } else {
+                20 + rng.below(80) as i64
+            };
+        }
+        ids[len - 1] = 3;
+        (ids, len, Feature::Int64(vec![label]))
+    });
 }
 
 /// The tiny fixture's `<prefix>.*` weights saved under their Hugging Face names.
@@ -314,42 +346,24 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
 /// `n` examples of a learnable regression task (STS-B-like scores in [0, 5]): the score is 5 × the
 /// share of token 10 among the sentence's words.
 fn write_scores(path: &Path, n: usize, seed: u64) {
-    let mut x = seed
-        .wrapping_mul(2862933555777941757)
-        .wrapping_add(3037000493);
-    let mut next = |m: u64| {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (x >> 33) % m
-    };
-    let mut w = Writer::new(std::fs::File::create(path).unwrap());
-    for _ in 0..n {
-        let len = 6 + next(9) as usize;
-        let share = next(5);
+    write_rows(path, n, seed, false, |rng| {
+        let len = 6 + rng.below(9) as usize;
+        let share = rng.below(5);
         let mut ids = vec![0i64; 16];
         ids[0] = 2;
         let mut tens = 0;
         for id in ids.iter_mut().take(len - 1).skip(1) {
-            *id = if next(4) < share {
+            *id = if rng.below(4) < share {
                 10
             } else {
-                20 + next(80) as i64
+                20 + rng.below(80) as i64
             };
             tens += (*id == 10) as usize;
         }
         ids[len - 1] = 3;
         let score = 5.0 * tens as f32 / (len - 2) as f32;
-        let mask: Vec<i64> = (0..16).map(|i| (i < len) as i64).collect();
-        let seg = vec![0i64; 16];
-        let features = BTreeMap::from([
-            ("input_ids".to_string(), Feature::Int64(ids)),
-            ("input_mask".to_string(), Feature::Int64(mask)),
-            ("segment_ids".to_string(), Feature::Int64(seg)),
-            ("label_ids".to_string(), Feature::Float(vec![score])),
-        ]);
-        w.write_record(&Example { features }.encode()).unwrap();
-    }
+        (ids, len, Feature::Float(vec![score]))
+    });
 }
 
 /// A tiny config with a one-output (regression) head.
