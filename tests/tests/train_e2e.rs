@@ -151,7 +151,7 @@ fn falls(v: &[f64]) -> bool {
 /// with evaluation on `d/dev.tfrecord`, into `d/ft`; returns stdout and stderr.
 fn finetune(trainer: &Path, d: &Path, extra: &[&str]) -> String {
     let s = |p: &str| d.join(p).display().to_string();
-    let mut args: Vec<String> = [
+    let base = [
         "finetune",
         "--load-teacher-ckpt-path",
         &s("teacher.safetensors"),
@@ -167,16 +167,8 @@ fn finetune(trainer: &Path, d: &Path, extra: &[&str]) -> String {
         "1e-3",
         "--output-dir",
         &s("ft"),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    args.extend(extra.iter().map(|x| x.to_string()));
-    ok(
-        trainer,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        d,
-    )
+    ];
+    ok(trainer, &[&base[..], extra].concat(), d)
 }
 
 /// `task-distill` (both phases, `epochs` each, sink 4, lr 1e-3) of the student at `d/gd` with
@@ -185,7 +177,7 @@ fn finetune(trainer: &Path, d: &Path, extra: &[&str]) -> String {
 fn task_distill(trainer: &Path, d: &Path, gd: &str, epochs: (u32, u32), extra: &[&str]) -> String {
     let s = |p: &str| d.join(p).display().to_string();
     let (e1, e2) = (epochs.0.to_string(), epochs.1.to_string());
-    let mut args: Vec<String> = [
+    let base = [
         "task-distill",
         "--load-teacher-ckpt-path",
         &s("ft/teacher_finetuned"),
@@ -205,16 +197,8 @@ fn task_distill(trainer: &Path, d: &Path, gd: &str, epochs: (u32, u32), extra: &
         "1e-3",
         "--output-dir",
         &s("td"),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    args.extend(extra.iter().map(|x| x.to_string()));
-    ok(
-        trainer,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        d,
-    )
+    ];
+    ok(trainer, &[&base[..], extra].concat(), d)
 }
 
 #[test]
