@@ -201,6 +201,26 @@ fn task_distill(trainer: &Path, d: &Path, gd: &str, epochs: (u32, u32), extra: &
     ok(trainer, &[&base[..], extra].concat(), d)
 }
 
+/// `eval` of the best student `d/td/eval_model.safetensors` on `d/dev.tfrecord` for `task`;
+/// returns the output of a run that must succeed, or the error of one that must fail.
+fn eval_student(trainer: &Path, d: &Path, task: &str, succeeds: bool) -> String {
+    let s = |p: &str| d.join(p).display().to_string();
+    let args = [
+        "eval",
+        "--eval-data-dir",
+        &s("dev.tfrecord"),
+        "--load-td1-ckpt-path",
+        &s("td/eval_model.safetensors"),
+        "--task-name",
+        task,
+    ];
+    if succeeds {
+        ok(trainer, &args, d)
+    } else {
+        fail(trainer, &args, d)
+    }
+}
+
 #[test]
 fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,19 +317,7 @@ fn finetune_gd_td1_td2_eval_chain_and_losses_fall() {
     );
 
     // Standalone evaluation of the best student and of the teacher.
-    let out = ok(
-        &trainer,
-        &[
-            "eval",
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--load-td1-ckpt-path",
-            &s("td/eval_model.safetensors"),
-            "--task-name",
-            "MNLI",
-        ],
-        d,
-    );
+    let out = eval_student(&trainer, d, "MNLI", true);
     assert!(out.contains("============== acc is"), "{out}");
     let out = ok(
         &trainer,
@@ -407,7 +415,6 @@ fn sts_b_regression_finetune_td_and_eval_report_correlations() {
     write_scores(&d.join("dev.tfrecord"), 32, 2);
     fixture_regression_model("teacher", &d.join("teacher.safetensors"));
     fixture_regression_model("student", &d.join("student.safetensors"));
-    let s = |p: &str| d.join(p).display().to_string();
 
     // The teacher learns the scores (MSE), evaluated by Pearson/Spearman.
     let out = finetune(&trainer, d, &["--task-name", "STS-B"]);
@@ -440,35 +447,11 @@ fn sts_b_regression_finetune_td_and_eval_report_correlations() {
         .contains("corr"));
 
     // Standalone evaluation prints the correlations.
-    let out = ok(
-        &trainer,
-        &[
-            "eval",
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--load-td1-ckpt-path",
-            &s("td/eval_model.safetensors"),
-            "--task-name",
-            "STS-B",
-        ],
-        d,
-    );
+    let out = eval_student(&trainer, d, "STS-B", true);
     assert!(out.contains("============== pearson is"), "{out}");
     assert!(out.contains("============== spearmanr is"), "{out}");
     // A classification task on a regression head, and float scores into a classifier: clear errors.
-    let err = fail(
-        &trainer,
-        &[
-            "eval",
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--load-td1-ckpt-path",
-            &s("td/eval_model.safetensors"),
-            "--task-name",
-            "SST-2",
-        ],
-        d,
-    );
+    let err = eval_student(&trainer, d, "SST-2", false);
     assert!(err.contains("one-output (regression) head"), "{err}");
 }
 
