@@ -214,6 +214,17 @@ pub fn rel_err(a: &Tensor, e: &Tensor) -> f64 {
     }
 }
 
+/// `‖a − e‖₂`.
+pub fn diff_norm(a: &Tensor, e: &Tensor) -> f64 {
+    let d: Vec<f64> = a
+        .to_f64()
+        .iter()
+        .zip(e.to_f64())
+        .map(|(x, y)| x - y)
+        .collect();
+    norm(&d)
+}
+
 pub fn l2(t: &Tensor) -> f64 {
     norm(&t.to_f64())
 }
@@ -265,4 +276,68 @@ impl OutputComparer {
             rel_err(a, e)
         }
     }
+}
+
+/// How one output of an f32 training step compares with a PyTorch float64 fixture made with lr
+/// 1e-3 from zero Adam moments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepMatch {
+    /// Error by [`OutputComparer::error`].
+    Error(f64),
+    /// A parameter whose reference gradient is round-off of an exact zero, updated by at most
+    /// one Adam step away from the reference (the largest per-element distance).
+    WithinOneAdamStep(f64),
+    /// A parameter above the tolerance by no more than what its gradient's (checked) error
+    /// explains through Adam's first step: (error, explained).
+    ExplainedByGradient(f64, f64),
+}
+
+/// The first Adam step from zero moments is `lr·0.1g/(√0.001·|g| + eps)` per element: at most
+/// 0.1/√0.001 ≈ 3.17 steps of lr whatever `g` is (so a round-off gradient in f32 still moves the
+/// parameter that far), and its sensitivity to `g` reaches 0.1·lr/eps (= 100 at lr 1e-3,
+/// eps 1e-6) for small gradients.
+const FIXTURE_LR: f64 = 1e-3;
+const ADAM_EPS: f64 = 1e-6;
+
+/// Compares output `name` of an f32 step (`ours`) with the fixture (`expected`) under `tol`; a
+/// parameter above it gets the two Adam allowances of [`StepMatch`]. Err names what is off.
+pub fn match_step_output(
+    cmp: &OutputComparer,
+    name: &str,
+    ours: &BTreeMap<String, Tensor>,
+    expected: &BTreeMap<String, Tensor>,
+    tol: f64,
+) -> Result<StepMatch, String> {
+    let (a, e) = (&ours[name], &expected[name]);
+    let err = cmp.error(name, a, e);
+    if err <= tol {
+        return Ok(StepMatch::Error(err));
+    }
+    if let Some(p) = name.strip_prefix("param.") {
+        let g = format!("grad.{p}");
+        if cmp.is_roundoff(&g, &expected[&g]) {
+            let step = FIXTURE_LR * 0.1 / 0.001f64.sqrt();
+            let worst = a
+                .to_f64()
+                .iter()
+                .zip(e.to_f64())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            return if worst <= step * 1.01 {
+                Ok(StepMatch::WithinOneAdamStep(worst))
+            } else {
+                Err(format!("{name}: moved {worst:.3e} from the reference, more than one Adam step {step:.3e}"))
+            };
+        }
+        let dg = diff_norm(&ours[&g], &expected[&g]);
+        let explained = FIXTURE_LR * 0.1 / ADAM_EPS * dg / l2(e);
+        return if err <= tol + explained {
+            Ok(StepMatch::ExplainedByGradient(err, explained))
+        } else {
+            Err(format!(
+                "{name}: error {err:.3e} > {tol:.0e} (+ {explained:.1e} explained by its gradient)"
+            ))
+        };
+    }
+    Err(format!("{name}: error {err:.3e} > {tol:.0e}"))
 }

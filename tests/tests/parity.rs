@@ -41,7 +41,10 @@ fn compare(
         loss_scale,
     };
     let feed = fixture_feed_head(&g, &si, head);
-    let ours = ir::Interpreter::run_map(&g, &feed).unwrap();
+    let ours: std::collections::BTreeMap<String, Tensor> = ir::Interpreter::run_map(&g, &feed)
+        .unwrap()
+        .into_iter()
+        .collect();
     let suffix = match head {
         Head::Classes => "",
         Head::Regression => "_regression",
@@ -90,56 +93,16 @@ fn compare(
         let a = ours
             .get(name)
             .unwrap_or_else(|| panic!("graph has no output {name}"));
-        // In f32 a parameter whose reference gradient is round-off of zero takes an Adam step
-        // driven by round-off: Adam scales any nonzero gradient to a first step of up to
-        // lr·0.1/√0.001 ≈ 3.17·lr per element, whatever its size. Such a parameter must match
-        // the reference to within that one step; everything else as usual.
-        let roundoff_param = name
-            .strip_prefix("param.")
-            .is_some_and(|p| dtype == DType::F32 && roundoff.iter().any(|r| r == p));
-        if roundoff_param {
-            let step = 1e-3 * 0.1 / 0.001f64.sqrt();
-            let worst = a
-                .to_f64()
-                .iter()
-                .zip(e.to_f64())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max);
-            assert!(
-                worst <= step * 1.01,
-                "{} {} {name}: moved {worst:.3e} from the reference, more than one Adam step {step:.3e}",
-                preset.name,
-                phase.name()
-            );
+        if dtype == DType::F32 {
+            match match_step_output(&cmp, name, &ours, &expected, tol) {
+                Ok(StepMatch::Error(err)) => note(name, err),
+                Ok(m) => println!("{} {} {name}: {m:?}", preset.name, phase.name()),
+                Err(e) => panic!("{} {} F32: {e}", preset.name, phase.name()),
+            }
             continue;
         }
         // Round-off tensors are compared at the round-off level of the phase (module comment).
         let err = cmp.error(name, a, e);
-        // An f32 parameter after the update also carries its gradient's (checked) error through
-        // Adam's first step, whose sensitivity to the gradient reaches 0.1·lr/eps (= 100 here)
-        // for small gradients: allow exactly that much on top of the tolerance.
-        let explained = name
-            .strip_prefix("param.")
-            .filter(|_| dtype == DType::F32)
-            .map_or(0.0, |p| {
-                let g = format!("grad.{p}");
-                let dg = ours[&g]
-                    .to_f64()
-                    .iter()
-                    .zip(expected[&g].to_f64())
-                    .map(|(x, y)| (x - y) * (x - y))
-                    .sum::<f64>()
-                    .sqrt();
-                1e-3 * 0.1 / 1e-6 * dg / l2(e)
-            });
-        if err > tol && err <= tol + explained {
-            println!(
-                "{} {} {name}: error {err:.3e}, within the tolerance plus the {explained:.3e} its gradient's error explains",
-                preset.name,
-                phase.name()
-            );
-            continue;
-        }
         note(name, err);
         // Deltas are checked in f64 only: an f32 parameter carries the update to ulp(w), which
         // for LayerNorm gains near 1 is ~4e-5 of a 3e-3 update.

@@ -111,18 +111,15 @@ fn compiled_trainer_matches_the_interpreter_and_pytorch() {
             }
             // Against PyTorch too (the fixtures were made with lr 1e-3 from zero moments).
             let mut worst_pt = 0.0f64;
-            // ft: the f32 first Adam step of the 6-layer teacher is conditioned at ~1e-5 against
-            // f64 (tests/reference/README.md); the interpreter check above and parity.rs cover it.
-            if !matches!(phase, Phase::Eval | Phase::Ft) {
-                let e = read_fixture(&format!("expected_{preset}_{}.safetensors", phase.name()));
-                let cmp = OutputComparer::new(e.iter());
-                for (name, x) in &e {
-                    let err = cmp.error(name, &got[name], x);
-                    assert!(
-                        err <= 1e-5,
-                        "{preset} {phase}: {name} compiled vs PyTorch error {err:.2e}"
-                    );
-                    worst_pt = worst_pt.max(err);
+            // Parameters after the update may use the Adam allowances of `match_step_output`
+            // (the f32 first Adam step of the 6-layer ft teacher is conditioned at ~1e-5).
+            let e = read_fixture(&format!("expected_{preset}_{}.safetensors", phase.name()));
+            let cmp = OutputComparer::new(e.iter());
+            for name in e.keys() {
+                match match_step_output(&cmp, name, &got, &e, 1e-5) {
+                    Ok(StepMatch::Error(err)) => worst_pt = worst_pt.max(err),
+                    Ok(m) => println!("{preset} {phase}: {name} vs PyTorch: {m:?}"),
+                    Err(msg) => panic!("{preset} {phase}: compiled vs PyTorch: {msg}"),
                 }
             }
             println!("{preset:9} {:4}: compiled vs interpreter max {:.2e} ({}), vs PyTorch max {worst_pt:.2e}", phase.name(), worst.0, worst.1);
