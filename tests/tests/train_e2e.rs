@@ -887,6 +887,44 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// On a terminal the progress is an indicatif bar with loss, scale, LR, samples/s and ETA
+/// (`script` gives the trainer a pseudo-terminal), not the plain lines.
+#[test]
+fn a_terminal_gets_the_progress_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile_tiny_trainer("paper", "gd", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 16, 10);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let cmd = format!(
+        "{} general-distill --data-dir {} --load-teacher-ckpt-path {} --epoch-size 2 --output-dir {}",
+        trainer.display(),
+        s("train.tfrecord"),
+        s("teacher.safetensors"),
+        s("o")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("COLUMNS", "160")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}");
+    for needle in ["gd [", "] 8/8 loss ", " scale ", " lr ", " samples/s eta "] {
+        assert!(
+            out.contains(needle),
+            "no '{needle}' in the terminal output: {out}"
+        );
+    }
+    assert!(
+        !out.contains("[gd] step "),
+        "plain progress lines on a terminal: {out}"
+    );
+}
+
 /// A checkpoint that cannot be written completely (the file-size limit stands in for a full
 /// disk, and works for root too) is a clear error naming the file; the earlier checkpoints stay
 /// as they were and no partial or temporary file is left.
