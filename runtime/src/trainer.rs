@@ -232,7 +232,8 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     .map_err(|e| e.to_string())?;
     let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
     let mut runner = Runner::new(plan.clone(), kernels);
-    // TBC_PROFILE=1: time every step of the plan (after the first, warm-up run).
+    // TBC_PROFILE=1 (or =N: the N largest rows): time every step of the plan (after the first,
+    // warm-up run).
     let profiling = std::env::var_os("TBC_PROFILE").is_some_and(|v| v != "0");
     let mut times = Vec::new();
     for i in 0..cmd.repeat.max(1) {
@@ -275,7 +276,13 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     );
     eprintln!("wrote {} tensors to {}", raw.len(), cmd.out.display());
     if let Some(p) = &runner.profile {
-        eprint!("{}", crate::exec::profile_report(p, 60));
+        // TBC_PROFILE=N (N > 1) prints the N largest rows; any other value 60.
+        let rows = std::env::var("TBC_PROFILE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 1)
+            .unwrap_or(60);
+        eprint!("{}", crate::exec::profile_report(p, rows));
     }
     Ok(())
 }
