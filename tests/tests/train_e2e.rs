@@ -515,6 +515,44 @@ fn resume_after_sigkill_is_bit_identical() {
     );
 }
 
+/// gd with data sink and the warmup + linear-decay schedule of the mindspore preset (its dynamic
+/// loss scale carried through the checkpoint too).
+#[test]
+fn gd_resume_with_sink_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile_tiny_trainer("mindspore", "gd", Some(&student_with_dropout(d)), &trainer);
+    write_data(&d.join("train.tfrecord"), 40, 11);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "general-distill",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--data-dir",
+            &s("train.tfrecord"),
+            "--epoch-size",
+            "3",
+            "--enable-data-sink",
+            "true",
+            "--data-sink-steps",
+            "2",
+            "--save-ckpt-step",
+            "2",
+            "--max-ckpt-num",
+            "2",
+            "--output-dir",
+            out,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    check_resume(&trainer, d, &args, ("gd", "tinybert_gd_save_ckpt"), 30);
+}
+
 /// td2 with data sink, dev evaluation and the best model: the resumed run also keeps the best
 /// metric and ends with the same `eval_model`.
 #[test]
