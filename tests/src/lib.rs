@@ -204,13 +204,11 @@ fn norm(v: &[f64]) -> f64 {
 /// Norm-wise relative error `‖a − e‖₂ / ‖e‖₂` (the absolute error `‖a − e‖₂` when `e` is 0).
 pub fn rel_err(a: &Tensor, e: &Tensor) -> f64 {
     assert_eq!(a.shape, e.shape);
-    let (a, e) = (a.to_f64(), e.to_f64());
-    let d: Vec<f64> = a.iter().zip(&e).map(|(x, y)| x - y).collect();
-    let ne = norm(&e);
+    let (d, ne) = (diff_norm(a, e), l2(e));
     if ne == 0.0 {
-        norm(&d)
+        d
     } else {
-        norm(&d) / ne
+        d / ne
     }
 }
 
@@ -265,13 +263,7 @@ impl OutputComparer {
             return if a == e { 0.0 } else { f64::INFINITY };
         }
         if self.is_roundoff(name, e) {
-            let d: Vec<f64> = a
-                .to_f64()
-                .iter()
-                .zip(e.to_f64())
-                .map(|(x, y)| x - y)
-                .collect();
-            norm(&d) / self.max_norm[kind_of(name)]
+            diff_norm(a, e) / self.max_norm[kind_of(name)]
         } else {
             rel_err(a, e)
         }

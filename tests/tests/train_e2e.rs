@@ -68,6 +68,11 @@ fn write_rows(
     }
 }
 
+/// Owned copies of command-line arguments.
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|x| x.to_string()).collect()
+}
+
 /// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,
 /// 12 in the sentence (vocab 100, seq 16).
 fn write_data(path: &Path, n: usize, seed: u64) {
@@ -467,7 +472,7 @@ fn student_with_dropout(dir: &Path) -> PathBuf {
 }
 
 fn td1_args<'a>(s: &'a dyn Fn(&str) -> String, out: &'a str) -> Vec<String> {
-    [
+    owned(&[
         "task-distill",
         "--td-phase",
         "1",
@@ -489,10 +494,7 @@ fn td1_args<'a>(s: &'a dyn Fn(&str) -> String, out: &'a str) -> Vec<String> {
         "true",
         "--output-dir",
         out,
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect()
+    ])
 }
 
 #[test]
@@ -527,7 +529,7 @@ fn gd_resume_with_sink_is_bit_identical() {
     fixture_model("teacher", &d.join("teacher.safetensors"));
     let s = |p: &str| d.join(p).display().to_string();
     let args = |out: &str| -> Vec<String> {
-        [
+        owned(&[
             "general-distill",
             "--load-teacher-ckpt-path",
             &s("teacher.safetensors"),
@@ -545,10 +547,7 @@ fn gd_resume_with_sink_is_bit_identical() {
             "2",
             "--output-dir",
             out,
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        ])
     };
     check_resume(&trainer, d, &args, ("gd", "tinybert_gd_save_ckpt"), 30);
 }
@@ -567,7 +566,7 @@ fn td2_resume_with_sink_and_evaluation_is_bit_identical() {
     fixture_model("student", &d.join("student.safetensors"));
     let s = |p: &str| d.join(p).display().to_string();
     let args = |out: &str| -> Vec<String> {
-        [
+        owned(&[
             "task-distill",
             "--td-phase",
             "2",
@@ -595,10 +594,7 @@ fn td2_resume_with_sink_and_evaluation_is_bit_identical() {
             "1e-3",
             "--output-dir",
             out,
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        ])
     };
     check_resume(
         &trainer,
@@ -789,7 +785,7 @@ fn bad_input_is_a_clear_error() {
     fixture_model("teacher", &d.join("teacher.safetensors"));
     let s = |p: &str| d.join(p).display().to_string();
     let gd = |data: &str, teacher: &str, out: &str| -> Vec<String> {
-        [
+        owned(&[
             "general-distill",
             "--data-dir",
             data,
@@ -797,10 +793,7 @@ fn bad_input_is_a_clear_error() {
             teacher,
             "--output-dir",
             out,
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        ])
     };
     let check = |args: Vec<String>, needles: &[&str]| {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -976,7 +969,7 @@ fn a_failed_checkpoint_write_loses_nothing() {
     fixture_model("teacher", &d.join("teacher.safetensors"));
     let s = |p: &str| d.join(p).display().to_string();
     let args = |epochs: &str| -> Vec<String> {
-        [
+        owned(&[
             "general-distill",
             "--data-dir",
             &s("train.tfrecord"),
@@ -992,10 +985,7 @@ fn a_failed_checkpoint_write_loses_nothing() {
             "1",
             "--output-dir",
             &s("o"),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        ])
     };
     let first: Vec<String> = args("1");
     ok(

@@ -113,13 +113,14 @@ pub fn run_phase(
     let mut loop_steps = 0u64;
     let mut last_loss = f64::NAN;
     let mut saved_at = state.global_step;
+    let classes = class_count(session);
     while state.global_step < total {
         let g = state.global_step;
         let (epoch, index) = (g / plan.steps_per_epoch, g % plan.steps_per_epoch);
         let batch = data.batch(epoch, index)?;
         let origin = format!("batch {index} of data epoch {}", epoch + 1);
-        if let Some(labels) = batch.get("label_ids") {
-            check_class_labels(session, labels, &origin)?;
+        if let (Some(classes), Some(labels)) = (classes, batch.get("label_ids")) {
+            check_class_labels(classes, labels, &origin)?;
         }
         for (name, t) in &batch {
             session.set(name, t, &origin).map_err(|e| e.to_string())?;
@@ -264,21 +265,25 @@ fn append_eval_log(path: &std::path::Path, ev: &EvalResult) -> Result<(), String
         .map_err(|e| format!("cannot append to {}: {e}", path.display()))
 }
 
-/// Class labels must index the classifier when the step reads them (ft): the graph cannot raise
-/// an error, and a label outside `0..num_labels` would silently add nothing to the loss.
-fn check_class_labels(session: &Session, labels: &RawTensor, origin: &str) -> Result<(), String> {
+/// The number of classes when the step reads class labels (ft): the graph cannot raise an
+/// error, and a label outside `0..num_labels` would silently add nothing to the loss. `None`
+/// when the step reads no labels or float targets (regression).
+fn class_count(session: &Session) -> Option<usize> {
     let plan = session.plan();
-    if labels.elem.is_float() || !plan.inputs.iter().any(|s| s.name == "label_ids") {
-        return Ok(());
+    let labels = plan.inputs.iter().find(|s| s.name == "label_ids")?;
+    if labels.elem.is_float() {
+        return None;
     }
-    let Some(bias) = plan
+    let bias = plan
         .inputs
         .iter()
-        .find(|s| s.name.ends_with(".classifier.bias"))
-    else {
-        return Ok(());
-    };
-    let classes = bias.shape.iter().product::<usize>() as f64;
+        .find(|s| s.name.ends_with(".classifier.bias"))?;
+    Some(bias.shape.iter().product())
+}
+
+/// Every label of a batch is one of the model's `classes`.
+fn check_class_labels(classes: usize, labels: &RawTensor, origin: &str) -> Result<(), String> {
+    let classes = classes as f64;
     match labels
         .to_f64()
         .into_iter()

@@ -163,19 +163,10 @@ impl Logger {
     /// Writes one metrics line.
     pub fn record(&mut self, line: &crate::metrics::MetricsLine) -> Result<(), String> {
         if let Some((path, file)) = &mut self.metrics {
-            if file.is_none() {
-                if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(d)
-                        .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-                }
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&*path)
-                    .map_err(|e| format!("cannot open metrics file {}: {e}", path.display()))?;
-                *file = Some(f);
-            }
-            let f = file.as_mut().expect("opened above");
+            let f = match file {
+                Some(f) => f,
+                None => file.insert(open_metrics(path)?),
+            };
             let mut s = serde_json::to_string(line).expect("metrics serialize");
             s.push('\n');
             f.write_all(s.as_bytes())
@@ -195,4 +186,16 @@ impl Logger {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Opens the metrics file for appending, creating it and its directory.
+fn open_metrics(path: &Path) -> Result<File, String> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open metrics file {}: {e}", path.display()))
 }

@@ -16,9 +16,9 @@
 //!   |x| < 1, `1 - exp(-x²)·Q(1/x - 0.6)` (degree 8, Q ≈ erfc(x)·exp(x²)) for 1 ≤ |x| ≤ 4,
 //!   ±1 beyond; ≤ 1.1 ulp (≤ 1e-7 relative).
 //!
-//! Polynomial steps and the exp range reduction use `math.fma` (one correctly rounded fused
-//! multiply-add, an instruction on every target we generate for: x86-64-v3 and up), so results
-//! are the same on every supported x86-64 level; nothing else is contracted.
+//! Horner steps of the polynomials use `math.fma` (one correctly rounded fused multiply-add, an
+//! instruction on every target we generate for: x86-64-v3 and up), so results are the same on
+//! every supported x86-64 level; nothing else is contracted.
 
 // The coefficient tables keep the published (Cephes) / fitted digits; Rust rounds them to f32.
 #![allow(clippy::excessive_precision)]
