@@ -629,13 +629,20 @@ fn check_resume(
         d,
     );
 
-    // Kill at a step chosen from the clock (counted in metrics lines), then resume until done.
+    // Kill at a point chosen from the clock, counted in metrics lines (one per logged step or
+    // evaluation: as many as the full run wrote), then resume until done.
+    let lines = std::fs::read_to_string(d.join("full/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    // Within the first two thirds, so that the run is still going when the kill arrives.
+    assert!(lines >= 9, "too few metrics lines to cut a run: {lines}");
     let cut = 3
         + (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as u64)
-            % (total - 6);
+            % (lines * 2 / 3 - 3);
     let part = s("part");
     let mut a = args(&part);
     let mut child = Command::new(trainer)
