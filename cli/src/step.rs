@@ -14,9 +14,9 @@
 use crate::model_args::ModelArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use compiler::executable::{elem_type, step_defaults};
+use compiler::executable::step_defaults;
 use ir::{Interpreter, Tensor};
-use runtime::plan::Slot;
+use plan::exec::Slot;
 use runtime::step_io::{bind_inputs, report, StepFlags};
 use runtime::tensor_io::RawTensor;
 use std::collections::{BTreeMap, HashMap};
@@ -73,7 +73,7 @@ pub fn run(args: &StepArgs) -> Result<()> {
         .inputs()
         .map(|(n, v)| Slot {
             name: n.to_string(),
-            elem: elem_type(graph.ty(v).dtype),
+            elem: graph.ty(v).dtype,
             shape: graph.ty(v).shape.clone(),
         })
         .collect();

@@ -2,9 +2,8 @@
 //! atomic writes).
 
 use anyhow::Result;
-use compiler::executable::elem_type;
 use ir::{DType, Data, Tensor};
-use runtime::plan::ElemType;
+use plan::ElemType;
 use runtime::tensor_io::{self, RawTensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,7 +31,7 @@ pub fn to_tensor(t: &RawTensor) -> Tensor {
 
 pub fn to_raw(t: &Tensor) -> RawTensor {
     RawTensor {
-        elem: elem_type(t.dtype()),
+        elem: t.dtype(),
         shape: t.shape.clone(),
         bytes: t.data.to_le_bytes(),
     }

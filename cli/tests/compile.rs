@@ -110,7 +110,7 @@ fn output_file_is_written() {
 fn bad_flags_are_clear_errors() {
     let (ok, _, err) = tbc(&["compile", "--target", "tpu", "--compile-to", "plan"]);
     assert!(
-        !ok && err.contains("unknown target 'tpu' (expected cpu, gpu or ascend)"),
+        !ok && err.contains("unknown target 'tpu' (known targets: cpu, gpu, ascend)"),
         "{err}"
     );
     let (ok, _, err) = tbc(&["compile", "--compile-to", "optimize"]);
@@ -133,12 +133,33 @@ fn bad_flags_are_clear_errors() {
         !ok && err.contains("linking a trainer needs an output path: -o trainer"),
         "{err}"
     );
+    // gpu and ascend run the target-neutral stages in the driver and stop at their first
+    // back-end stage.
     let (ok, _, err) = tbc(&["compile", "--target", "gpu", "--compile-to", "lower"]);
     assert!(
-        !ok && err.contains("stage 'lower' is not built yet for target gpu"),
+        !ok && err.contains("target gpu: the lower stage is not built yet"),
         "{err}"
     );
     assert!(!err.contains("panicked"));
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("trainer");
+    let o = o.to_str().unwrap();
+    let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--phases", "td1", "-o", o]);
+    assert!(
+        !ok && err.contains("target ascend: the link stage is not built yet"),
+        "{err}"
+    );
+    assert!(!d.path().join("trainer").exists());
+    let (ok, out, err) = tbc(&[
+        "compile",
+        "--target",
+        "gpu",
+        "--compile-to",
+        "plan",
+        "--phases",
+        "td1",
+    ]);
+    assert!(ok && out.contains("memory plan \"td1\""), "{err}");
 }
 
 #[test]

@@ -2,11 +2,12 @@
 //! reads, labels, feature layout, schema, read back through the trainer's Dataset; bad input.
 
 use cli::data_cmd::glue::{self, GlueArgs};
-use cli::data_cmd::tokenizer::BertTokenizer;
+use cli::data_cmd::tokenizer::TokenizerArgs;
 use runtime::data::example::{Example, Feature};
 use runtime::data::schema::{ColumnType, Schema};
 use runtime::data::tfrecord::Reader;
 use runtime::data::{Dataset, Order, Shard};
+use runtime::tokenizer::{TokenizerSettings, WordPieceTokenizer};
 use std::path::{Path, PathBuf};
 
 fn vocab() -> PathBuf {
@@ -16,11 +17,10 @@ fn vocab() -> PathBuf {
 fn args(task: &str, input: &Path, out: &Path, n: usize) -> GlueArgs {
     GlueArgs {
         task: task.into(),
-        vocab: vocab(),
+        tokenizer: TokenizerArgs::vocab(vocab(), false),
         max_seq_length: n,
         input: input.into(),
         output: out.into(),
-        cased: false,
         labels: None,
         test: false,
         schema_out: None,
@@ -48,7 +48,7 @@ fn int(ex: &Example, name: &str) -> Vec<i64> {
 
 /// The ids run_classifier would write for (a, b) with this max length.
 fn expect_ids(a: &str, b: Option<&str>, n: usize) -> Vec<i64> {
-    let tok = BertTokenizer::from_vocab(&vocab(), false).unwrap();
+    let tok = WordPieceTokenizer::from_vocab(&vocab(), TokenizerSettings::UNCASED).unwrap();
     let (cls, sep) = tok.cls_sep();
     let f = cli::data_cmd::features::build(
         cls,
@@ -290,7 +290,7 @@ fn cased_and_custom_labels() {
     let out = d.path().join("x.tfrecord");
     let mut a = args("sst2", &input, &out, 8);
     a.labels = Some(vec!["pos".into(), "neg".into()]);
-    a.cased = true;
+    a.tokenizer.cased = true;
     glue::run(&a).unwrap();
     let ex = &read(&out)[0];
     assert_eq!(int(ex, "label_ids"), [1]);
@@ -329,7 +329,7 @@ fn bad_input_is_a_clear_error() {
     );
 
     let mut a = args("QNLI", &input, &out, 16);
-    a.vocab = d.path().join("no_vocab.txt");
+    a.tokenizer.vocab = Some(d.path().join("no_vocab.txt"));
     let e = err(&a);
     assert!(
         e.contains("cannot read vocabulary") && e.contains("no_vocab.txt"),

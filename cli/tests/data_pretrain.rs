@@ -1,8 +1,9 @@
 //! `tbc data pretrain`: packing plain text into gd rows, deterministic, readable by the trainer.
 
 use cli::data_cmd::pretrain::{self, PretrainArgs};
-use cli::data_cmd::tokenizer::BertTokenizer;
+use cli::data_cmd::tokenizer::TokenizerArgs;
 use runtime::data::{Dataset, Order, Shard};
+use runtime::tokenizer::{TokenizerSettings, WordPieceTokenizer};
 use std::path::{Path, PathBuf};
 
 fn vocab() -> PathBuf {
@@ -17,11 +18,10 @@ Second document, single line.\n";
 
 fn args(inputs: Vec<PathBuf>, out: &Path, n: usize) -> PretrainArgs {
     PretrainArgs {
-        vocab: vocab(),
+        tokenizer: TokenizerArgs::vocab(vocab(), false),
         max_seq_length: n,
         input: inputs,
         output: out.into(),
-        cased: false,
         schema_out: None,
     }
 }
@@ -37,7 +37,7 @@ fn packs_documents_into_pairs() {
     let n = 24;
     let w = pretrain::run(&args(vec![a.clone(), b.clone()], &out, n)).unwrap();
 
-    let tok = BertTokenizer::from_vocab(&vocab(), false).unwrap();
+    let tok = WordPieceTokenizer::from_vocab(&vocab(), TokenizerSettings::UNCASED).unwrap();
     let ids = |t: &str| {
         tok.ids(t)
             .unwrap()
@@ -126,7 +126,7 @@ fn long_lines_are_cut_not_dropped() {
     let out = d.path().join("new/dir/gd.tfrecord");
     let n = 16;
     let w = pretrain::run(&args(vec![a.clone()], &out, n)).unwrap();
-    let tok = BertTokenizer::from_vocab(&vocab(), false).unwrap();
+    let tok = WordPieceTokenizer::from_vocab(&vocab(), TokenizerSettings::UNCASED).unwrap();
     let total = tok
         .ids(&std::fs::read_to_string(&a).unwrap())
         .unwrap()

@@ -2,7 +2,7 @@
 //! made by tests/reference/make_tokenizer_fixture.py with BertTokenizerFast and the uncased vocab).
 
 use cli::data_cmd::features;
-use cli::data_cmd::tokenizer::BertTokenizer;
+use runtime::tokenizer::{TokenizerSettings, WordPieceTokenizer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -26,8 +26,11 @@ fn ints(v: &Value) -> Vec<i64> {
 fn ids_match_hugging_face_uncased_and_cased() {
     let exp = expected();
     let vocab = dir().join("vocab.txt");
-    for (name, cased) in [("uncased", false), ("cased", true)] {
-        let tok = BertTokenizer::from_vocab(&vocab, cased).unwrap();
+    for (name, settings) in [
+        ("uncased", TokenizerSettings::UNCASED),
+        ("cased", TokenizerSettings::CASED),
+    ] {
+        let tok = WordPieceTokenizer::from_vocab(&vocab, settings).unwrap();
         for row in exp["single"].as_array().unwrap() {
             let text = row["text"].as_str().unwrap();
             let ids: Vec<i64> = tok.ids(text).unwrap().into_iter().map(i64::from).collect();
@@ -46,7 +49,8 @@ fn ids_match_hugging_face_uncased_and_cased() {
 #[test]
 fn batch_tokenization_equals_one_by_one() {
     let exp = expected();
-    let tok = BertTokenizer::from_vocab(&dir().join("vocab.txt"), false).unwrap();
+    let tok = WordPieceTokenizer::from_vocab(&dir().join("vocab.txt"), TokenizerSettings::UNCASED)
+        .unwrap();
     let texts: Vec<&str> = exp["single"]
         .as_array()
         .unwrap()
@@ -62,7 +66,8 @@ fn batch_tokenization_equals_one_by_one() {
 #[test]
 fn pair_features_match_run_classifier() {
     let exp = expected();
-    let tok = BertTokenizer::from_vocab(&dir().join("vocab.txt"), false).unwrap();
+    let tok = WordPieceTokenizer::from_vocab(&dir().join("vocab.txt"), TokenizerSettings::UNCASED)
+        .unwrap();
     let (cls, sep) = tok.cls_sep();
     for p in exp["pairs"].as_array().unwrap() {
         let a = tok.ids(p["text_a"].as_str().unwrap()).unwrap();
@@ -78,17 +83,21 @@ fn pair_features_match_run_classifier() {
 
 #[test]
 fn missing_vocab_names_the_file() {
-    let e = BertTokenizer::from_vocab(Path::new("/nonexistent/vocab.txt"), false)
-        .err()
-        .unwrap();
+    let e = WordPieceTokenizer::from_vocab(
+        Path::new("/nonexistent/vocab.txt"),
+        TokenizerSettings::UNCASED,
+    )
+    .err()
+    .unwrap();
     let e = format!("{e:#}");
     assert!(
-        e.contains("cannot read vocabulary /nonexistent/vocab.txt"),
+        e.starts_with("/nonexistent/vocab.txt: cannot read vocabulary"),
         "{e}"
     );
     let d = tempfile::tempdir().unwrap();
     let v = d.path().join("v.txt");
     std::fs::write(&v, "[PAD]\n[UNK]\nhello\n").unwrap();
-    let e = format!("{:#}", BertTokenizer::from_vocab(&v, false).err().unwrap());
+    let e = WordPieceTokenizer::from_vocab(&v, TokenizerSettings::UNCASED);
+    let e = format!("{:#}", e.err().unwrap());
     assert!(e.contains("v.txt") && e.contains("no [CLS] token"), "{e}");
 }

@@ -5,25 +5,10 @@
 use crate::frontend::preset::{Phase, Preset};
 use crate::fusion::{Fusion, KernelKind};
 use crate::plan::{Location, MemoryPlan};
-use ir::{DType, Graph, Op, ValueId};
-use runtime::plan::{BufferRef, ElemType, ExecutablePlan, Place, Slot, Step, StepDefaults};
-
-pub fn elem_type(d: DType) -> ElemType {
-    match d {
-        DType::F32 => ElemType::F32,
-        DType::F16 => ElemType::F16,
-        DType::BF16 => ElemType::BF16,
-        DType::F64 => ElemType::F64,
-        DType::I32 => ElemType::I32,
-        DType::I64 => ElemType::I64,
-        DType::Bool => ElemType::Bool,
-    }
-}
-
-/// The symbol of loop kernel `index` of graph `phase`.
-pub fn loop_symbol(phase: &str, index: usize) -> String {
-    format!("{phase}_k{index}")
-}
+pub use ::plan::abi::loop_symbol;
+use ::plan::exec::{BufferRef, Donation, ExecutablePlan, Place, Slot, Step, StepDefaults};
+use ::plan::names;
+use ir::{Graph, Op, ValueId};
 
 /// The preset's defaults for a phase: initial loss scale (1 without scaling) and base LRs.
 pub fn step_defaults(preset: &Preset, phase: Phase) -> StepDefaults {
@@ -56,7 +41,7 @@ pub fn executable_plan(
         let t = g.ty(v);
         BufferRef {
             place,
-            elem: elem_type(t.dtype),
+            elem: t.dtype,
             shape: t.shape.clone(),
         }
     };
@@ -64,7 +49,7 @@ pub fn executable_plan(
         let t = g.ty(v);
         Slot {
             name: name.to_string(),
-            elem: elem_type(t.dtype),
+            elem: t.dtype,
             shape: t.shape.clone(),
         }
     };
@@ -118,13 +103,45 @@ pub fn executable_plan(
             }
         })
         .collect();
+    let inputs: Vec<Slot> = g.inputs().map(|(n, v)| slot(n, v)).collect();
+    let outputs: Vec<Slot> = g.outputs.iter().map(|(n, v)| slot(n, *v)).collect();
     ExecutablePlan {
         name: g.name.clone(),
         arena_bytes: mem.arena_bytes,
-        inputs: g.inputs().map(|(n, v)| slot(n, v)).collect(),
-        outputs: g.outputs.iter().map(|(n, v)| slot(n, *v)).collect(),
+        donations: donations(&inputs, &outputs),
+        inputs,
+        outputs,
         output_sources: g.outputs.iter().map(|(_, v)| buf(*v)).collect(),
         steps,
         defaults,
     }
+}
+
+/// Which outputs become which inputs next step: `param.X` the trained model's `X` (the student,
+/// or the teacher when fine-tuning: the model whose every `X` is an input), Adam moments and
+/// `state.*` the input of the same name.
+pub fn donations(inputs: &[Slot], outputs: &[Slot]) -> Vec<Donation> {
+    let input = |name: &str| inputs.iter().position(|s| s.name == name);
+    let params: Vec<&str> = outputs
+        .iter()
+        .filter_map(|s| s.name.strip_prefix(names::PARAM_OUTPUT_PREFIX))
+        .collect();
+    let trained = names::MODEL_PREFIXES.into_iter().find(|p| {
+        !params.is_empty() && params.iter().all(|n| input(&format!("{p}.{n}")).is_some())
+    });
+    outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(o, s)| {
+            let target = match s.name.strip_prefix(names::PARAM_OUTPUT_PREFIX) {
+                Some(n) => format!("{}.{n}", trained?),
+                None if names::is_carried_state(&s.name) => s.name.clone(),
+                None => return None,
+            };
+            input(&target).map(|i| Donation {
+                output: o,
+                input: i,
+            })
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@ use crate::frontend::{build_forward_graph, build_graph, FrontendError, GraphSpec
 use crate::fusion::{fuse, Fusion};
 use crate::passes::simplify::{simplify_pipeline, Simplify};
 use crate::passes::{run_passes, Pass};
-use crate::plan::{plan, MemoryPlan};
+use crate::plan::{plan_aligned, MemoryPlan};
 use ir::Graph;
 
 /// The stages, in order.
@@ -104,11 +104,22 @@ impl Compiled {
 
 /// Runs the target-neutral stages up to `until` (up to `plan` when `until` is a back-end stage);
 /// `dump(name, text)` is called after every stage and every simplify pass whose name is in
-/// `dump_after`.
+/// `dump_after`. Arena buffers are aligned to [`crate::plan::ALIGN`].
 pub fn compile(
     spec: &GraphSpec,
     until: Stage,
     dump_after: &[String],
+    dump: impl FnMut(&str, String),
+) -> Result<Compiled, FrontendError> {
+    compile_aligned(spec, until, dump_after, crate::plan::ALIGN, dump)
+}
+
+/// [`compile`] with arena buffers aligned to `alignment` bytes (the target's need).
+pub fn compile_aligned(
+    spec: &GraphSpec,
+    until: Stage,
+    dump_after: &[String],
+    alignment: usize,
     mut dump: impl FnMut(&str, String),
 ) -> Result<Compiled, FrontendError> {
     let until = until.min(Stage::Plan);
@@ -160,7 +171,11 @@ pub fn compile(
     if until == Stage::Fuse {
         return Ok(out);
     }
-    out.plan = Some(plan(&out.graph, out.fusion.as_ref().unwrap()));
+    out.plan = Some(plan_aligned(
+        &out.graph,
+        out.fusion.as_ref().unwrap(),
+        alignment,
+    ));
     stage_done(Stage::Plan, &out, &mut dump);
     Ok(out)
 }

@@ -41,8 +41,8 @@ fn bytes_of(g: &Graph, v: ValueId) -> usize {
     t.numel() * t.dtype.size_bytes()
 }
 
-fn align(x: usize) -> usize {
-    x.div_ceil(ALIGN) * ALIGN
+fn align_to(x: usize, alignment: usize) -> usize {
+    x.div_ceil(alignment) * alignment
 }
 
 /// The value whose storage `v` uses (through reshape views).
@@ -73,8 +73,15 @@ fn in_place_safe(g: &Graph, nodes: &[ValueId], inp: ValueId, out: ValueId) -> bo
     })
 }
 
-/// Plans memory for `g` executed as `fusion`'s kernels in order.
+/// Plans memory for `g` executed as `fusion`'s kernels in order, buffers aligned to [`ALIGN`].
 pub fn plan(g: &Graph, fusion: &Fusion) -> MemoryPlan {
+    plan_aligned(g, fusion, ALIGN)
+}
+
+/// [`plan`] with every arena buffer aligned to `alignment` bytes (a power of two: what the
+/// target's loads need).
+pub fn plan_aligned(g: &Graph, fusion: &Fusion, alignment: usize) -> MemoryPlan {
+    assert!(alignment.is_power_of_two(), "alignment {alignment}");
     let n = g.len();
     let mut location: Vec<Option<Location>> = vec![None; n];
     for (i, (_, v)) in g.inputs().enumerate() {
@@ -150,7 +157,7 @@ pub fn plan(g: &Graph, fusion: &Fusion) -> MemoryPlan {
     let unshared_bytes = def
         .keys()
         .filter(|v| !alias_of.contains_key(v))
-        .map(|&v| align(bytes_of(g, v)))
+        .map(|&v| align_to(bytes_of(g, v), alignment))
         .sum();
     // Greedy placement: largest first, lowest offset not overlapping a live placed buffer.
     let mut order: Vec<(ValueId, (usize, usize, usize))> = buffers.into_iter().collect();
@@ -159,7 +166,7 @@ pub fn plan(g: &Graph, fusion: &Fusion) -> MemoryPlan {
     let mut offsets = BTreeMap::new();
     let mut arena_bytes = 0;
     for (root, (s, e, bytes)) in order {
-        let size = align(bytes.max(1));
+        let size = align_to(bytes.max(1), alignment);
         let mut live: Vec<(usize, usize)> = placed
             .iter()
             .filter(|p| p.0 <= e && s <= p.1)

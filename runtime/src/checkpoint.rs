@@ -11,8 +11,8 @@
 //! Every file is written to a temporary file, fsynced and renamed, and the state file is written
 //! before the weights file: a weights file therefore implies that its state file is complete.
 
-use crate::plan::ElemType;
 use crate::tensor_io::{self, IoError, RawTensor};
+use plan::ElemType;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

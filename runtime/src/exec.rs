@@ -2,7 +2,8 @@
 //! generated loop kernels through [`LoopKernels`] and runs the library steps (GEMM, gather,
 //! scatter-add) itself.
 
-use crate::plan::{BufferRef, ElemType, ExecutablePlan, Place, Step};
+use plan::exec::{BufferRef, ExecutablePlan, Place, Step};
+use plan::ElemType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -6,8 +6,9 @@
 //! (`bert.embeddings.word_embeddings.weight`, …, `bert.pooler.dense.weight`,
 //! `classifier.weight`) plus TinyBERT's `fit_dense.weight/bias`.
 
-use crate::plan::ElemType;
 use crate::tensor_io::{IoError, RawTensor};
+use crate::tokenizer::files::TokenizerFiles;
+use plan::ElemType;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -185,7 +186,7 @@ impl BertConfig {
     /// names and order as the compiler's `param_specs` without fit_dense); `num_labels = None`
     /// leaves the classifier out (a `BertModel` with pooler).
     pub fn param_specs(&self, num_labels: Option<usize>) -> Vec<(String, Vec<usize>)> {
-        BertShape {
+        plan::bert::BertShape {
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             num_layers: self.num_hidden_layers,
@@ -194,73 +195,6 @@ impl BertConfig {
             type_vocab_size: self.type_vocab_size,
         }
         .param_specs(true, num_labels)
-    }
-}
-
-/// The sizes that fix a BERT's parameter shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BertShape {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_layers: usize,
-    pub intermediate_size: usize,
-    pub max_position_embeddings: usize,
-    pub type_vocab_size: usize,
-}
-
-impl BertShape {
-    /// The (name, shape) list of a `BertForSequenceClassification` in Hugging Face names and
-    /// order: the one list the compiler's graphs and the runtime's loaders share. `pooler`
-    /// includes `bert.pooler.dense`, `classifier = Some(num_labels)` the classifier.
-    pub fn param_specs(
-        &self,
-        pooler: bool,
-        classifier: Option<usize>,
-    ) -> Vec<(String, Vec<usize>)> {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
-        let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut p = |name: String, shape: Vec<usize>| v.push((name, shape));
-        let e = "bert.embeddings";
-        p(
-            format!("{e}.word_embeddings.weight"),
-            vec![self.vocab_size, h],
-        );
-        p(
-            format!("{e}.position_embeddings.weight"),
-            vec![self.max_position_embeddings, h],
-        );
-        p(
-            format!("{e}.token_type_embeddings.weight"),
-            vec![self.type_vocab_size, h],
-        );
-        p(format!("{e}.LayerNorm.weight"), vec![h]);
-        p(format!("{e}.LayerNorm.bias"), vec![h]);
-        for l in 0..self.num_layers {
-            let pre = format!("bert.encoder.layer.{l}");
-            for qkv in ["query", "key", "value"] {
-                p(format!("{pre}.attention.self.{qkv}.weight"), vec![h, h]);
-                p(format!("{pre}.attention.self.{qkv}.bias"), vec![h]);
-            }
-            p(format!("{pre}.attention.output.dense.weight"), vec![h, h]);
-            p(format!("{pre}.attention.output.dense.bias"), vec![h]);
-            p(format!("{pre}.attention.output.LayerNorm.weight"), vec![h]);
-            p(format!("{pre}.attention.output.LayerNorm.bias"), vec![h]);
-            p(format!("{pre}.intermediate.dense.weight"), vec![i, h]);
-            p(format!("{pre}.intermediate.dense.bias"), vec![i]);
-            p(format!("{pre}.output.dense.weight"), vec![h, i]);
-            p(format!("{pre}.output.dense.bias"), vec![h]);
-            p(format!("{pre}.output.LayerNorm.weight"), vec![h]);
-            p(format!("{pre}.output.LayerNorm.bias"), vec![h]);
-        }
-        if pooler {
-            p("bert.pooler.dense.weight".into(), vec![h, h]);
-            p("bert.pooler.dense.bias".into(), vec![h]);
-        }
-        if let Some(n) = classifier {
-            p("classifier.weight".into(), vec![n, h]);
-            p("classifier.bias".into(), vec![n]);
-        }
-        v
     }
 }
 
@@ -533,6 +467,7 @@ const EXPORT_FILES: &[&str] = &[
     "modeling_tinybert.py",
     "README.md",
     "vocab.txt",
+    "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
 ];
@@ -602,28 +537,28 @@ fn export_config(
     serde_json::Value::Object(c)
 }
 
-/// Checks a vocab.txt against the config and tells whether it is cased (any token outside
-/// `[...]` with an upper-case letter: bert-base-uncased has none, bert-base-cased many).
-fn check_vocab(path: &Path, cfg: &BertConfig) -> Result<(Vec<u8>, bool), HfError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| HfError::Io(IoError::Read(path.to_path_buf(), e)))?;
+/// Checks an export's tokenizer against the model: its vocabulary must fit the embedding table
+/// and hold BERT's special tokens.
+fn check_tokenizer(dir: &Path, files: &TokenizerFiles, cfg: &BertConfig) -> Result<(), HfError> {
     let bad = |msg: String| HfError::Config {
-        file: path.to_path_buf(),
-        msg,
+        file: dir.join("vocab.txt"),
+        msg: format!("{msg} (tokenizer {})", files.origin),
     };
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text".into()))?;
-    let tokens: Vec<&str> = text.lines().collect();
-    if tokens.len() > cfg.vocab_size {
+    let Some((_, bytes)) = files.files.iter().find(|(n, _)| *n == "vocab.txt") else {
+        return Err(bad("no vocab.txt".into()));
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let tokens: BTreeSet<&str> = text.lines().collect();
+    let lines = text.lines().count();
+    if lines > cfg.vocab_size {
         return Err(bad(format!(
-            "{} tokens, but the model's vocab_size is {}",
-            tokens.len(),
+            "{lines} tokens, but the model's vocab_size is {}",
             cfg.vocab_size
         )));
     }
-    let set: BTreeSet<&str> = tokens.iter().copied().collect();
-    let absent: Vec<&str> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    let absent: Vec<&str> = crate::tokenizer::SPECIAL_TOKENS
         .into_iter()
-        .filter(|t| !set.contains(t))
+        .filter(|t| !tokens.contains(t))
         .collect();
     if !absent.is_empty() {
         return Err(bad(format!(
@@ -631,49 +566,19 @@ fn check_vocab(path: &Path, cfg: &BertConfig) -> Result<(Vec<u8>, bool), HfError
             absent.join(", ")
         )));
     }
-    let cased = tokens
-        .iter()
-        .filter(|t| !(t.starts_with('[') && t.ends_with(']')))
-        .any(|t| t.chars().any(|c| c.is_uppercase()));
-    Ok((bytes, cased))
+    Ok(())
 }
 
-fn tokenizer_files(cfg: &BertConfig, cased: bool) -> Vec<(&'static str, Vec<u8>)> {
-    use serde_json::json;
-    let special = json!({
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-        "cls_token": "[CLS]", "mask_token": "[MASK]"
-    });
-    let mut tc = special.as_object().cloned().unwrap_or_default();
-    for (k, v) in [
-        ("tokenizer_class", json!("BertTokenizer")),
-        ("do_lower_case", json!(!cased)),
-        ("model_max_length", json!(cfg.max_position_embeddings)),
-        ("tokenize_chinese_chars", json!(true)),
-        ("strip_accents", serde_json::Value::Null),
-    ] {
-        tc.insert(k.into(), v);
-    }
-    let pretty = |v: &serde_json::Value| {
-        let mut s = serde_json::to_vec_pretty(v).unwrap_or_default();
-        s.push(b'\n');
-        s
-    };
-    vec![
-        (
-            "tokenizer_config.json",
-            pretty(&serde_json::Value::Object(tc)),
+fn readme(cfg: &BertConfig, labels: &[String], tokenizer: Option<&TokenizerFiles>) -> String {
+    let tok = match tokenizer {
+        Some(t) => format!(
+            "- `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, `vocab.txt`: \
+             the WordPiece tokenizer ({}; {}), `AutoTokenizer.from_pretrained(dir)`.\n",
+            t.settings.describe(),
+            t.origin
         ),
-        ("special_tokens_map.json", pretty(&special)),
-    ]
-}
-
-fn readme(cfg: &BertConfig, labels: &[String], with_tokenizer: bool) -> String {
-    let tok = if with_tokenizer {
-        "- `vocab.txt`, `tokenizer_config.json`, `special_tokens_map.json`: the WordPiece tokenizer \
-         (`AutoTokenizer.from_pretrained(dir)`).\n"
-    } else {
-        "- no tokenizer: tbc was not given a vocab.txt.\n"
+        None => "- no tokenizer: tbc found none for this model (give the trainer --tokenizer).\n"
+            .to_string(),
     };
     format!(
         "# TinyBERT classifier exported by tbc\n\n\
@@ -766,7 +671,7 @@ fn model_bytes(
 
 /// Writes a transformers directory for the student classifier `tensors` (tbc names; fit_dense
 /// is dropped, anything else unknown is an error) with `config` (the student's HF config),
-/// the tokenizer files when `vocab` is given, and `labels` (default `LABEL_i`).
+/// the `tokenizer` files when given, and `labels` (default `LABEL_i`).
 ///
 /// `config` must state the activation and epsilon the student was trained with: the paper
 /// preset is transformers' default (`"gelu"`, erf; 1e-12), the MindSpore preset needs
@@ -781,7 +686,7 @@ pub fn export_hf_classifier(
     dir: &Path,
     config: &serde_json::Value,
     tensors: &TensorMap,
-    vocab: Option<&Path>,
+    tokenizer: Option<&TokenizerFiles>,
     labels: Option<&[String]>,
 ) -> Result<ExportSummary, HfError> {
     let cfg = BertConfig::from_value(config, &dir.join("config.json"))?;
@@ -826,15 +731,11 @@ pub fn export_hf_classifier(
     files.push(("config.json", conf));
     files.push(("model.safetensors", model));
     files.push(("modeling_tinybert.py", MODELING_PY.as_bytes().to_vec()));
-    if let Some(v) = vocab {
-        let (bytes, cased) = check_vocab(v, &cfg)?;
-        files.push(("vocab.txt", bytes));
-        files.extend(tokenizer_files(&cfg, cased));
+    if let Some(t) = tokenizer {
+        check_tokenizer(dir, t, &cfg)?;
+        files.extend(t.files.iter().cloned());
     }
-    files.push((
-        "README.md",
-        readme(&cfg, &labels, vocab.is_some()).into_bytes(),
-    ));
+    files.push(("README.md", readme(&cfg, &labels, tokenizer).into_bytes()));
     write_dir_atomic(dir, &files)?;
     Ok(ExportSummary {
         dir: dir.to_path_buf(),

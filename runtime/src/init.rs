@@ -5,8 +5,8 @@
 //! reordering tensors never changes the values of the others, and the same (seed, name, shape)
 //! gives the same bytes on every machine.
 
-use crate::plan::ElemType;
 use crate::tensor_io::RawTensor;
+use plan::ElemType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

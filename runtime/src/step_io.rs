@@ -2,8 +2,9 @@
 //! `tbc step` and `./trainer step`): batch tensors from `--batch`, parameters from `--weights`,
 //! Adam moments from `--weights` or zeros, state and schedule scalars from flags.
 
-use crate::plan::{ElemType, Slot, StepDefaults};
 use crate::tensor_io::{self, elem_name, IoError, RawTensor};
+use plan::exec::{Slot, StepDefaults};
+use plan::ElemType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! tensor, and atomic writes (temporary file, fsync, rename) so no half-written file is ever
 //! left behind.
 
-use crate::plan::ElemType;
 use half::{bf16, f16};
+use plan::ElemType;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -55,15 +55,7 @@ fn dtype_of(e: ElemType) -> Dtype {
 }
 
 pub fn elem_name(e: ElemType) -> &'static str {
-    match e {
-        ElemType::F32 => "f32",
-        ElemType::F64 => "f64",
-        ElemType::F16 => "f16",
-        ElemType::BF16 => "bf16",
-        ElemType::I32 => "i32",
-        ElemType::I64 => "i64",
-        ElemType::Bool => "bool",
-    }
+    e.name()
 }
 
 fn chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {

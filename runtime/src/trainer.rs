@@ -3,28 +3,18 @@
 //! were linked into the executable.
 
 use crate::exec::{KernelArg, LoopKernels, Runner};
-use crate::manifest::TrainerBundle;
-use crate::plan::{ExecutablePlan, Step};
 use crate::step_io::{bind_inputs, report, StepFlags};
 use crate::tensor_io::{self, RawTensor};
 use crate::train::args::{EvalArgs, ExportArgs, FinetuneArgs, GeneralDistillArgs, TaskDistillArgs};
 use crate::train::phases::Trainer;
 use clap::{Args, Parser, Subcommand};
+use plan::exec::{ExecutablePlan, Step};
+use plan::manifest::TrainerBundle;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
 
-/// A compiled loop kernel's entry: `run(data, part)` computes part `part` of `*parts`
-/// independent parts, `data` holding the data pointers of its inputs then outputs.
-type KernelFn = unsafe extern "C" fn(*const *mut u8, i64);
-
-/// One compiled loop kernel in the linked table (see `targets::link`).
-#[repr(C)]
-pub struct KernelEntry {
-    pub name: *const c_char,
-    pub run: KernelFn,
-    pub parts: *const i64,
-}
+pub use plan::abi::{KernelEntry, KernelFn};
 
 /// Loop kernels reached through the linked table.
 pub struct CompiledKernels {
@@ -144,7 +134,7 @@ struct StepCmd {
 }
 
 /// What the trainer was compiled for: preset, batch shape and both models.
-pub fn describe(m: &crate::manifest::Manifest) -> String {
+pub fn describe(m: &plan::manifest::Manifest) -> String {
     let model = |c: &serde_json::Value| {
         let g = |k: &str| c.get(k).map_or("?".to_string(), |v| v.to_string());
         format!(

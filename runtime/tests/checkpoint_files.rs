@@ -1,10 +1,10 @@
 //! Checkpoint files: round trips, rotation, crash leftovers, best-model replacement and errors.
 
+use plan::ElemType;
 use runtime::checkpoint::{
     list, load_state, load_weights, newest, save_best, save_state, save_weights, BestModel,
     CheckpointDir, Moments, Newest, TensorMap,
 };
-use runtime::plan::ElemType;
 use runtime::tensor_io::RawTensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -1,11 +1,11 @@
 //! The batched dataset: file selection, numRows, column checks, drop_remainder, sharding,
 //! shuffling and resume by (epoch, batch).
 
+use plan::ElemType;
 use runtime::data::example::{Example, Feature};
 use runtime::data::schema::{ColumnType, Schema};
 use runtime::data::tfrecord::AtomicFileWriter;
 use runtime::data::{Batch, Dataset, Order, Shard};
-use runtime::plan::ElemType;
 use std::collections::BTreeMap;
 use std::path::Path;
 

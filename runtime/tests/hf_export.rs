@@ -4,9 +4,11 @@
 //! student), `<dir>/batch.safetensors` and `<dir>/logits.safetensors` (PyTorch's eval logits for
 //! that batch, paper preset), the inputs of `tests/reference/check_hf_export.py`.
 
+use plan::ElemType;
 use runtime::hf::{export_hf_classifier, load_model, BertConfig, TensorMap};
-use runtime::plan::ElemType;
 use runtime::tensor_io;
+use runtime::tokenizer::files::TokenizerFiles;
+use runtime::tokenizer::{TokenizerSettings, WordPieceTokenizer};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -31,6 +33,12 @@ fn vocab() -> PathBuf {
     root().join("tests/fixtures/hf/vocab.txt")
 }
 
+/// The export files of an uncased tokenizer for `vocab`.
+fn tok_files(vocab: &Path) -> TokenizerFiles {
+    let t = WordPieceTokenizer::from_vocab(vocab, TokenizerSettings::UNCASED).unwrap();
+    TokenizerFiles::generate(&t, 512).unwrap()
+}
+
 fn labels() -> Vec<String> {
     ["negative", "neutral", "positive"]
         .map(String::from)
@@ -51,8 +59,14 @@ fn export_writes_a_transformers_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out/model");
     let w = student_weights();
-    let s =
-        export_hf_classifier(&dir, &student_config(), &w, Some(&vocab()), Some(&labels())).unwrap();
+    let s = export_hf_classifier(
+        &dir,
+        &student_config(),
+        &w,
+        Some(&tok_files(&vocab())),
+        Some(&labels()),
+    )
+    .unwrap();
     assert_eq!(s.num_labels, 3);
     assert_eq!(s.dropped, ["fit_dense.bias", "fit_dense.weight"]);
     assert_eq!(
@@ -63,6 +77,7 @@ fn export_writes_a_transformers_directory() {
             "model.safetensors",
             "modeling_tinybert.py",
             "special_tokens_map.json",
+            "tokenizer.json",
             "tokenizer_config.json",
             "vocab.txt",
         ]
@@ -124,7 +139,7 @@ fn export_writes_a_transformers_directory() {
             &model,
             &student_config(),
             &w,
-            Some(&vocab()),
+            Some(&tok_files(&vocab())),
             Some(&labels()),
         )
         .unwrap();
@@ -144,7 +159,14 @@ fn export_replaces_a_previous_export_and_defaults_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
     let mut w = student_weights();
-    export_hf_classifier(&dir, &student_config(), &w, Some(&vocab()), None).unwrap();
+    export_hf_classifier(
+        &dir,
+        &student_config(),
+        &w,
+        Some(&tok_files(&vocab())),
+        None,
+    )
+    .unwrap();
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(c["id2label"]["0"], "LABEL_0");
@@ -222,7 +244,7 @@ fn export_errors_leave_nothing_behind() {
         .chain((0..200).map(|i| format!("w{i}")))
         .collect();
     std::fs::write(&big, toks.join("\n")).unwrap();
-    let e = export_hf_classifier(&dir, &cfg, &w, Some(&big), None)
+    let e = export_hf_classifier(&dir, &cfg, &w, Some(&tok_files(&big)), None)
         .unwrap_err()
         .to_string();
     assert!(

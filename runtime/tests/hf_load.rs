@@ -1,8 +1,8 @@
 //! Loading Hugging Face checkpoints: a real transformers directory (f16 BertModel, no `bert.`
 //! prefix), legacy names, dtypes, extras, shards, and every error.
 
+use plan::ElemType;
 use runtime::hf::{load_model, BertConfig, HfError};
-use runtime::plan::ElemType;
 use runtime::tensor_io::{self, RawTensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,12 +1,13 @@
-//! tbc back ends.
-//!
-//! For now this crate holds only [`toolchain`], the end-to-end proof of the
-//! MLIR (melior) → LLVM IR → object code (inkwell) path that the `cpu`, `gpu`
-//! and `ascend` back ends will build on.
+//! tbc back ends: implementations of the compiler's [`compiler::driver::Target`], found by name
+//! in [`registry`]. [`cpu`] lowers loop kernels through MLIR (melior) → LLVM IR → object code
+//! (inkwell, [`toolchain`]) and links the trainer ([`link`]).
 
 pub mod cpu;
 pub mod link;
+pub mod registry;
 pub mod toolchain;
+
+pub use registry::{target_by_name, TargetOptions, TARGET_NAMES};
 
 pub use toolchain::{
     compile_llvm_ir_to_object, lower_mlir, mlir_to_llvm_ir, mlir_to_llvm_ir_with_pipeline,

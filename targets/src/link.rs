@@ -46,20 +46,7 @@ use inkwell::{
 
 use crate::toolchain::{host_target_machine, ToolchainError, LLVM_OPT_PIPELINE};
 
-/// The blob `main` hands to `tbc_trainer_main` (the serialized plans).
-pub const PLANS_BLOB: &str = "tbc_plans";
-
-/// The runtime's entry point, called by the generated `main`.
-pub const TRAINER_MAIN: &str = "tbc_trainer_main";
-
-/// `{name, tramp}` entries, one per loop kernel.
-pub const KERNEL_TABLE: &str = "tbc_kernel_table";
-
-/// `i64`: the number of entries of [`KERNEL_TABLE`].
-pub const KERNEL_COUNT: &str = "tbc_kernel_count";
-
-/// Prefix of the kernels' entry points (`tbc_<symbol>`, `tbc_<symbol>_parts`).
-pub const ENTRY_PREFIX: &str = "tbc_";
+pub use plan::abi::{ENTRY_PREFIX, KERNEL_COUNT, KERNEL_TABLE, PLANS_BLOB, TRAINER_MAIN};
 
 /// Prefix of the C-interface symbols the kernel objects export.
 pub const CIFACE_PREFIX: &str = "_mlir_ciface_";

@@ -7,28 +7,15 @@ use compiler::exec::kernel_graph;
 use compiler::executable::{executable_plan, loop_symbol};
 use compiler::frontend::preset::{Phase, Preset};
 use compiler::fusion::KernelKind;
-use ir::{DType, Data, Graph, Interpreter, Tensor, TensorType};
+use ir::{Data, Graph, Interpreter, Tensor, TensorType};
+use plan::exec::ExecutablePlan;
 use runtime::exec::{KernelArg, LoopKernels, Runner};
-use runtime::plan::ExecutablePlan;
 use std::collections::HashMap;
 use tbc_tests::*;
 
 /// Loop kernels run by the reference interpreter.
 struct InterpretedKernels {
     graphs: HashMap<String, Graph>,
-}
-
-fn dtype_of(e: runtime::plan::ElemType) -> DType {
-    use runtime::plan::ElemType as E;
-    match e {
-        E::F32 => DType::F32,
-        E::F16 => DType::F16,
-        E::BF16 => DType::BF16,
-        E::F64 => DType::F64,
-        E::I32 => DType::I32,
-        E::I64 => DType::I64,
-        E::Bool => DType::Bool,
-    }
 }
 
 impl LoopKernels for InterpretedKernels {
@@ -44,7 +31,7 @@ impl LoopKernels for InterpretedKernels {
             .ok_or_else(|| format!("no kernel {symbol}"))?;
         let mut feed = HashMap::new();
         for (i, a) in inputs.iter().enumerate() {
-            let ty = TensorType::new(dtype_of(a.elem), a.shape.clone());
+            let ty = TensorType::new(a.elem, a.shape.clone());
             let bytes = std::slice::from_raw_parts(a.ptr, ty.numel() * ty.dtype.size_bytes());
             feed.insert(
                 format!("in{i}"),
@@ -129,6 +116,60 @@ fn runtime_runs_the_executable_plan() {
                 preset.name,
                 phase.name(),
                 runner.plan.steps.len()
+            );
+        }
+    }
+}
+
+/// The plan states which outputs carry over to the next step: for a training phase every updated
+/// parameter goes to the trained model's input, every Adam moment and `state.*` output to the
+/// input of its name, and nothing else; an eval plan donates nothing.
+#[test]
+fn plans_donate_exactly_the_training_state() {
+    for phase in Phase::ALL {
+        let preset = Preset::paper();
+        let c = compile_tiny(&preset, phase);
+        let plan = executable_plan(
+            &c.graph,
+            c.fusion.as_ref().unwrap(),
+            c.plan.as_ref().unwrap(),
+            compiler::executable::step_defaults(&preset, phase),
+        );
+        let trained = match phase.name() {
+            "ft" => "teacher",
+            _ => "student",
+        };
+        let mut expected = Vec::new();
+        for (o, s) in plan.outputs.iter().enumerate() {
+            let target = if let Some(n) = s.name.strip_prefix("param.") {
+                format!("{trained}.{n}")
+            } else if s.name.starts_with("adam_") || s.name.starts_with("state.") {
+                s.name.clone()
+            } else {
+                continue;
+            };
+            let i = plan.inputs.iter().position(|x| x.name == target);
+            let i = i.unwrap_or_else(|| panic!("{}: no input {target}", phase.name()));
+            expected.push((o, i));
+        }
+        let got: Vec<(usize, usize)> = plan.donations.iter().map(|d| (d.output, d.input)).collect();
+        assert_eq!(got, expected, "{}", phase.name());
+        let params = plan
+            .outputs
+            .iter()
+            .filter(|s| s.name.starts_with("param."))
+            .count();
+        let is_training = !phase.name().starts_with("eval");
+        assert_eq!(params > 0, is_training, "{}", phase.name());
+        assert_eq!(plan.donations.is_empty(), !is_training, "{}", phase.name());
+        for d in &plan.donations {
+            let (o, i) = (&plan.outputs[d.output], &plan.inputs[d.input]);
+            assert_eq!(
+                (o.elem, &o.shape),
+                (i.elem, &i.shape),
+                "{} -> {}",
+                o.name,
+                i.name
             );
         }
     }

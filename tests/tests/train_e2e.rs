@@ -723,11 +723,7 @@ fn injected_overflow_skips_the_update_halves_the_scale_and_keeps_the_lr_step() {
     let n = t[name].numel();
     t.insert(
         name.into(),
-        runtime::tensor_io::RawTensor::from_f64(
-            runtime::plan::ElemType::F32,
-            vec![n],
-            &vec![3e38; n],
-        ),
+        runtime::tensor_io::RawTensor::from_f64(plan::ElemType::F32, vec![n], &vec![3e38; n]),
     );
     checkpoint::save_weights(&d.join("teacher.safetensors"), &t).unwrap();
     let out = ok(
@@ -848,11 +844,7 @@ fn bad_input_is_a_clear_error() {
     let n = w[name].numel();
     w.insert(
         name.into(),
-        runtime::tensor_io::RawTensor::from_f64(
-            runtime::plan::ElemType::I32,
-            vec![n],
-            &vec![1.0; n],
-        ),
+        runtime::tensor_io::RawTensor::from_f64(plan::ElemType::I32, vec![n], &vec![1.0; n]),
     );
     checkpoint::save_weights(&d.join("wrong_dtype.safetensors"), &w).unwrap();
     check(

@@ -24,7 +24,7 @@
 //! quoting (as `csv.reader(delimiter="\t", quotechar=None)`); empty lines are skipped.
 
 use super::features::{self, Label};
-use super::tokenizer::BertTokenizer;
+use super::tokenizer::TokenizerArgs;
 use super::{write_dataset, Output};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -35,9 +35,8 @@ pub struct GlueArgs {
     /// SST-2, QNLI, MNLI, CoLA, MRPC, QQP, RTE, STS-B, or tsv (columns given by the flags below).
     #[arg(long)]
     pub task: String,
-    /// BERT vocabulary (one token per line).
-    #[arg(long)]
-    pub vocab: PathBuf,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArgs,
     /// Sequence length of every row (padded with zeros).
     #[arg(long)]
     pub max_seq_length: usize,
@@ -47,9 +46,6 @@ pub struct GlueArgs {
     /// The TFRecord file to write.
     #[arg(long)]
     pub output: PathBuf,
-    /// Keep case and accents (for cased vocabularies); the default lowercases and strips accents.
-    #[arg(long)]
-    pub cased: bool,
     /// Label names in id order, comma-separated (overrides the task's list).
     #[arg(long, value_delimiter = ',')]
     pub labels: Option<Vec<String>>,
@@ -281,7 +277,7 @@ pub fn run(a: &GlueArgs) -> Result<Output> {
         bail!("--max-seq-length must be at least 3 ([CLS] a [SEP] b [SEP] needs room)");
     }
     let l = layout(a)?;
-    let tok = BertTokenizer::from_vocab(&a.vocab, a.cased)?;
+    let tok = a.tokenizer.load()?;
     let text = std::fs::read_to_string(&a.input)
         .with_context(|| format!("cannot read {}", a.input.display()))?;
     let (rows, skipped) = parse_rows(&text, &l, &a.input)?;
@@ -316,6 +312,7 @@ pub fn run(a: &GlueArgs) -> Result<Output> {
         a.schema_out.as_deref(),
         a.max_seq_length,
         Some(float),
+        &tok,
         examples,
     )
 }

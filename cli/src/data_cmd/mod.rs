@@ -3,6 +3,9 @@
 //!
 //! - `tbc data glue`: a GLUE or user TSV → classification features ([`glue`]).
 //! - `tbc data pretrain`: plain text → general-distillation sequences ([`pretrain`]).
+//!
+//! Both take the tokenizer from `--tokenizer MODEL_DIR` or `--vocab FILE [--cased]`
+//! ([`tokenizer`]) and record it as `tokenizer.json` beside the data.
 
 pub mod features;
 pub mod glue;
@@ -14,6 +17,8 @@ use clap::{Args, Subcommand};
 use runtime::data::example::Example;
 use runtime::data::schema::{ColumnType, Schema};
 use runtime::data::tfrecord::AtomicFileWriter;
+use runtime::tokenizer::files;
+use runtime::tokenizer::WordPieceTokenizer;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -36,6 +41,8 @@ pub struct Output {
     pub rows: u64,
     pub output: PathBuf,
     pub schema: PathBuf,
+    /// The recorded tokenizer (`tokenizer.json` beside the data).
+    pub tokenizer: PathBuf,
 }
 
 pub fn run(a: &DataArgs) -> Result<()> {
@@ -45,6 +52,7 @@ pub fn run(a: &DataArgs) -> Result<()> {
     };
     println!("wrote {} rows to {}", out.rows, out.output.display());
     println!("schema: {}", out.schema.display());
+    println!("tokenizer: {}", out.tokenizer.display());
     Ok(())
 }
 
@@ -61,12 +69,14 @@ fn schema_path(output: &Path, schema_out: Option<&Path>) -> PathBuf {
 }
 
 /// Writes the examples atomically, then the schema: the three sequence columns of `seq_len`, and
-/// `label_ids` (+ `is_real_example`) when `float_label` is `Some` (`true`: a float label).
+/// `label_ids` (+ `is_real_example`) when `float_label` is `Some` (`true`: a float label); then
+/// records the tokenizer beside the data.
 fn write_dataset(
     output: &Path,
     schema_out: Option<&Path>,
     seq_len: usize,
     float_label: Option<bool>,
+    tokenizer: &WordPieceTokenizer,
     examples: impl Iterator<Item = Result<Example>>,
 ) -> Result<Output> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -96,9 +106,15 @@ fn write_dataset(
     Schema::new(Some(rows), &cols)
         .write(&schema)
         .with_context(|| format!("wrote {}, but not its schema", output.display()))?;
+    if let Some(w) = files::write_data_sidecar(output, tokenizer)
+        .with_context(|| format!("wrote {}, but not its tokenizer", output.display()))?
+    {
+        eprintln!("{w}");
+    }
     Ok(Output {
         rows,
         output: output.to_path_buf(),
         schema,
+        tokenizer: files::sidecar_for_output(output),
     })
 }

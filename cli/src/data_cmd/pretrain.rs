@@ -13,7 +13,7 @@
 //!    ⌈n/2⌉; a single token gives `[CLS] a [SEP]`. Rows are zero-padded to N.
 
 use super::features;
-use super::tokenizer::BertTokenizer;
+use super::tokenizer::TokenizerArgs;
 use super::{write_dataset, Output};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -24,9 +24,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct PretrainArgs {
-    /// BERT vocabulary (one token per line).
-    #[arg(long)]
-    pub vocab: PathBuf,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArgs,
     /// Sequence length of every row.
     #[arg(long)]
     pub max_seq_length: usize,
@@ -36,9 +35,6 @@ pub struct PretrainArgs {
     /// The TFRecord file to write.
     #[arg(long)]
     pub output: PathBuf,
-    /// Keep case and accents (for cased vocabularies).
-    #[arg(long)]
-    pub cased: bool,
     /// Where to write the schema (default: schema.json in the output's directory; give each
     /// output its own when several share a directory, since numRows differs).
     #[arg(long)]
@@ -101,7 +97,8 @@ pub fn run(a: &PretrainArgs) -> Result<Output> {
     if a.max_seq_length < 4 {
         bail!("--max-seq-length must be at least 4 ([CLS] a [SEP] b [SEP] needs room)");
     }
-    let tok = BertTokenizer::from_vocab(&a.vocab, a.cased)?;
+    let tokenizer = a.tokenizer.load()?;
+    let tok = &tokenizer;
     // Open every input first, so a missing file fails before any work.
     let mut readers = VecDeque::new();
     for p in &a.input {
@@ -159,7 +156,7 @@ pub fn run(a: &PretrainArgs) -> Result<Output> {
             let f = features::build(cls, sep, seg_a, Some(seg_b), n);
             Ok(features::example(&f, None))
         });
-    write_dataset(&a.output, a.schema_out.as_deref(), n, None, examples)
+    write_dataset(&a.output, a.schema_out.as_deref(), n, None, tok, examples)
 }
 
 #[cfg(test)]

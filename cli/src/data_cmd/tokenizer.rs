@@ -1,85 +1,55 @@
-//! BERT WordPiece tokenization from a `vocab.txt`, through the `tokenizers` crate: BertNormalizer
-//! (clean text, CJK characters split, lowercase and accent stripping unless cased),
-//! BertPreTokenizer (whitespace and punctuation), WordPiece (`##` continuation, `[UNK]`, words over
-//! 100 characters become `[UNK]`). This is Hugging Face's BertTokenizerFast, which reproduces
-//! google-research/bert `FullTokenizer`.
-//!
-//! The crate is built with `default-features = false, features = ["fancy-regex"]`: pure Rust, no
-//! Oniguruma C library, no progress bars, no C++ suffix-array trainer (none of which BERT needs).
+//! The tokenizer of `tbc data glue|pretrain`: the model's own (`--tokenizer DIR`) or a bare
+//! vocabulary (`--vocab FILE [--cased]`). The tokenizer used is recorded beside the data
+//! (`runtime::tokenizer::files::DATA_SIDECAR`) so the trainer and every export know it.
 
-use anyhow::{anyhow, Context, Result};
-use std::path::Path;
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::bert::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::Tokenizer;
+use anyhow::{bail, Result};
+use clap::Args;
+use runtime::tokenizer::{casing_warning, TokenizerSettings, WordPieceTokenizer};
+use std::path::PathBuf;
 
-pub struct BertTokenizer {
-    inner: Tokenizer,
-    cls: u32,
-    sep: u32,
+#[derive(Args, Debug, Clone, Default)]
+pub struct TokenizerArgs {
+    /// The model's directory: its tokenizer.json, else vocab.txt with the settings of its
+    /// tokenizer_config.json (do_lower_case, strip_accents, tokenize_chinese_chars).
+    #[arg(long, conflicts_with_all = ["vocab", "cased"], required_unless_present = "vocab")]
+    pub tokenizer: Option<PathBuf>,
+    /// A bare BERT vocabulary (one token per line), lowercased unless --cased.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// With --vocab: keep case and accents (for cased vocabularies); the default lowercases and
+    /// strips accents.
+    #[arg(long, requires = "vocab")]
+    pub cased: bool,
 }
 
-impl BertTokenizer {
-    /// Reads `vocab.txt` (one token per line, id = line number, as BERT's `load_vocab`).
-    /// `cased` turns off both lowercasing and accent stripping (BERT's `do_lower_case=False`).
-    pub fn from_vocab(path: &Path, cased: bool) -> Result<BertTokenizer> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read vocabulary {}", path.display()))?;
-        let vocab = WordPiece::read_bytes(&bytes)
-            .map_err(|e| anyhow!("{}: not a vocabulary ({e})", path.display()))?;
-        let id = |t: &str| match vocab.get(t) {
-            Some(&i) => Ok(i),
-            None => Err(anyhow!(
-                "{}: the vocabulary has no {t} token",
-                path.display()
-            )),
-        };
-        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
-        id("[UNK]")?;
-        let model = WordPiece::builder()
-            .vocab(vocab)
-            .unk_token("[UNK]".into())
-            .continuing_subword_prefix("##".into())
-            .max_input_chars_per_word(100)
-            .build()
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let mut inner = Tokenizer::new(model);
-        let lower = !cased;
-        inner.with_normalizer(Some(BertNormalizer::new(true, true, Some(lower), lower)));
-        inner.with_pre_tokenizer(Some(BertPreTokenizer));
-        Ok(BertTokenizer { inner, cls, sep })
+impl TokenizerArgs {
+    /// A bare vocabulary with the given casing.
+    pub fn vocab(path: PathBuf, cased: bool) -> TokenizerArgs {
+        TokenizerArgs {
+            tokenizer: None,
+            vocab: Some(path),
+            cased,
+        }
     }
 
-    /// WordPiece ids of `text`, without special tokens.
-    pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
-        Ok(enc.get_ids().to_vec())
-    }
-
-    /// WordPiece ids of many texts (tokenized in parallel; the order is kept).
-    pub fn ids_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encs = self
-            .inner
-            .encode_batch(texts.to_vec(), false)
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
-    }
-
-    /// WordPiece tokens of `text` (for messages and tests).
-    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
-        Ok(enc.get_tokens().to_vec())
-    }
-
-    /// The ids of `[CLS]` and `[SEP]`.
-    pub fn cls_sep(&self) -> (u32, u32) {
-        (self.cls, self.sep)
+    /// The tokenizer these arguments name; a vocabulary whose look contradicts `--cased` (or
+    /// its absence) is a warning on stderr.
+    pub fn load(&self) -> Result<WordPieceTokenizer> {
+        match (&self.tokenizer, &self.vocab) {
+            (Some(dir), None) => Ok(WordPieceTokenizer::from_dir(dir)?),
+            (None, Some(v)) => {
+                let settings = if self.cased {
+                    TokenizerSettings::CASED
+                } else {
+                    TokenizerSettings::UNCASED
+                };
+                let tok = WordPieceTokenizer::from_vocab(v, settings)?;
+                if let Some(w) = casing_warning(v, &tok) {
+                    eprintln!("{w}");
+                }
+                Ok(tok)
+            }
+            _ => bail!("give --tokenizer MODEL_DIR or --vocab VOCAB_FILE"),
+        }
     }
 }

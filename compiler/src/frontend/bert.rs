@@ -25,7 +25,7 @@ pub struct ParamSpec {
 /// The parameters of a `BertForSequenceClassification` (+ fit_dense), in a fixed order: the
 /// runtime's list (so loaders and graphs agree by construction) plus TinyBERT's fit_dense.
 pub fn param_specs(cfg: &ModelConfig, parts: Parts) -> Vec<ParamSpec> {
-    let shape = runtime::hf::BertShape {
+    let shape = ::plan::bert::BertShape {
         vocab_size: cfg.vocab_size,
         hidden_size: cfg.hidden_size,
         num_layers: cfg.num_layers,

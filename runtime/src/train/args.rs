@@ -3,7 +3,7 @@
 //! existing scripts keep working. Booleans take `true`/`false` values as the seed's do.
 
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Parses the seed's string booleans.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -136,7 +136,12 @@ pub struct TaskArgs {
     /// OUTPUT_DIR/teacher_finetuned).
     #[arg(long)]
     pub export_hf: Option<PathBuf>,
-    /// vocab.txt to put in the export (default: the teacher directory's).
+    /// The tokenizer to put in the export: a model directory (tokenizer.json, or vocab.txt with
+    /// tokenizer_config.json) or a data directory `tbc data` wrote (default: the teacher
+    /// directory's tokenizer, else the training data's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// vocab.txt to put in the export, with the teacher's or the data's tokenizer settings.
     #[arg(long)]
     pub vocab: Option<PathBuf>,
 }
@@ -183,6 +188,28 @@ pub struct ExportArgs {
     /// The Hugging Face directory to write.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// The tokenizer to put in the export: a model directory (tokenizer.json, or vocab.txt with
+    /// tokenizer_config.json) or the data directory `tbc data` wrote.
     #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// vocab.txt to put in the export (settings: transformers' default, uncased; prefer
+    /// --tokenizer).
+    #[arg(long, conflicts_with = "tokenizer")]
     pub vocab: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    /// Where the export's tokenizer may come from, for a run with this teacher and data.
+    pub fn tokenizer_sources<'a>(
+        &'a self,
+        teacher: &'a Path,
+        data: &'a Path,
+    ) -> super::tokenizer_choice::TokenizerSources<'a> {
+        super::tokenizer_choice::TokenizerSources {
+            explicit: self.tokenizer.as_deref(),
+            vocab: self.vocab.as_deref(),
+            teacher: Some(teacher),
+            data: Some(data),
+        }
+    }
 }

@@ -7,9 +7,9 @@ use super::log::{seed_step_line, time_line, Logger, StepLog};
 use super::schedule::{schedule_values, ScheduleValues, StepPlan};
 use super::session::{Session, STATE_NAMES};
 use super::state::{Checkpoints, TrainerState};
-use crate::manifest::PhaseInfo;
 use crate::metrics::{EvalRecord, MetricsLine, TrainRecord};
 use crate::tensor_io::RawTensor;
+use plan::manifest::PhaseInfo;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -6,10 +6,11 @@ use super::driver::{BatchSource, EvalResult, Evaluator};
 use super::session::Session;
 use super::source::DatasetSource;
 use crate::exec::LoopKernels;
-use crate::manifest::Manifest;
 use crate::metrics::TaskMetrics;
-use crate::plan::{ElemType, ExecutablePlan};
 use crate::tensor_io::RawTensor;
+use plan::exec::ExecutablePlan;
+use plan::manifest::Manifest;
+use plan::ElemType;
 use std::collections::BTreeMap;
 use std::path::Path;
 

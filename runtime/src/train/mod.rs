@@ -8,6 +8,7 @@
 //! - [`models`]: teacher and student into sessions; Hugging Face export.
 //! - [`eval`]: dev-set metrics with an eval plan.
 //! - [`log`]: seed log lines, progress bar, metrics JSONL.
+//! - [`tokenizer_choice`]: the export's tokenizer; data tokenized as the teacher expects.
 //! - [`args`], [`phases`]: the commands.
 
 pub mod args;
@@ -20,3 +21,4 @@ pub mod schedule;
 pub mod session;
 pub mod source;
 pub mod state;
+pub mod tokenizer_choice;

@@ -4,10 +4,11 @@
 
 use super::phases::resolve_checkpoint;
 use super::session::Session;
+use super::tokenizer_choice::{export_tokenizer, model_max_length, TokenizerSources};
 use crate::checkpoint::TensorMap;
 use crate::init::{init_params, InitRule};
-use crate::manifest::{InitFamily, Manifest};
 use crate::tensor_io::RawTensor;
+use plan::manifest::{InitFamily, Manifest};
 use std::path::{Path, PathBuf};
 
 /// Where the trained model's parameters come from.
@@ -147,7 +148,7 @@ pub fn load_trained(
     set_all(session, prefix, &fresh, Path::new("initialization"))?;
     for (name, shape) in &exp {
         let zeros = RawTensor::from_f64(
-            crate::plan::ElemType::F32,
+            plan::ElemType::F32,
             shape.clone(),
             &vec![0.0; shape.iter().product()],
         );
@@ -180,26 +181,16 @@ pub fn save_weights(path: &Path, map: &TensorMap) -> Result<(), String> {
     crate::checkpoint::save_weights(path, map).map_err(|e| e.to_string())
 }
 
-/// `vocab.txt` in the teacher's directory, if there is one.
-pub fn vocab_next_to(model: &Path) -> Option<PathBuf> {
-    let dir = if model.is_dir() {
-        model
-    } else {
-        model.parent()?
-    };
-    let v = dir.join("vocab.txt");
-    v.is_file().then_some(v)
-}
-
 /// Writes the weights of `ckpt` as a Hugging Face sequence classifier directory.
 pub fn export(
     ckpt: &Path,
     dir: &Path,
     config: &serde_json::Value,
-    vocab: Option<&Path>,
+    tokenizer: &TokenizerSources,
 ) -> Result<(), String> {
+    let tok = export_tokenizer(tokenizer, model_max_length(config))?;
     let weights = crate::checkpoint::load_weights(ckpt).map_err(|e| e.to_string())?;
-    crate::hf::export_hf_classifier(dir, config, &weights, vocab, None)
+    crate::hf::export_hf_classifier(dir, config, &weights, tok.as_ref(), None)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -13,9 +13,10 @@ use super::schedule::StepPlan;
 use super::session::{trained_prefix, Session};
 use super::source::DatasetSource;
 use super::state::{Checkpoints, TrainerState};
+use super::tokenizer_choice::{self, TokenizerSources};
 use crate::exec::LoopKernels;
-use crate::manifest::{Manifest, TrainerBundle};
-use crate::plan::ExecutablePlan;
+use plan::exec::ExecutablePlan;
+use plan::manifest::{Manifest, TrainerBundle};
 use std::path::{Path, PathBuf};
 
 /// The linked plans and kernels, and the manifest.
@@ -189,6 +190,7 @@ impl<'k> Trainer<'k> {
         let c = &a.common;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.data_dir, c.schema_dir.as_deref(), false, c)?;
+        warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.data_dir);
         let session =
             self.training_session("gd", Some(&a.load_teacher_ckpt_path), &ModelSource::Init, c)?;
         let dir = a
@@ -254,6 +256,7 @@ impl<'k> Trainer<'k> {
                 .iter()
                 .any(|s| s.name == "label_ids");
         let data = self.open_train_data(train_dir, c.schema_dir.as_deref(), labeled, c)?;
+        warn_data_tokenizer(&a.load_teacher_ckpt_path, train_dir);
         // The dev set and the task are checked before phase 1 spends its time.
         let mut evaluator = match (&a.task.eval_data_dir, p2 && a.do_eval) {
             (Some(d), true) => Some(self.evaluator("eval", d, &a.task.task_name)?),
@@ -325,16 +328,12 @@ impl<'k> Trainer<'k> {
                     best_path.display()
                 );
                 if let Some(dir) = &a.task.export_hf {
-                    let vocab = a
-                        .task
-                        .vocab
-                        .clone()
-                        .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
                     models::export(
                         &best_path,
                         dir,
                         &self.manifest().student_config,
-                        vocab.as_deref(),
+                        &a.task
+                            .tokenizer_sources(&a.load_teacher_ckpt_path, train_dir),
                     )?;
                     eprintln!("exported the best student to {}", dir.display());
                 }
@@ -347,6 +346,7 @@ impl<'k> Trainer<'k> {
         let c = &a.common;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
+        warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.train_data_dir);
         let session = self.training_session(
             "ft",
             None,
@@ -382,19 +382,17 @@ impl<'k> Trainer<'k> {
             .export_hf
             .clone()
             .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
-        let vocab = a
+        let tokenizer = a
             .task
-            .vocab
-            .clone()
-            .or_else(|| models::vocab_next_to(&a.load_teacher_ckpt_path));
+            .tokenizer_sources(&a.load_teacher_ckpt_path, &a.train_data_dir);
         let cfg = &self.manifest().teacher_config;
         if outcome.best_metric.is_some() {
-            models::export(&best_path, &dir, cfg, vocab.as_deref())?;
+            models::export(&best_path, &dir, cfg, &tokenizer)?;
         } else {
             let last = session.inputs_with_prefix("teacher");
             let tmp = c.output_dir.join("teacher_last.safetensors");
             models::save_weights(&tmp, &last)?;
-            models::export(&tmp, &dir, cfg, vocab.as_deref())?;
+            models::export(&tmp, &dir, cfg, &tokenizer)?;
         }
         eprintln!("fine-tuned teacher: {}", dir.display());
         Ok(())
@@ -447,10 +445,21 @@ impl<'k> Trainer<'k> {
             &a.ckpt,
             &a.output,
             &self.manifest().student_config,
-            a.vocab.as_deref(),
+            &TokenizerSources {
+                explicit: a.tokenizer.as_deref(),
+                vocab: a.vocab.as_deref(),
+                ..Default::default()
+            },
         )?;
         eprintln!("exported {} to {}", a.ckpt.display(), a.output.display());
         Ok(())
+    }
+}
+
+/// Says when the training data was tokenized otherwise than the teacher's tokenizer does.
+fn warn_data_tokenizer(teacher: &Path, data: &Path) {
+    if let Some(w) = tokenizer_choice::data_tokenizer_warning(teacher, data) {
+        eprintln!("{w}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Step counts of a phase (data sink, TINYBERT_SPEC §5.3) and the schedule scalars the graph
 //! reads (`sched.*`, §3).
 
-use crate::manifest::{PhaseInfo, ScheduleKind, WarmupRule};
+use plan::manifest::{PhaseInfo, ScheduleKind, WarmupRule};
 
 /// How a phase walks its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

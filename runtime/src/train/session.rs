@@ -4,18 +4,12 @@
 //! across steps exactly as the graph computes it.
 
 use crate::exec::{LoopKernels, Runner};
-use crate::plan::{ExecutablePlan, Slot};
 use crate::tensor_io::{elem_name, RawTensor};
+use plan::exec::{ExecutablePlan, Slot};
 use std::collections::{BTreeMap, HashMap};
 
-/// The graph input names of the loss-scale and dropout state (see `compiler::frontend`).
-pub const STATE_NAMES: [&str; 5] = [
-    "state.step",
-    "state.cur_iter",
-    "state.last_overflow_iter",
-    "state.loss_scale",
-    "state.seed",
-];
+/// The graph input names of the loss-scale and dropout state.
+pub use plan::names::STATE_NAMES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -54,7 +48,7 @@ pub struct Session<'k> {
     runner: Runner<'k>,
     inputs: Vec<Option<Vec<u8>>>,
     input_index: HashMap<String, usize>,
-    /// `(output, input)` pairs copied after every step.
+    /// `(output, input)` pairs copied after every step: the plan's donations.
     feedback: Vec<(usize, usize)>,
     /// Whether a step has run (outputs exist).
     ran: bool,
@@ -68,23 +62,7 @@ impl<'k> Session<'k> {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let trained = trained_prefix(plan);
-        let mut feedback = Vec::new();
-        for (o, s) in plan.outputs.iter().enumerate() {
-            let target = if let Some(n) = s.name.strip_prefix("param.") {
-                trained.map(|p| format!("{p}.{n}"))
-            } else if s.name.starts_with("adam_m.")
-                || s.name.starts_with("adam_v.")
-                || s.name.starts_with("state.")
-            {
-                Some(s.name.clone())
-            } else {
-                None
-            };
-            if let Some(i) = target.and_then(|t| input_index.get(&t)) {
-                feedback.push((o, *i));
-            }
-        }
+        let feedback = plan.donations.iter().map(|d| (d.output, d.input)).collect();
         Session {
             runner: Runner::new(plan.clone(), kernels),
             inputs: vec![None; plan.inputs.len()],
@@ -229,20 +207,16 @@ impl<'k> Session<'k> {
     }
 }
 
-/// The input prefix of the parameters a training plan updates (`student` or `teacher`): the
-/// one that has an input for every `param.<name>` output.
+/// The input prefix of the parameters a training plan updates (`student` or `teacher`): where
+/// its `param.<name>` outputs are donated.
 pub fn trained_prefix(plan: &ExecutablePlan) -> Option<&'static str> {
-    let params: Vec<&str> = plan
-        .outputs
-        .iter()
-        .filter_map(|s| s.name.strip_prefix("param."))
-        .collect();
-    if params.is_empty() {
-        return None;
-    }
-    ["student", "teacher"].into_iter().find(|p| {
-        params
-            .iter()
-            .all(|n| plan.inputs.iter().any(|s| s.name == format!("{p}.{n}")))
-    })
+    let d = plan.donations.iter().find(|d| {
+        plan.outputs[d.output]
+            .name
+            .starts_with(plan::names::PARAM_OUTPUT_PREFIX)
+    })?;
+    let input = &plan.inputs[d.input].name;
+    plan::names::MODEL_PREFIXES
+        .into_iter()
+        .find(|p| input.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
 }

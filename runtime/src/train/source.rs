@@ -3,8 +3,8 @@
 
 use super::driver::BatchSource;
 use crate::data::{Dataset, Order, Shard};
-use crate::manifest::Manifest;
 use crate::tensor_io::RawTensor;
+use plan::manifest::Manifest;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 
 use super::session::Session;
 use crate::checkpoint::{self, CheckpointDir, CheckpointPair, Moments, Newest, TensorMap};
-use crate::manifest::Manifest;
+use plan::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -53,6 +53,8 @@
 pub(crate) mod lower;
 mod math;
 pub mod partition;
+pub mod trainer;
+pub use trainer::CpuTarget;
 
 use crate::toolchain::{self, ToolchainError};
 use ir::{DType, Graph};

@@ -2,7 +2,7 @@
 //! the batch shape and, per training phase, the learning-rate and loss-scale constants of the
 //! preset. The compiler writes it (`tbc compile`); the runtime reads it from the linked bundle.
 
-use crate::plan::ExecutablePlan;
+use crate::exec::ExecutablePlan;
 use serde::{Deserialize, Serialize};
 
 /// How the learning rate follows the optimizer step (the graph computes it; the runtime only

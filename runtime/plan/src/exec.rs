@@ -1,37 +1,8 @@
 //! The executable plan: what the compiler hands the runtime for one phase graph. Serialized with
 //! serde (JSON) and embedded in the trainer executable.
 
+use crate::ElemType;
 use serde::{Deserialize, Serialize};
-
-/// Element types as stored in buffers (bool is one byte).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ElemType {
-    F32,
-    F16,
-    BF16,
-    F64,
-    I32,
-    I64,
-    Bool,
-}
-
-impl ElemType {
-    pub fn size_bytes(self) -> usize {
-        match self {
-            ElemType::F32 | ElemType::I32 => 4,
-            ElemType::F16 | ElemType::BF16 => 2,
-            ElemType::F64 | ElemType::I64 => 8,
-            ElemType::Bool => 1,
-        }
-    }
-
-    pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16
-        )
-    }
-}
 
 /// Where a buffer's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +95,16 @@ pub struct ExecutablePlan {
     pub output_sources: Vec<BufferRef>,
     pub steps: Vec<Step>,
     pub defaults: StepDefaults,
+    /// State carried from one step to the next: after a step, each donated output becomes the
+    /// input it names (new parameters, Adam moments, loss-scale and dropout state).
+    pub donations: Vec<Donation>,
+}
+
+/// Output `output` of a step is input `input` of the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Donation {
+    pub output: usize,
+    pub input: usize,
 }
 
 impl ExecutablePlan {

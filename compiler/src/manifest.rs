@@ -2,9 +2,9 @@
 //! `config.json` objects, the batch shape and each training phase's schedule and loss-scale
 //! constants from the preset.
 
-use compiler::frontend::config::ModelConfig;
-use compiler::frontend::preset::{Phase, Preset, ScheduleKind};
-use runtime::manifest::{self, InitFamily, LossScale, Manifest, PhaseInfo, WarmupRule};
+use crate::frontend::config::ModelConfig;
+use crate::frontend::preset::{Phase, Preset, ScheduleKind};
+use ::plan::manifest::{self, InitFamily, LossScale, Manifest, PhaseInfo, WarmupRule};
 use serde_json::{json, Value};
 
 /// `raw` (the config file as written, or `{}`) with every field tbc resolved made explicit, so

@@ -1,0 +1,15 @@
+//! The contract between the compiler and the runtime, and nothing else: the serialized
+//! executable plan of each phase ([`exec`]), the manifest linked beside it ([`manifest`]), the
+//! one element-type enum ([`ElemType`], the IR's `DType` too), the BERT parameter schema
+//! ([`bert`]), the names of the training state ([`names`]) and the kernel-library ABI ([`abi`]).
+//!
+//! It depends on serde only, so the compiler needs no runtime and the runtime no compiler.
+
+pub mod abi;
+pub mod bert;
+pub mod elem;
+pub mod exec;
+pub mod manifest;
+pub mod names;
+
+pub use elem::ElemType;

@@ -1,0 +1,126 @@
+//! The `cpu` [`Target`]: lower every loop kernel through MLIR (`lower`), compile to host objects
+//! (`codegen`) and link them with the glue (kernel table, serialized plans, `main`) and the
+//! runtime library into one trainer executable (`link`).
+
+use super::{compile_loop_kernels, lower_kernel_func_with, module_text, CpuOptions, Schedule};
+use crate::link::{glue_object, link_executable};
+use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
+use compiler::fusion::KernelKind;
+use ir::{DType, Graph};
+use plan::abi::PLANS_BLOB;
+use plan::manifest::TrainerBundle;
+use std::path::{Path, PathBuf};
+
+/// The host CPU, generating code for the LLVM CPU `cpu` (`x86-64-v3`, `native`, …).
+pub struct CpuTarget {
+    pub cpu: String,
+}
+
+fn failed(e: impl std::fmt::Display) -> TargetError {
+    TargetError::Failed(e.to_string())
+}
+
+impl CpuTarget {
+    fn options(&self) -> CpuOptions {
+        CpuOptions {
+            cpu: self.cpu.clone(),
+            ..CpuOptions::default()
+        }
+    }
+}
+
+impl Target for CpuTarget {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    /// GEMMs, gathers and scatter-adds run in the runtime (the `gemm` crate and plain loops);
+    /// 64-byte buffers suit AVX-512 loads; f32 (and f64 for tests) throughout.
+    fn needs(&self) -> TargetNeeds {
+        TargetNeeds {
+            library_kernels: vec![KernelKind::Gemm, KernelKind::Gather, KernelKind::ScatterAdd],
+            alignment: 64,
+            precisions: vec![DType::F32, DType::F64],
+        }
+    }
+
+    fn lower(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        let funcs = a
+            .kernels
+            .iter()
+            .map(|(name, g)| lower_kernel_func_with(g, name, &self.options().lower))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        Ok(module_text(&funcs, Schedule::Vectorized))
+    }
+
+    fn codegen(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        crate::toolchain::mlir_to_llvm_ir_with_pipeline(
+            &self.lower(a)?,
+            &super::pipeline(Schedule::Vectorized),
+        )
+        .map_err(failed)
+    }
+
+    fn link(
+        &self,
+        phases: &[PhaseArtifacts],
+        bundle: &TrainerBundle,
+        out: &Path,
+    ) -> Result<(), TargetError> {
+        let runtime_lib = runtime_library()?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
+        let mut objects = Vec::new();
+        let options = self.options();
+        let mut symbols: Vec<&str> = Vec::new();
+        for a in phases {
+            let refs: Vec<(&Graph, &str)> =
+                a.kernels.iter().map(|(n, g)| (g, n.as_str())).collect();
+            let compiled = compile_loop_kernels(&refs, &options).map_err(failed)?;
+            let path = dir.path().join(format!("{}.o", a.plan.name));
+            write(&path, &compiled.object)?;
+            objects.push(path);
+            symbols.extend(a.kernels.iter().map(|(n, _)| n.as_str()));
+        }
+        let json = serde_json::to_vec(bundle).map_err(failed)?;
+        let glue = glue_object(&symbols, &[(PLANS_BLOB, &json)], &self.cpu).map_err(failed)?;
+        let glue_path = dir.path().join("glue.o");
+        write(&glue_path, &glue)?;
+        objects.push(glue_path);
+        link_executable(&objects, &[runtime_lib], out).map_err(failed)
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
+    std::fs::write(path, bytes).map_err(|e| failed(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The runtime static library: `$TBC_RUNTIME_LIB`, or `libruntime.a` next to the running
+/// executable (tbc) or one directory up.
+pub fn runtime_library() -> Result<PathBuf, TargetError> {
+    if let Ok(p) = std::env::var("TBC_RUNTIME_LIB") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(failed(format!(
+                "TBC_RUNTIME_LIB={} is not a file",
+                p.display()
+            )));
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| failed(format!("cannot locate the tbc executable: {e}")))?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("libruntime.a"))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        failed(format!(
+            "cannot find the trainer runtime library (looked for {}); build it with `cargo build --release -p runtime` or set TBC_RUNTIME_LIB",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
