@@ -1,0 +1,315 @@
+//! Runs an [`ExecutablePlan`] on the host: walks the steps over bound buffers, calls the
+//! generated loop kernels through [`LoopKernels`] and runs the library steps (GEMM, gather,
+//! scatter-add) with [`host_math`]. [`Runner`] binds caller slices each run (`tbc step`,
+//! `trainer step`); the training driver goes through [`crate::device`] instead.
+
+mod host_math;
+mod profile;
+
+pub use profile::{profile_report, step_label};
+
+use plan::exec::{BufferRef, ExecutablePlan, Place, Step};
+use plan::ElemType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("plan \"{plan}\": expected {expected} inputs, got {got}")]
+    InputCount {
+        plan: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("plan \"{plan}\": input '{name}' must be {expected} bytes, got {got}")]
+    InputSize {
+        plan: String,
+        name: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{step}: index {index} out of range for {rows} rows")]
+    IndexOutOfRange {
+        step: &'static str,
+        index: i64,
+        rows: usize,
+    },
+    #[error("loop kernel {symbol}: {message}")]
+    Kernel { symbol: String, message: String },
+    #[error("unsupported element type {0:?} for {1}")]
+    Unsupported(ElemType, &'static str),
+}
+
+/// A kernel argument: a buffer's address, element type and shape.
+#[derive(Clone, Debug)]
+pub struct KernelArg {
+    pub ptr: *mut u8,
+    pub elem: ElemType,
+    pub shape: Vec<usize>,
+}
+
+/// The generated loop kernels, by symbol.
+pub trait LoopKernels {
+    /// Runs `symbol`. Inputs are only read; an output may share its bytes with an input (in
+    /// place), in which case the kernel reads each element before writing it.
+    ///
+    /// # Safety
+    /// Every pointer is valid for its shape and element type for the duration of the call.
+    unsafe fn run(
+        &self,
+        symbol: &str,
+        inputs: &[KernelArg],
+        outputs: &[KernelArg],
+    ) -> Result<(), String>;
+}
+
+/// Zeroed bytes aligned to 64.
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 64).expect("buffer size");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, len }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len.max(1), 64).unwrap();
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, layout) }
+    }
+}
+
+/// Executes one plan repeatedly (the arena is allocated once).
+pub struct Runner<'k> {
+    pub plan: ExecutablePlan,
+    arena: AlignedBuf,
+    kernels: &'k dyn LoopKernels,
+    /// The output buffers, allocated once and rewritten by every run (no page faults and no
+    /// zeroing per step).
+    outputs: Vec<AlignedBuf>,
+    /// Seconds and calls per step label, when profiling (`TBC_PROFILE=1`).
+    pub profile: Option<std::collections::BTreeMap<String, (u64, f64)>>,
+}
+
+impl<'k> Runner<'k> {
+    pub fn new(plan: ExecutablePlan, kernels: &'k dyn LoopKernels) -> Runner<'k> {
+        let arena = AlignedBuf::zeroed(plan.arena_bytes);
+        let outputs = plan
+            .outputs
+            .iter()
+            .map(|s| AlignedBuf::zeroed(s.shape.iter().product::<usize>() * s.elem.size_bytes()))
+            .collect();
+        Runner {
+            plan,
+            arena,
+            kernels,
+            outputs,
+            profile: None,
+        }
+    }
+
+    /// The outputs of the last run (zeros before the first).
+    pub fn outputs(&self) -> &[AlignedBuf] {
+        &self.outputs
+    }
+
+    /// Runs the plan on `inputs` (raw little-endian bytes, one per input slot, in order) and
+    /// returns the outputs' bytes in slot order (valid until the next run).
+    pub fn run(&mut self, inputs: &[&[u8]]) -> Result<&[AlignedBuf], RuntimeError> {
+        let plan = &self.plan;
+        if inputs.len() != plan.inputs.len() {
+            return Err(RuntimeError::InputCount {
+                plan: plan.name.clone(),
+                expected: plan.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for (slot, bytes) in plan.inputs.iter().zip(inputs) {
+            let expected = slot.shape.iter().product::<usize>() * slot.elem.size_bytes();
+            if bytes.len() != expected {
+                return Err(RuntimeError::InputSize {
+                    plan: plan.name.clone(),
+                    name: slot.name.clone(),
+                    expected,
+                    got: bytes.len(),
+                });
+            }
+        }
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let arena = self.arena.as_mut_ptr();
+        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let in_ptrs: Vec<*mut u8> = inputs.iter().map(|b| b.as_ptr() as *mut u8).collect();
+        let mut profile = self.profile.take();
+        // SAFETY: the input slices were checked against their slots, the outputs and the arena
+        // were allocated for this plan; kernels only read inputs.
+        let r = unsafe {
+            execute(
+                plan,
+                &Bound {
+                    inputs: &in_ptrs,
+                    outputs: &out_ptrs,
+                    arena,
+                },
+                self.kernels,
+                profile.as_mut(),
+            )
+        };
+        self.profile = profile;
+        self.outputs = outputs;
+        r?;
+        Ok(&self.outputs)
+    }
+}
+
+/// Where a plan's inputs, outputs and arena are for one execution.
+pub struct Bound<'a> {
+    pub inputs: &'a [*mut u8],
+    pub outputs: &'a [*mut u8],
+    pub arena: *mut u8,
+}
+
+impl Bound<'_> {
+    fn addr(&self, b: &BufferRef) -> *mut u8 {
+        match b.place {
+            Place::Input(i) => self.inputs[i],
+            Place::Output(i) => self.outputs[i],
+            // SAFETY: the compiler placed the buffer inside the arena.
+            Place::Arena(off) => unsafe { self.arena.add(off) },
+        }
+    }
+}
+
+/// Runs every step of `plan` over the `bound` buffers, then fills the outputs that equal an
+/// input or another output (`output_sources`). With `profile`, adds each step's time to it.
+///
+/// # Safety
+/// Every bound pointer is valid for its slot's bytes (the arena for `plan.arena_bytes`), outputs
+/// do not overlap inputs or each other, and nothing else accesses them during the call.
+pub unsafe fn execute(
+    plan: &ExecutablePlan,
+    bound: &Bound,
+    kernels: &dyn LoopKernels,
+    mut profile: Option<&mut std::collections::BTreeMap<String, (u64, f64)>>,
+) -> Result<(), RuntimeError> {
+    for step in &plan.steps {
+        let started = profile.as_ref().map(|_| std::time::Instant::now());
+        run_step(step, bound, kernels)?;
+        if let (Some(p), Some(t0)) = (profile.as_mut(), started) {
+            let e = p.entry(step_label(step)).or_default();
+            e.0 += 1;
+            e.1 += t0.elapsed().as_secs_f64();
+        }
+    }
+    for (i, src) in plan.output_sources.iter().enumerate() {
+        if src.place != Place::Output(i) {
+            let n =
+                plan.outputs[i].shape.iter().product::<usize>() * plan.outputs[i].elem.size_bytes();
+            // SAFETY: both buffers hold n bytes; a different output or an input never overlaps
+            // output i.
+            std::ptr::copy_nonoverlapping(bound.addr(src), bound.outputs[i], n);
+        }
+    }
+    Ok(())
+}
+
+unsafe fn run_step(
+    step: &Step,
+    bound: &Bound,
+    kernels: &dyn LoopKernels,
+) -> Result<(), RuntimeError> {
+    let addr = |b: &BufferRef| bound.addr(b);
+    let arg = |b: &BufferRef| KernelArg {
+        ptr: bound.addr(b),
+        elem: b.elem,
+        shape: b.shape.clone(),
+    };
+    {
+        match step {
+            Step::Loop {
+                symbol,
+                inputs: ins,
+                outputs: outs,
+            } => {
+                let ia: Vec<KernelArg> = ins.iter().map(arg).collect();
+                let oa: Vec<KernelArg> = outs.iter().map(arg).collect();
+                // SAFETY: every buffer lives in the inputs, outputs or arena for this call.
+                unsafe { kernels.run(symbol, &ia, &oa) }.map_err(|message| {
+                    RuntimeError::Kernel {
+                        symbol: symbol.clone(),
+                        message,
+                    }
+                })?;
+            }
+            Step::Gemm {
+                a,
+                b,
+                c,
+                transpose_a,
+                transpose_b,
+                batch,
+                m,
+                n,
+                k,
+            } => {
+                // SAFETY: a, b, c are valid for their shapes; c does not overlap a or b.
+                unsafe {
+                    host_math::gemm(
+                        a.elem,
+                        addr(a),
+                        addr(b),
+                        addr(c),
+                        *transpose_a,
+                        *transpose_b,
+                        *batch,
+                        *m,
+                        *n,
+                        *k,
+                    )?
+                }
+            }
+            Step::Gather {
+                table,
+                indices,
+                out,
+            } => unsafe {
+                host_math::gather(table, addr(table), indices, addr(indices), out, addr(out))?
+            },
+            Step::ScatterAdd {
+                indices,
+                updates,
+                out,
+            } => unsafe {
+                host_math::scatter_add(
+                    indices,
+                    addr(indices),
+                    updates,
+                    addr(updates),
+                    out,
+                    addr(out),
+                )?
+            },
+        }
+    }
+    Ok(())
+}
