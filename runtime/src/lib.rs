@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod exec;
 pub mod hf;
 pub mod init;

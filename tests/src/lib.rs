@@ -333,3 +333,65 @@ pub fn match_step_output(
     }
     Err(format!("{name}: error {err:.3e} > {tol:.0e}"))
 }
+
+/// Loop kernels run by the reference interpreter.
+pub struct InterpretedKernels {
+    graphs: HashMap<String, Graph>,
+}
+
+impl InterpretedKernels {
+    /// Kernel graphs by symbol (as `compiler::exec::kernel_graph` makes them).
+    pub fn new(graphs: HashMap<String, Graph>) -> InterpretedKernels {
+        InterpretedKernels { graphs }
+    }
+
+    /// The loop kernels of a planned phase, each as its own graph under its symbol.
+    pub fn of(c: &compiler::pipeline::Compiled) -> InterpretedKernels {
+        use compiler::fusion::KernelKind;
+        let g = &c.graph;
+        let graphs = c
+            .fusion
+            .as_ref()
+            .expect("fused")
+            .kernels
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.kind == KernelKind::Loop)
+            .map(|(i, k)| {
+                let name = compiler::executable::loop_symbol(&g.name, i);
+                let kg = compiler::exec::kernel_graph(g, k, &name);
+                (name, kg)
+            })
+            .collect();
+        InterpretedKernels { graphs }
+    }
+}
+
+impl runtime::exec::LoopKernels for InterpretedKernels {
+    unsafe fn run(
+        &self,
+        symbol: &str,
+        inputs: &[runtime::exec::KernelArg],
+        outputs: &[runtime::exec::KernelArg],
+    ) -> Result<(), String> {
+        let g = self
+            .graphs
+            .get(symbol)
+            .ok_or_else(|| format!("no kernel {symbol}"))?;
+        let mut feed = HashMap::new();
+        for (i, a) in inputs.iter().enumerate() {
+            let ty = ir::TensorType::new(a.elem, a.shape.clone());
+            let bytes = std::slice::from_raw_parts(a.ptr, ty.numel() * ty.dtype.size_bytes());
+            feed.insert(
+                format!("in{i}"),
+                Tensor::new(ty.shape.clone(), ir::Data::from_le_bytes(ty.dtype, bytes)),
+            );
+        }
+        let outs = Interpreter::run(g, &feed).map_err(|e| e.to_string())?;
+        for ((_, t), a) in outs.iter().zip(outputs) {
+            let bytes = t.data.to_le_bytes();
+            std::ptr::copy(bytes.as_ptr(), a.ptr, bytes.len());
+        }
+        Ok(())
+    }
+}

@@ -3,49 +3,12 @@
 //! the interpreter on the whole graph, for every phase and preset. Also: the plan survives a
 //! JSON round trip.
 
-use compiler::exec::kernel_graph;
-use compiler::executable::{executable_plan, loop_symbol};
+use compiler::executable::executable_plan;
 use compiler::frontend::preset::{Phase, Preset};
-use compiler::fusion::KernelKind;
-use ir::{Data, Graph, Interpreter, Tensor, TensorType};
+use ir::{Data, Interpreter, Tensor};
 use plan::exec::ExecutablePlan;
-use runtime::exec::{KernelArg, LoopKernels, Runner};
-use std::collections::HashMap;
+use runtime::exec::Runner;
 use tbc_tests::*;
-
-/// Loop kernels run by the reference interpreter.
-struct InterpretedKernels {
-    graphs: HashMap<String, Graph>,
-}
-
-impl LoopKernels for InterpretedKernels {
-    unsafe fn run(
-        &self,
-        symbol: &str,
-        inputs: &[KernelArg],
-        outputs: &[KernelArg],
-    ) -> Result<(), String> {
-        let g = self
-            .graphs
-            .get(symbol)
-            .ok_or_else(|| format!("no kernel {symbol}"))?;
-        let mut feed = HashMap::new();
-        for (i, a) in inputs.iter().enumerate() {
-            let ty = TensorType::new(a.elem, a.shape.clone());
-            let bytes = std::slice::from_raw_parts(a.ptr, ty.numel() * ty.dtype.size_bytes());
-            feed.insert(
-                format!("in{i}"),
-                Tensor::new(ty.shape.clone(), Data::from_le_bytes(ty.dtype, bytes)),
-            );
-        }
-        let outs = Interpreter::run(g, &feed).map_err(|e| e.to_string())?;
-        for ((_, t), a) in outs.iter().zip(outputs) {
-            let bytes = t.data.to_le_bytes();
-            std::ptr::copy(bytes.as_ptr(), a.ptr, bytes.len());
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn runtime_runs_the_executable_plan() {
@@ -64,19 +27,7 @@ fn runtime_runs_the_executable_plan() {
                 compiler::executable::step_defaults(&preset, phase),
             );
             let plan = ExecutablePlan::from_json(&plan.to_json()).unwrap();
-            let graphs = fusion
-                .kernels
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| k.kind == KernelKind::Loop)
-                .map(|(i, k)| {
-                    (
-                        loop_symbol(&g.name, i),
-                        kernel_graph(g, k, &loop_symbol(&g.name, i)),
-                    )
-                })
-                .collect();
-            let kernels = InterpretedKernels { graphs };
+            let kernels = InterpretedKernels::of(&c);
             let feed = fixture_feed(
                 g,
                 &StepInputs {

@@ -101,10 +101,14 @@ pub fn run_phase(
         ));
     }
     let sched: ScheduleValues = schedule_values(info, &plan, lr);
-    session.set_scalar("sched.lr0", sched.lr0);
-    session.set_scalar("sched.end_lr", sched.end_lr);
-    session.set_scalar("sched.warmup_steps", sched.warmup_steps);
-    session.set_scalar("sched.decay_steps", sched.decay_steps);
+    for (name, v) in [
+        ("sched.lr0", sched.lr0),
+        ("sched.end_lr", sched.end_lr),
+        ("sched.warmup_steps", sched.warmup_steps),
+        ("sched.decay_steps", sched.decay_steps),
+    ] {
+        session.set_scalar(name, v).map_err(|e| e.to_string())?;
+    }
     state.total_steps = total;
 
     logger.start_phase(&info.name, total, state.global_step);

@@ -70,14 +70,18 @@ impl<'k> Trainer<'k> {
         let info = m
             .phase(phase)
             .ok_or_else(|| format!("the trainer's manifest has no constants for phase {phase}"))?;
-        s.set_scalar("state.step", 0.0);
-        s.set_scalar("state.cur_iter", 1.0);
-        s.set_scalar("state.last_overflow_iter", 0.0);
         let scale = common
             .loss_scale_value
             .unwrap_or(info.loss_scale.map_or(1.0, |l| l.init));
-        s.set_scalar("state.loss_scale", scale);
-        s.set_scalar("state.seed", (seed % (1 << 31)) as f64);
+        for (name, v) in [
+            ("state.step", 0.0),
+            ("state.cur_iter", 1.0),
+            ("state.last_overflow_iter", 0.0),
+            ("state.loss_scale", scale),
+            ("state.seed", (seed % (1 << 31)) as f64),
+        ] {
+            s.set_scalar(name, v).map_err(|e| e.to_string())?;
+        }
         Ok(s)
     }
 

@@ -3,7 +3,9 @@
 //! moments, loss-scale state) back into its inputs afterwards, so training state is carried
 //! across steps exactly as the graph computes it.
 
-use crate::exec::{LoopKernels, Runner};
+use crate::device::host::HostDevice;
+use crate::device::{Bindings, BufferId, Device, DeviceError, ExecutableId};
+use crate::exec::LoopKernels;
 use crate::tensor_io::{elem_name, RawTensor};
 use plan::exec::{ExecutablePlan, Slot};
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +37,7 @@ pub enum SessionError {
         expected: &'static str,
     },
     #[error(transparent)]
-    Run(#[from] crate::exec::RuntimeError),
+    Device(#[from] DeviceError),
 }
 
 fn describe(s: &Slot) -> String {
@@ -43,37 +45,67 @@ fn describe(s: &Slot) -> String {
     format!("{}[{}]", elem_name(s.elem), dims.join(","))
 }
 
-/// A phase's plan with all of its inputs.
+/// A phase's plan with all of its inputs, on a device: every input and output has a device
+/// buffer bound once; the plan's donations copy new state into the inputs on the device after
+/// each step, so only what the caller sets goes in and only what it reads comes out.
 pub struct Session<'k> {
-    runner: Runner<'k>,
-    inputs: Vec<Option<Vec<u8>>>,
+    device: Box<dyn Device + 'k>,
+    plan: ExecutablePlan,
+    exe: ExecutableId,
+    bindings: Bindings,
+    /// Whether each input has been set.
+    set: Vec<bool>,
     input_index: HashMap<String, usize>,
-    /// `(output, input)` pairs copied after every step: the plan's donations.
-    feedback: Vec<(usize, usize)>,
     /// Whether a step has run (outputs exist).
     ran: bool,
 }
 
+fn slot_bytes(s: &Slot) -> usize {
+    s.shape.iter().product::<usize>() * s.elem.size_bytes()
+}
+
 impl<'k> Session<'k> {
+    /// A session on the host CPU.
     pub fn new(plan: &ExecutablePlan, kernels: &'k dyn LoopKernels) -> Session<'k> {
+        Session::on_device(plan, Box::new(HostDevice::new(kernels)))
+            .expect("host allocations do not fail")
+    }
+
+    /// A session on `device`: loads the plan and allocates a buffer per input and output.
+    pub fn on_device(
+        plan: &ExecutablePlan,
+        mut device: Box<dyn Device + 'k>,
+    ) -> Result<Session<'k>, SessionError> {
         let input_index: HashMap<String, usize> = plan
             .inputs
             .iter()
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let feedback = plan.donations.iter().map(|d| (d.output, d.input)).collect();
-        Session {
-            runner: Runner::new(plan.clone(), kernels),
-            inputs: vec![None; plan.inputs.len()],
+        let exe = device.load(plan)?;
+        let mut alloc = |slots: &[Slot]| -> Result<Vec<BufferId>, DeviceError> {
+            slots
+                .iter()
+                .map(|s| device.allocate(slot_bytes(s)))
+                .collect()
+        };
+        let bindings = Bindings {
+            inputs: alloc(&plan.inputs)?,
+            outputs: alloc(&plan.outputs)?,
+        };
+        Ok(Session {
+            device,
+            plan: plan.clone(),
+            exe,
+            bindings,
+            set: vec![false; plan.inputs.len()],
             input_index,
-            feedback,
             ran: false,
-        }
+        })
     }
 
     pub fn plan(&self) -> &ExecutablePlan {
-        &self.runner.plan
+        &self.plan
     }
 
     pub fn has_input(&self, name: &str) -> bool {
@@ -91,7 +123,7 @@ impl<'k> Session<'k> {
         let Some(&i) = self.input_index.get(name) else {
             return Ok(());
         };
-        let slot = &self.runner.plan.inputs[i];
+        let slot = &self.plan.inputs[i];
         if t.shape != slot.shape && !(t.numel() == 1 && slot.shape.iter().product::<usize>() == 1) {
             return Err(SessionError::Shape {
                 origin: origin.into(),
@@ -112,26 +144,40 @@ impl<'k> Session<'k> {
                 },
             });
         }
-        self.inputs[i] = Some(t.convert(slot.elem).bytes);
+        let bytes = t.convert(slot.elem).bytes;
+        self.device.upload(self.bindings.inputs[i], &bytes)?;
+        self.set[i] = true;
         Ok(())
     }
 
     /// Sets a scalar input (no-op when the plan does not read it).
-    pub fn set_scalar(&mut self, name: &str, v: f64) {
+    pub fn set_scalar(&mut self, name: &str, v: f64) -> Result<(), SessionError> {
         if let Some(&i) = self.input_index.get(name) {
-            let slot = &self.runner.plan.inputs[i];
-            self.inputs[i] = Some(RawTensor::from_f64(slot.elem, slot.shape.clone(), &[v]).bytes);
+            let slot = &self.plan.inputs[i];
+            let bytes = RawTensor::from_f64(slot.elem, slot.shape.clone(), &[v]).bytes;
+            self.device.upload(self.bindings.inputs[i], &bytes)?;
+            self.set[i] = true;
         }
+        Ok(())
     }
 
-    /// The current value of input `name`.
+    /// The current value of input `name` (read back from the device).
     pub fn input(&self, name: &str) -> Option<RawTensor> {
         let &i = self.input_index.get(name)?;
-        let slot = &self.runner.plan.inputs[i];
-        self.inputs[i].as_ref().map(|b| RawTensor {
+        if !self.set[i] {
+            return None;
+        }
+        let slot = &self.plan.inputs[i];
+        self.read(self.bindings.inputs[i], slot)
+    }
+
+    fn read(&self, buffer: BufferId, slot: &Slot) -> Option<RawTensor> {
+        let mut bytes = vec![0u8; slot_bytes(slot)];
+        self.device.download(buffer, &mut bytes).ok()?;
+        Some(RawTensor {
             elem: slot.elem,
             shape: slot.shape.clone(),
-            bytes: b.clone(),
+            bytes,
         })
     }
 
@@ -158,13 +204,14 @@ impl<'k> Session<'k> {
         self.plan()
             .inputs
             .iter()
-            .zip(&self.inputs)
-            .filter(|(_, b)| b.is_none())
+            .zip(&self.set)
+            .filter(|(_, set)| !**set)
             .map(|(s, _)| s)
             .collect()
     }
 
-    /// Runs one step on the current inputs and feeds the new state back.
+    /// Runs one step on the current inputs and moves the new state into the inputs (the plan's
+    /// donations), all on the device.
     pub fn step(&mut self) -> Result<(), SessionError> {
         if let Some(s) = self.unset().first() {
             return Err(SessionError::Missing {
@@ -174,31 +221,24 @@ impl<'k> Session<'k> {
                 expected: describe(s),
             });
         }
-        let refs: Vec<&[u8]> = self
-            .inputs
-            .iter()
-            .map(|b| b.as_deref().expect("checked above"))
-            .collect();
-        let outs = self.runner.run(&refs)?;
-        for &(o, i) in &self.feedback {
-            let dst = self.inputs[i].as_mut().expect("set");
-            dst.copy_from_slice(outs[o].as_slice());
+        self.device.submit(self.exe, &self.bindings)?;
+        for d in &self.plan.donations {
+            self.device.copy(
+                self.bindings.outputs[d.output],
+                self.bindings.inputs[d.input],
+            )?;
         }
         self.ran = true;
         Ok(())
     }
 
-    /// Output `name` of the last step.
+    /// Output `name` of the last step (read back from the device).
     pub fn output(&self, name: &str) -> Option<RawTensor> {
-        let plan = self.plan();
-        let o = plan.outputs.iter().position(|s| s.name == name)?;
-        let buf = self.ran.then(|| &self.runner.outputs()[o])?;
-        let s = &plan.outputs[o];
-        Some(RawTensor {
-            elem: s.elem,
-            shape: s.shape.clone(),
-            bytes: buf.as_slice().to_vec(),
-        })
+        let o = self.plan.outputs.iter().position(|s| s.name == name)?;
+        if !self.ran {
+            return None;
+        }
+        self.read(self.bindings.outputs[o], &self.plan.outputs[o])
     }
 
     /// Scalar output `name` of the last step as f64.

@@ -162,7 +162,7 @@ impl Checkpoints {
             }
         }
         for (name, v) in &state.scalars {
-            session.set_scalar(name, *v);
+            session.set_scalar(name, *v).map_err(err)?;
         }
         Ok(state)
     }

@@ -1,0 +1,145 @@
+//! The host CPU as a [`Device`]: buffers are 64-byte aligned host allocations, an executable is
+//! a plan with its arena, and a submission runs the plan's steps in place with
+//! [`crate::exec::execute`] (loop kernels through the linked table, GEMMs through the `gemm`
+//! crate).
+
+use super::{Bindings, BufferId, Device, DeviceError, ExecutableId};
+use crate::exec::{execute, AlignedBuf, Bound, LoopKernels};
+use plan::exec::ExecutablePlan;
+use std::collections::BTreeMap;
+
+struct HostExecutable {
+    plan: ExecutablePlan,
+    arena: AlignedBuf,
+}
+
+pub struct HostDevice<'k> {
+    kernels: &'k dyn LoopKernels,
+    buffers: Vec<AlignedBuf>,
+    executables: Vec<HostExecutable>,
+    /// Seconds and calls per step label, when profiling (`TBC_PROFILE`).
+    pub profile: Option<BTreeMap<String, (u64, f64)>>,
+}
+
+impl<'k> HostDevice<'k> {
+    pub fn new(kernels: &'k dyn LoopKernels) -> HostDevice<'k> {
+        HostDevice {
+            kernels,
+            buffers: Vec::new(),
+            executables: Vec::new(),
+            profile: None,
+        }
+    }
+
+    fn buffer(&self, b: BufferId) -> Result<&AlignedBuf, DeviceError> {
+        self.buffers.get(b.0).ok_or(DeviceError::NoBuffer {
+            device: self.name(),
+            buffer: b.0,
+        })
+    }
+
+    fn check_len(&self, b: BufferId, what: &'static str, len: usize) -> Result<(), DeviceError> {
+        let size = self.buffer(b)?.len();
+        if size != len {
+            return Err(DeviceError::Size {
+                device: self.name(),
+                buffer: b.0,
+                size,
+                what,
+                len,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Device for HostDevice<'_> {
+    fn name(&self) -> String {
+        "host".into()
+    }
+
+    fn allocate(&mut self, bytes: usize) -> Result<BufferId, DeviceError> {
+        self.buffers.push(AlignedBuf::zeroed(bytes));
+        Ok(BufferId(self.buffers.len() - 1))
+    }
+
+    fn upload(&mut self, dst: BufferId, bytes: &[u8]) -> Result<(), DeviceError> {
+        self.check_len(dst, "cannot take", bytes.len())?;
+        let b = &mut self.buffers[dst.0];
+        // SAFETY: the buffer holds exactly bytes.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr(), bytes.len()) };
+        Ok(())
+    }
+
+    fn download(&self, src: BufferId, out: &mut [u8]) -> Result<(), DeviceError> {
+        self.check_len(src, "cannot fill", out.len())?;
+        out.copy_from_slice(self.buffers[src.0].as_slice());
+        Ok(())
+    }
+
+    fn copy(&mut self, src: BufferId, dst: BufferId) -> Result<(), DeviceError> {
+        let n = self.buffer(src)?.len();
+        self.check_len(dst, "cannot take", n)?;
+        if src != dst {
+            let from = self.buffers[src.0].as_slice().as_ptr();
+            // SAFETY: distinct allocations of n bytes each.
+            unsafe { std::ptr::copy_nonoverlapping(from, self.buffers[dst.0].as_mut_ptr(), n) };
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError> {
+        self.executables.push(HostExecutable {
+            plan: plan.clone(),
+            arena: AlignedBuf::zeroed(plan.arena_bytes),
+        });
+        Ok(ExecutableId(self.executables.len() - 1))
+    }
+
+    fn submit(&mut self, exe: ExecutableId, bindings: &Bindings) -> Result<(), DeviceError> {
+        let device = self.name();
+        let e = &self.executables[exe.0];
+        let plan = &e.plan;
+        for (what, slots, bound) in [
+            ("inputs", &plan.inputs, &bindings.inputs),
+            ("outputs", &plan.outputs, &bindings.outputs),
+        ] {
+            if slots.len() != bound.len() {
+                return Err(DeviceError::Binding {
+                    device: device.clone(),
+                    plan: plan.name.clone(),
+                    what,
+                    expected: slots.len(),
+                    got: bound.len(),
+                });
+            }
+            for (s, &b) in slots.iter().zip(bound.iter()) {
+                let len = s.shape.iter().product::<usize>() * s.elem.size_bytes();
+                self.check_len(b, "but the slot needs", len)?;
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for &b in &bindings.outputs {
+            if !seen.insert(b) || bindings.inputs.contains(&b) {
+                return Err(DeviceError::Aliased {
+                    device,
+                    plan: plan.name.clone(),
+                    buffer: b.0,
+                });
+            }
+        }
+        let ptr = |b: &BufferId| self.buffers[b.0].as_slice().as_ptr() as *mut u8;
+        let inputs: Vec<*mut u8> = bindings.inputs.iter().map(ptr).collect();
+        let outputs: Vec<*mut u8> = bindings.outputs.iter().map(ptr).collect();
+        let e = &mut self.executables[exe.0];
+        let bound = Bound {
+            inputs: &inputs,
+            outputs: &outputs,
+            arena: e.arena.as_mut_ptr(),
+        };
+        // SAFETY: every bound buffer was checked to hold its slot's bytes and outputs to be
+        // distinct from each other and from the inputs; the arena was allocated for this plan.
+        unsafe { execute(&e.plan, &bound, self.kernels, self.profile.as_mut())? };
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The device layer the training driver runs on (after IREE's HAL: device → executable →
+//! submission): buffers allocated once at stable addresses, uploads and downloads, executables
+//! loaded from plans, and submissions of a plan's steps over bound buffers. Training state stays
+//! in device buffers between steps (the plan's donations are device copies); per step only the
+//! batch goes in and the logged scalars come out.
+//!
+//! [`host::HostDevice`] is the host CPU. Other devices (CUDA, Ascend, a recorder in the tests)
+//! implement [`Device`] the same way.
+
+pub mod host;
+
+use plan::exec::ExecutablePlan;
+
+/// A buffer on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub usize);
+
+/// A plan loaded on a device (its kernels resolved, its arena allocated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExecutableId(pub usize);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{device}: buffer {buffer} holds {size} bytes, {what} {len}")]
+    Size {
+        device: String,
+        buffer: usize,
+        size: usize,
+        what: &'static str,
+        len: usize,
+    },
+    #[error("{device}: no buffer {buffer}")]
+    NoBuffer { device: String, buffer: usize },
+    #[error("{device}: plan \"{plan}\" binds {expected} {what}, got {got}")]
+    Binding {
+        device: String,
+        plan: String,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{device}: plan \"{plan}\" binds buffer {buffer} twice, or as an output and an input")]
+    Aliased {
+        device: String,
+        plan: String,
+        buffer: usize,
+    },
+    #[error(transparent)]
+    Run(#[from] crate::exec::RuntimeError),
+}
+
+/// Which buffers a submission's plan inputs and outputs are (slot order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bindings {
+    pub inputs: Vec<BufferId>,
+    pub outputs: Vec<BufferId>,
+}
+
+/// A device that runs executable plans.
+pub trait Device {
+    /// For messages: `host`, `cuda:0`, …
+    fn name(&self) -> String;
+    /// A zeroed buffer of `bytes` bytes, at an address that stays the same until the device is
+    /// dropped.
+    fn allocate(&mut self, bytes: usize) -> Result<BufferId, DeviceError>;
+    /// Host → device: `bytes` become the whole buffer.
+    fn upload(&mut self, dst: BufferId, bytes: &[u8]) -> Result<(), DeviceError>;
+    /// Device → host: the whole buffer into `out`.
+    fn download(&self, src: BufferId, out: &mut [u8]) -> Result<(), DeviceError>;
+    /// Device → device, whole buffers of equal size.
+    fn copy(&mut self, src: BufferId, dst: BufferId) -> Result<(), DeviceError>;
+    /// Loads `plan` (resolves its kernels, allocates its arena).
+    fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError>;
+    /// Runs every step of the executable over `bindings`.
+    fn submit(&mut self, exe: ExecutableId, bindings: &Bindings) -> Result<(), DeviceError>;
+}
