@@ -6,7 +6,9 @@ use crate::frontend::preset::{Phase, Preset};
 use crate::fusion::{Fusion, KernelKind};
 use crate::plan::{Location, MemoryPlan};
 pub use ::plan::abi::loop_symbol;
-use ::plan::exec::{BufferRef, Donation, ExecutablePlan, Place, Slot, Step, StepDefaults};
+use ::plan::exec::{
+    BufferRef, Donation, ExecutablePlan, GemmPrecision, Place, Slot, Step, StepDefaults,
+};
 use ::plan::names;
 use ir::{Graph, Op, ValueId};
 
@@ -88,6 +90,8 @@ pub fn executable_plan(
                         m: out[r - 2],
                         n: out[r - 1],
                         k: k_dim,
+                        precision: GemmPrecision::uniform(node.ty.dtype),
+                        epilogue: None,
                     }
                 }
                 KernelKind::Gather => Step::Gather {
@@ -102,7 +106,19 @@ pub fn executable_plan(
                 },
             }
         })
-        .collect();
+        .collect::<Vec<Step>>();
+    // An output that equals an input or another output is copied once the steps are done.
+    let mut steps = steps;
+    for (i, (_, v)) in g.outputs.iter().enumerate() {
+        let src = buf(*v);
+        if src.place != Place::Output(i) {
+            let dst = BufferRef {
+                place: Place::Output(i),
+                ..src.clone()
+            };
+            steps.push(Step::Copy { src, dst });
+        }
+    }
     let inputs: Vec<Slot> = g.inputs().map(|(n, v)| slot(n, v)).collect();
     let outputs: Vec<Slot> = g.outputs.iter().map(|(n, v)| slot(n, *v)).collect();
     ExecutablePlan {
@@ -111,7 +127,6 @@ pub fn executable_plan(
         donations: donations(&inputs, &outputs),
         inputs,
         outputs,
-        output_sources: g.outputs.iter().map(|(_, v)| buf(*v)).collect(),
         steps,
         defaults,
     }

@@ -171,7 +171,8 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
                     gemms += 1;
                     flops += 2 * (*batch * *m * *n * *k) as u64;
                 }
-                _ => other += 1,
+                Step::Gather { .. } | Step::ScatterAdd { .. } => other += 1,
+                Step::Copy { .. } | Step::Collective { .. } => {}
             }
         }
         let input_bytes: usize = p

@@ -49,7 +49,7 @@ pub enum Step {
         inputs: Vec<BufferRef>,
         outputs: Vec<BufferRef>,
     },
-    /// `c[b] = op(a[b]) · op(bm[b])` for every batch index, row-major.
+    /// `c[b] = op(a[b]) · op(bm[b])` (+ the epilogue) for every batch index, row-major.
     Gemm {
         a: BufferRef,
         b: BufferRef,
@@ -60,6 +60,8 @@ pub enum Step {
         m: usize,
         n: usize,
         k: usize,
+        precision: GemmPrecision,
+        epilogue: Option<GemmEpilogue>,
     },
     /// `out[i, :] = table[indices[i], :]`.
     Gather {
@@ -73,6 +75,47 @@ pub enum Step {
         updates: BufferRef,
         out: BufferRef,
     },
+    /// `dst = src`, same element type and size (an output that equals an input or another
+    /// output is filled this way at the end of a step).
+    Copy { src: BufferRef, dst: BufferRef },
+    /// A collective over the devices of a data-parallel group, in place on a flat buffer.
+    Collective { op: CollectiveOp, buffer: BufferRef },
+}
+
+/// Element types of a GEMM: of the operands, of the multiplications, of the accumulator.
+/// `c` has the operands' type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GemmPrecision {
+    pub input: ElemType,
+    pub compute: ElemType,
+    pub accumulate: ElemType,
+}
+
+impl GemmPrecision {
+    /// Everything in `e` (f32 or f64 GEMMs).
+    pub fn uniform(e: ElemType) -> GemmPrecision {
+        GemmPrecision {
+            input: e,
+            compute: e,
+            accumulate: e,
+        }
+    }
+}
+
+/// What a GEMM applies to its result before writing `c`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GemmEpilogue {
+    /// `c[.., i, j] += bias[j]`.
+    Bias { bias: BufferRef },
+}
+
+/// Collective operations of data-parallel training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CollectiveOp {
+    /// Every device gets the element-wise mean over the group.
+    AllReduceMean,
+    /// Every device gets device `root`'s values.
+    Broadcast { root: usize },
 }
 
 /// Values a step uses when the user does not give them (from the compile-time preset).
@@ -90,9 +133,6 @@ pub struct ExecutablePlan {
     pub arena_bytes: usize,
     pub inputs: Vec<Slot>,
     pub outputs: Vec<Slot>,
-    /// Where each output's value is when the steps are done (`Output(i)` itself, or an input or
-    /// another output it equals).
-    pub output_sources: Vec<BufferRef>,
     pub steps: Vec<Step>,
     pub defaults: StepDefaults,
     /// State carried from one step to the next: after a step, each donated output becomes the

@@ -18,6 +18,36 @@ unsafe fn indices_of(b: &BufferRef, p: *mut u8) -> Result<Vec<i64>, RuntimeError
     })
 }
 
+/// `c[r, j] += bias[j]` for `rows` rows of `n` (a GEMM's bias epilogue).
+pub(crate) unsafe fn add_bias(
+    elem: ElemType,
+    c: *mut u8,
+    bias: *mut u8,
+    rows: usize,
+    n: usize,
+) -> Result<(), RuntimeError> {
+    unsafe fn rows_plus<T: Copy + std::ops::AddAssign>(
+        c: *mut T,
+        b: *const T,
+        rows: usize,
+        n: usize,
+    ) {
+        let b = std::slice::from_raw_parts(b, n);
+        for r in 0..rows {
+            let row = std::slice::from_raw_parts_mut(c.add(r * n), n);
+            for (x, &y) in row.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+    match elem {
+        ElemType::F32 => rows_plus(c as *mut f32, bias as *const f32, rows, n),
+        ElemType::F64 => rows_plus(c as *mut f64, bias as *const f64, rows, n),
+        e => return Err(RuntimeError::Unsupported(e, "gemm bias")),
+    }
+    Ok(())
+}
+
 /// GEMMs smaller than this many multiply-adds run on one thread (threading costs more).
 const PARALLEL_GEMM_MIN_MACS: usize = 1 << 21;
 

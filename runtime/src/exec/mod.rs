@@ -8,7 +8,9 @@ mod profile;
 
 pub use profile::{profile_report, step_label};
 
-use plan::exec::{BufferRef, ExecutablePlan, Place, Step};
+use plan::exec::{
+    BufferRef, CollectiveOp, ExecutablePlan, GemmEpilogue, GemmPrecision, Place, Step,
+};
 use plan::ElemType;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,10 @@ pub enum RuntimeError {
     Kernel { symbol: String, message: String },
     #[error("unsupported element type {0:?} for {1}")]
     Unsupported(ElemType, &'static str),
+    #[error("GEMM precision {0:?}: the host computes and accumulates in the operands' type")]
+    Precision(GemmPrecision),
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 /// A kernel argument: a buffer's address, element type and shape.
@@ -200,8 +206,8 @@ impl Bound<'_> {
     }
 }
 
-/// Runs every step of `plan` over the `bound` buffers, then fills the outputs that equal an
-/// input or another output (`output_sources`). With `profile`, adds each step's time to it.
+/// Runs every step of `plan` over the `bound` buffers. With `profile`, adds each step's time to
+/// it. Collectives run in a group of one device (data parallelism brings the others).
 ///
 /// # Safety
 /// Every bound pointer is valid for its slot's bytes (the arena for `plan.arena_bytes`), outputs
@@ -219,15 +225,6 @@ pub unsafe fn execute(
             let e = p.entry(step_label(step)).or_default();
             e.0 += 1;
             e.1 += t0.elapsed().as_secs_f64();
-        }
-    }
-    for (i, src) in plan.output_sources.iter().enumerate() {
-        if src.place != Place::Output(i) {
-            let n =
-                plan.outputs[i].shape.iter().product::<usize>() * plan.outputs[i].elem.size_bytes();
-            // SAFETY: both buffers hold n bytes; a different output or an input never overlaps
-            // output i.
-            std::ptr::copy_nonoverlapping(bound.addr(src), bound.outputs[i], n);
         }
     }
     Ok(())
@@ -271,7 +268,12 @@ unsafe fn run_step(
                 m,
                 n,
                 k,
+                precision,
+                epilogue,
             } => {
+                if *precision != GemmPrecision::uniform(a.elem) {
+                    return Err(RuntimeError::Precision(*precision));
+                }
                 // SAFETY: a, b, c are valid for their shapes; c does not overlap a or b.
                 unsafe {
                     host_math::gemm(
@@ -285,9 +287,26 @@ unsafe fn run_step(
                         *m,
                         *n,
                         *k,
-                    )?
+                    )?;
+                    if let Some(GemmEpilogue::Bias { bias }) = epilogue {
+                        host_math::add_bias(c.elem, addr(c), addr(bias), *batch * *m, *n)?;
+                    }
                 }
             }
+            Step::Copy { src, dst } => {
+                // SAFETY: both hold dst.bytes() bytes; the compiler copies between distinct
+                // buffers.
+                unsafe { std::ptr::copy_nonoverlapping(addr(src), addr(dst), dst.bytes()) }
+            }
+            Step::Collective { op, .. } => match op {
+                // The mean over one device, or its own values: nothing to do.
+                CollectiveOp::AllReduceMean | CollectiveOp::Broadcast { root: 0 } => {}
+                CollectiveOp::Broadcast { root } => {
+                    return Err(RuntimeError::Collective(format!(
+                        "broadcast from device {root} in a group of one"
+                    )))
+                }
+            },
             Step::Gather {
                 table,
                 indices,

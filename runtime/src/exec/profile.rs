@@ -21,6 +21,8 @@ pub fn step_label(step: &Step) -> String {
         ),
         Step::Gather { .. } => "gather".into(),
         Step::ScatterAdd { .. } => "scatter-add".into(),
+        Step::Copy { .. } => "copy".into(),
+        Step::Collective { op, .. } => format!("collective {op:?}"),
     }
 }
 
