@@ -1,8 +1,8 @@
-//! The trainer executable's entry point. The generated `main` (see `targets::link`) calls
-//! [`tbc_trainer_main`] with the table of compiled loop kernels and the serialized plans that
-//! were linked into the executable.
+//! The trainer's command line: `info`, `step` (the `tbc step` contract) and the training
+//! commands, run with the linked kernels and plans.
 
-use crate::exec::{KernelArg, LoopKernels, Runner};
+use super::CompiledKernels;
+use crate::exec::Runner;
 use crate::step_io::{bind_inputs, report, StepFlags};
 use crate::tensor_io::{self, RawTensor};
 use crate::train::args::{EvalArgs, ExportArgs, FinetuneArgs, GeneralDistillArgs, TaskDistillArgs};
@@ -10,71 +10,8 @@ use crate::train::phases::Trainer;
 use clap::{Args, Parser, Subcommand};
 use plan::exec::{ExecutablePlan, Step};
 use plan::manifest::TrainerBundle;
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{c_char, c_int, CStr};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-pub use plan::abi::{KernelEntry, KernelFn};
-
-/// Loop kernels reached through the linked table.
-pub struct CompiledKernels {
-    by_name: HashMap<String, (KernelFn, usize)>,
-}
-
-/// The argument pointers of one kernel call, shared by the threads running its parts.
-struct CallArgs(Vec<*mut u8>);
-// SAFETY: the parts of a kernel write disjoint elements (the compiler's partition contract),
-// and the pointers stay valid for the whole call.
-unsafe impl Sync for CallArgs {}
-
-impl CompiledKernels {
-    /// # Safety
-    /// `table` points to `n` valid entries whose names are NUL-terminated.
-    pub unsafe fn from_table(table: *const KernelEntry, n: usize) -> CompiledKernels {
-        let entries = if n == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(table, n)
-        };
-        let by_name = entries
-            .iter()
-            .map(|e| {
-                let parts = (*e.parts).max(1) as usize;
-                (
-                    CStr::from_ptr(e.name).to_string_lossy().into_owned(),
-                    (e.run, parts),
-                )
-            })
-            .collect();
-        CompiledKernels { by_name }
-    }
-}
-
-impl LoopKernels for CompiledKernels {
-    unsafe fn run(
-        &self,
-        symbol: &str,
-        inputs: &[KernelArg],
-        outputs: &[KernelArg],
-    ) -> Result<(), String> {
-        let &(run, parts) = self
-            .by_name
-            .get(symbol)
-            .ok_or_else(|| format!("kernel {symbol} is not linked in"))?;
-        let args = CallArgs(inputs.iter().chain(outputs).map(|a| a.ptr).collect());
-        if parts == 1 {
-            run(args.0.as_ptr(), 0);
-        } else {
-            use rayon::prelude::*;
-            (0..parts).into_par_iter().for_each(|p| {
-                let a = &args;
-                // SAFETY: see `CallArgs`.
-                unsafe { run(a.0.as_ptr(), p as i64) }
-            });
-        }
-        Ok(())
-    }
-}
 
 #[derive(Parser)]
 #[command(
@@ -319,26 +256,4 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
             1
         }
     }
-}
-
-/// C entry point called by the generated `main`.
-///
-/// # Safety
-/// `argv` holds `argc` C strings; `table` holds `n_kernels` entries; `plans` holds `plans_len`
-/// bytes.
-#[no_mangle]
-pub unsafe extern "C" fn tbc_trainer_main(
-    argc: c_int,
-    argv: *const *const c_char,
-    table: *const KernelEntry,
-    n_kernels: i64,
-    plans: *const u8,
-    plans_len: i64,
-) -> c_int {
-    let args: Vec<String> = (0..argc as usize)
-        .map(|i| CStr::from_ptr(*argv.add(i)).to_string_lossy().into_owned())
-        .collect();
-    let kernels = CompiledKernels::from_table(table, n_kernels as usize);
-    let plans = std::slice::from_raw_parts(plans, plans_len as usize);
-    trainer_main(args, &kernels, plans)
 }
