@@ -7,6 +7,7 @@ pub mod exec;
 pub mod executable;
 pub mod frontend;
 pub mod fusion;
+pub mod kernel_analysis;
 pub mod manifest;
 pub mod passes;
 pub mod pipeline;

@@ -1,16 +1,12 @@
 //! A loop kernel (`compiler::exec::kernel_graph`) as an MLIR `func.func` on tensors.
 //!
 //! The kernel's nodes are split into *materialized* values, which live in a tensor, and *inline*
-//! values, which are recomputed inside the body of every `linalg.generic` that reads them:
-//! - materialized: kernel inputs, reductions, pads (and a pad's operand), kernel outputs, and
-//!   "shared expensive" values — nodes that two or more generics would otherwise each recompute
-//!   and whose recomputation costs at least `LowerOptions::shared_cost_limit` (an `exp`, a
-//!   `tanh`, Philox…; materializing the softmax `exp` measured 15 % faster than recomputing it);
-//! - inline: everything else (elementwise ops, broadcast, transpose, slice, iota, constants,
-//!   random numbers). Broadcast, transpose and slice only change *where* a value is read: they
-//!   are composed into the indexing maps of the generic's operands (a slice becomes a
-//!   `tensor.extract_slice` of the operand, so every map stays a projected permutation that the
-//!   vectorizer accepts).
+//! values, which are recomputed inside the body of every `linalg.generic` that reads them; the
+//! split is the target-neutral `compiler::kernel_analysis` (materializing the softmax `exp`
+//! measured 15 % faster than recomputing it). Inline broadcast, transpose and slice only change
+//! *where* a value is read: they are composed into the indexing maps of the generic's operands
+//! (a slice becomes a `tensor.extract_slice` of the operand, so every map stays a projected
+//! permutation that the vectorizer accepts).
 //!
 //! Each reduction becomes `linalg.fill` + one `linalg.generic` with reduction iterators over its
 //! operand's shape; consecutive elementwise outputs of one shape become one multi-output generic
@@ -24,8 +20,9 @@
 
 use super::partition::Part;
 use super::{ArgLayout, KernelFunc, LowerError, LowerOptions};
+use compiler::kernel_analysis::KernelAnalysis;
 use ir::{BinaryOp, CmpOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Tile sizes: innermost dimension up to this many elements (a multiple of the AVX-512 width;
@@ -257,86 +254,6 @@ fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
         }
     }
     Ok(())
-}
-
-/// Recomputation weight of one node per element.
-fn op_weight(op: &Op) -> usize {
-    match op {
-        Op::Unary(UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Erf) => 20,
-        Op::RandomUniform { .. } => 60,
-        Op::Unary(UnaryOp::Sqrt | UnaryOp::Rsqrt) | Op::Binary(BinaryOp::Div) => 4,
-        Op::Constant { .. }
-        | Op::Broadcast { .. }
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Unary(UnaryOp::StopGradient) => 0,
-        _ => 1,
-    }
-}
-
-/// Nodes inlined into the body that computes `start` (itself included when not materialized).
-fn inline_cone(k: &Graph, materialized: &[bool], start: &[ValueId]) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::new();
-    let mut stack: Vec<ValueId> = start.to_vec();
-    while let Some(v) = stack.pop() {
-        if materialized[v.index()] || !seen.insert(v.index()) {
-            continue;
-        }
-        stack.extend(k.node(v).inputs.iter().copied());
-    }
-    seen
-}
-
-/// The cost of recomputing `v` inline.
-fn inline_cost(k: &Graph, materialized: &[bool], v: ValueId) -> usize {
-    let mut m = materialized.to_vec();
-    m[v.index()] = false;
-    inline_cone(k, &m, &[v])
-        .iter()
-        .map(|&i| op_weight(&k.nodes[i].op))
-        .sum()
-}
-
-/// Which nodes get a tensor of their own.
-fn choose_materialized(k: &Graph, shared_cost_limit: usize) -> Vec<bool> {
-    let n = k.len();
-    let mut m = vec![false; n];
-    for (i, node) in k.nodes.iter().enumerate() {
-        match node.op {
-            Op::Input { .. } | Op::Reduce { .. } => m[i] = true,
-            Op::Pad { .. } => {
-                m[i] = true;
-                m[node.inputs[0].index()] = true;
-            }
-            _ => {}
-        }
-    }
-    for (_, v) in &k.outputs {
-        m[v.index()] = true;
-    }
-    // Shared expensive values: materialize the latest one read by several generics, repeat.
-    loop {
-        let mut readers = vec![0usize; n];
-        for r in 0..n {
-            if !m[r] || matches!(k.nodes[r].op, Op::Input { .. }) {
-                continue;
-            }
-            for i in inline_cone(k, &m, &k.nodes[r].inputs) {
-                readers[i] += 1;
-            }
-        }
-        let pick = (0..n).rev().find(|&i| {
-            !m[i]
-                && readers[i] >= 2
-                && !k.nodes[i].ty.shape.is_empty()
-                && inline_cost(k, &m, ValueId(i as u32)) >= shared_cost_limit
-        });
-        match pick {
-            Some(i) => m[i] = true,
-            None => break,
-        }
-    }
-    m
 }
 
 /// What one generic of a group computes.
@@ -1191,7 +1108,7 @@ pub(crate) fn lower_func(
     options: &LowerOptions,
 ) -> Result<KernelFunc, LowerError> {
     validate(k, name)?;
-    let materialized = choose_materialized(k, options.shared_cost_limit);
+    let materialized = KernelAnalysis::new(k, options.shared_cost_limit).materialized;
     let part = super::partition::choose(k, options.max_parts, options.min_part_work);
     let mut e = Emitter {
         g: k,
