@@ -5,8 +5,6 @@
 //! copies a teacher's own tokenizer files byte for byte, data tokenized otherwise than the teacher
 //! is a warning, and `--cased` with an uncased vocabulary is a warning.
 
-use cli::data_cmd::glue::{self, GlueArgs};
-use cli::data_cmd::tokenizer::TokenizerArgs;
 use plan::ElemType;
 use runtime::data::example::{Example, Feature};
 use runtime::data::tfrecord::Reader;
@@ -83,8 +81,15 @@ fn write_tsv(dir: &Path) -> PathBuf {
     p
 }
 
-/// `tbc data glue --task tsv` through the binary, with the given tokenizer flags.
+/// `tbc data glue --task tsv` through the binary, with the given tokenizer flags; its stderr.
 fn tbc_data(tsv: &Path, out: &Path, tokenizer: &[&str]) -> String {
+    let (ok, err) = tbc_glue(tsv, out, tokenizer);
+    assert!(ok, "{err}");
+    err
+}
+
+/// [`tbc_data`] that may fail: success and stderr.
+fn tbc_glue(tsv: &Path, out: &Path, tokenizer: &[&str]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_tbc"))
         .args(["data", "glue", "--task", "tsv", "--skip-header"])
         .args([
@@ -103,9 +108,10 @@ fn tbc_data(tsv: &Path, out: &Path, tokenizer: &[&str]) -> String {
         .arg(out)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
-    err
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
 }
 
 fn column(ex: &Example, name: &str) -> Vec<i64> {
@@ -320,31 +326,20 @@ fn a_teachers_tokenizer_files_are_copied_and_a_mismatch_is_a_warning() {
 #[test]
 fn a_directory_without_tokenizer_settings_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture_vocab(), d.path().join("vocab.txt")).unwrap();
-    let a = GlueArgs {
-        task: "SST-2".into(),
-        tokenizer: TokenizerArgs {
-            tokenizer: Some(d.path().to_path_buf()),
-            ..Default::default()
-        },
-        max_seq_length: 16,
-        input: d.path().join("dev.tsv"),
-        output: d.path().join("o.tfrecord"),
-        labels: None,
-        test: false,
-        schema_out: None,
-        text_a_column: None,
-        text_b_column: None,
-        label_column: None,
-        skip_header: false,
-        float_label: false,
-    };
-    let e = format!("{:#}", glue::run(&a).unwrap_err());
+    let tsv = write_tsv(d.path());
+    let model = d.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(fixture_vocab(), model.join("vocab.txt")).unwrap();
+    let out = d.path().join("o.tfrecord");
+    let flags = ["--tokenizer", model.to_str().unwrap()];
+    let (ok, e) = tbc_glue(&tsv, &out, &flags);
     assert!(
-        e.contains("neither tokenizer.json nor tokenizer_config.json") && e.contains("--cased"),
+        !ok && e.contains("neither tokenizer.json nor tokenizer_config.json")
+            && e.contains("--cased"),
         "{e}"
     );
-    std::fs::remove_file(d.path().join("vocab.txt")).unwrap();
-    let e = format!("{:#}", glue::run(&a).unwrap_err());
-    assert!(e.contains("holds no tokenizer"), "{e}");
+    std::fs::remove_file(model.join("vocab.txt")).unwrap();
+    let (ok, e) = tbc_glue(&tsv, &out, &flags);
+    assert!(!ok && e.contains("holds no tokenizer"), "{e}");
+    assert!(!out.exists(), "no data is written");
 }
