@@ -343,3 +343,37 @@ fn a_directory_without_tokenizer_settings_is_a_clear_error() {
     assert!(!ok && e.contains("holds no tokenizer"), "{e}");
     assert!(!out.exists(), "no data is written");
 }
+
+#[test]
+fn data_written_into_a_model_directory_never_replaces_its_tokenizer() {
+    let d = tempfile::tempdir().unwrap();
+    let tsv = write_tsv(d.path());
+    // A model directory: an uncased export with its own tokenizer.json.
+    let first = d.path().join("first/train.tfrecord");
+    tbc_data(
+        &tsv,
+        &first,
+        &["--vocab", fixture_vocab().to_str().unwrap()],
+    );
+    let model = d.path().join("model");
+    export_with_data_tokenizer(&first, &model, lines(&fixture_vocab()));
+    let before = std::fs::read(model.join("tokenizer.json")).unwrap();
+
+    // Its own tokenizer, data into the same directory: the file already records it.
+    let out = model.join("train.tfrecord");
+    tbc_data(&tsv, &out, &["--tokenizer", model.to_str().unwrap()]);
+    assert_eq!(std::fs::read(model.join("tokenizer.json")).unwrap(), before);
+
+    // Another tokenizer (cased): an error before any data is written; the model is untouched.
+    let cased = model.join("cased.tfrecord");
+    let vocab = fixture_vocab();
+    let flags = ["--vocab", vocab.to_str().unwrap(), "--cased"];
+    let (ok, e) = tbc_glue(&tsv, &cased, &flags);
+    assert!(
+        !ok && e.contains("belongs to the model in this directory")
+            && e.contains("another directory"),
+        "{e}"
+    );
+    assert!(!cased.exists());
+    assert_eq!(std::fs::read(model.join("tokenizer.json")).unwrap(), before);
+}

@@ -83,6 +83,7 @@ fn write_dataset(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
     }
+    files::check_data_sidecar(output, tokenizer)?;
     let mut w = AtomicFileWriter::create(output)?;
     for ex in examples {
         w.write_record(&ex?.encode())?;

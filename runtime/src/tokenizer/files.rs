@@ -151,24 +151,75 @@ pub fn data_sidecar(data: &Path) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Files whose presence marks a directory as a model's (its `tokenizer.json` is the model's own).
+const MODEL_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer_config.json",
+    "vocab.txt",
+];
+
+/// What recording `tok` beside data written to `output` would do.
+enum SidecarAction {
+    /// The file already records this tokenizer.
+    Keep,
+    /// Write it (`Some`: a warning, it replaces another tokenizer's record).
+    Write(Vec<u8>, Option<String>),
+}
+
+fn sidecar_action(path: &Path, tok: &WordPieceTokenizer) -> Result<SidecarAction, TokenizerError> {
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_file(tok.source(), path) {
+        // The data was tokenized with this very file: it already records the tokenizer.
+        return Ok(SidecarAction::Keep);
+    }
+    let mut text = tok.to_json()?.into_bytes();
+    text.push(b'\n');
+    match std::fs::read(path) {
+        Ok(old) if old == text => Ok(SidecarAction::Keep),
+        Ok(_) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if let Some(f) = MODEL_FILES.iter().find(|f| dir.join(f).is_file()) {
+                return Err(err(
+                    path,
+                    format!(
+                        "belongs to the model in this directory (it has {f}) and differs from the \
+                         tokenizer used; write the data to another directory"
+                    ),
+                ));
+            }
+            let warning = format!(
+                "warning: replaced {}, which recorded another tokenizer: data written to this \
+                 directory before was tokenized differently; keep data sets made with different \
+                 tokenizers in different directories",
+                path.display()
+            );
+            Ok(SidecarAction::Write(text, Some(warning)))
+        }
+        Err(_) => Ok(SidecarAction::Write(text, None)),
+    }
+}
+
+/// Checks, before any data is written, that `tok` can be recorded beside `output` (a model
+/// directory's own `tokenizer.json` is never replaced).
+pub fn check_data_sidecar(output: &Path, tok: &WordPieceTokenizer) -> Result<(), TokenizerError> {
+    sidecar_action(&sidecar_for_output(output), tok).map(|_| ())
+}
+
 /// Records `tok` beside data written to `output` (atomically). Returns a warning when it
 /// replaced the record of a different tokenizer: data made earlier in that directory was
-/// tokenized otherwise.
+/// tokenized otherwise. A model directory's own `tokenizer.json` is never replaced: data written
+/// into a model directory with another tokenizer is an error.
 pub fn write_data_sidecar(
     output: &Path,
     tok: &WordPieceTokenizer,
 ) -> Result<Option<String>, TokenizerError> {
     let path = sidecar_for_output(output);
-    let mut text = tok.to_json()?.into_bytes();
-    text.push(b'\n');
-    let warning = match std::fs::read(&path) {
-        Ok(old) if old != text => Some(format!(
-            "warning: replaced {}, which recorded another tokenizer: data written to this \
-             directory before was tokenized differently; keep data sets made with different \
-             tokenizers in different directories",
-            path.display()
-        )),
-        _ => None,
+    let SidecarAction::Write(text, warning) = sidecar_action(&path, tok)? else {
+        return Ok(None);
     };
     crate::tensor_io::write_atomic(&path, &text).map_err(|e| match e {
         crate::tensor_io::IoError::Write(_, msg) => err(&path, format!("cannot write: {msg}")),
