@@ -195,7 +195,7 @@ fn inconsistent_configs() {
         &tiny("student.json"),
     ]);
     assert!(
-        err.contains("heads.json: hidden_size 64 is not divisible by num_attention_heads 5"),
+        err.contains("heads.json: hidden_size 64 is not a multiple of num_attention_heads 5"),
         "{err}"
     );
     let layers = write("layers.json", &|v| v["num_hidden_layers"] = 5.into());

@@ -1,7 +1,7 @@
 //! Model configs as Hugging Face writes them (`config.json`), resolved against a preset.
 
 use super::preset::Preset;
-use serde::Deserialize;
+use plan::bert::BertConfigFile;
 use std::path::Path;
 
 /// The activation of the feed-forward layer.
@@ -29,32 +29,22 @@ impl Activation {
     }
 }
 
-/// The fields of a Hugging Face BERT `config.json` that tbc reads. Missing optional fields are
-/// filled in from the preset.
-#[derive(Clone, Debug, Deserialize)]
-pub struct HfBertConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    #[serde(default = "default_max_pos")]
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab")]
-    pub type_vocab_size: usize,
-    pub hidden_act: Option<String>,
-    pub layer_norm_eps: Option<f64>,
-    pub hidden_dropout_prob: Option<f64>,
-    pub attention_probs_dropout_prob: Option<f64>,
-    pub num_labels: Option<usize>,
-    pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
+/// A Hugging Face BERT `config.json` as written (the one parser, [`BertConfigFile`]); missing
+/// optional fields are filled in from the preset by [`HfBertConfig::resolve`].
+#[derive(Clone, Debug)]
+pub struct HfBertConfig(pub BertConfigFile);
+
+impl std::ops::Deref for HfBertConfig {
+    type Target = BertConfigFile;
+    fn deref(&self) -> &BertConfigFile {
+        &self.0
+    }
 }
 
-fn default_max_pos() -> usize {
-    512
-}
-fn default_type_vocab() -> usize {
-    2
+impl std::ops::DerefMut for HfBertConfig {
+    fn deref_mut(&mut self) -> &mut BertConfigFile {
+        &mut self.0
+    }
 }
 
 /// A fully resolved model config.
@@ -90,10 +80,12 @@ pub struct ConfigError {
 
 impl HfBertConfig {
     pub fn from_json(text: &str, source_name: &str) -> Result<HfBertConfig, ConfigError> {
-        serde_json::from_str(text).map_err(|e| ConfigError {
-            source_name: source_name.to_string(),
-            message: format!("not a valid BERT config.json: {e}"),
-        })
+        BertConfigFile::from_json(text)
+            .map(HfBertConfig)
+            .map_err(|message| ConfigError {
+                source_name: source_name.to_string(),
+                message,
+            })
     }
 
     pub fn from_file(path: &Path) -> Result<HfBertConfig, ConfigError> {
@@ -138,39 +130,11 @@ impl HfBertConfig {
             attention_dropout: self.attention_probs_dropout_prob.unwrap_or(0.1),
             num_labels,
         };
-        for (field, v) in [
-            ("vocab_size", cfg.vocab_size),
-            ("hidden_size", cfg.hidden_size),
-            ("num_hidden_layers", cfg.num_layers),
-            ("num_attention_heads", cfg.num_heads),
-            ("intermediate_size", cfg.intermediate_size),
-            ("max_position_embeddings", cfg.max_position_embeddings),
-            ("type_vocab_size", cfg.type_vocab_size),
-            ("num_labels", cfg.num_labels),
-        ] {
-            if v == 0 {
-                return Err(fail(format!("{field} must be positive")));
-            }
-        }
-        if !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
-            return Err(fail(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                cfg.hidden_size, cfg.num_heads
-            )));
-        }
-        if cfg.layer_norm_eps.is_nan() || cfg.layer_norm_eps <= 0.0 {
-            return Err(fail(format!(
-                "layer_norm_eps must be positive, found {}",
-                cfg.layer_norm_eps
-            )));
-        }
-        for (field, p) in [
-            ("hidden_dropout_prob", cfg.hidden_dropout),
-            ("attention_probs_dropout_prob", cfg.attention_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(fail(format!("{field} must be in [0, 1), found {p}")));
-            }
+        // The file's own values were checked when it was parsed; these are the resolved ones.
+        if cfg.num_labels == 0 {
+            return Err(fail(
+                "num_labels must be positive (id2label is empty)".into(),
+            ));
         }
         Ok(cfg)
     }

@@ -67,3 +67,202 @@ impl BertShape {
         v
     }
 }
+
+/// A Hugging Face BERT `config.json` as written: the one parser of these files. What a file may
+/// omit is `None`; the reader fills it (the compiler from the preset, the runtime's loader with
+/// transformers' defaults).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct BertConfigFile {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    /// transformers' default: 512.
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// transformers' default: 2.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    #[serde(default)]
+    pub layer_norm_eps: Option<f64>,
+    #[serde(default)]
+    pub hidden_dropout_prob: Option<f64>,
+    #[serde(default)]
+    pub attention_probs_dropout_prob: Option<f64>,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+    #[serde(default)]
+    pub id2label: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub label2id: Option<std::collections::BTreeMap<String, usize>>,
+}
+
+fn default_max_positions() -> usize {
+    512
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+
+impl BertConfigFile {
+    /// Parses and checks a config; the error says what is wrong (the caller names the file).
+    pub fn from_value(value: &serde_json::Value) -> Result<BertConfigFile, String> {
+        let c: BertConfigFile = serde_json::from_value(value.clone())
+            .map_err(|e| format!("not a valid BERT config.json: {e}"))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Parses JSON text (see [`BertConfigFile::from_value`]).
+    pub fn from_json(text: &str) -> Result<BertConfigFile, String> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("not a valid BERT config.json: not valid JSON: {e}"))?;
+        BertConfigFile::from_value(&value)
+    }
+
+    /// The values a BERT can have: model type bert, positive sizes, heads dividing the hidden
+    /// size, a positive epsilon, dropout in [0, 1), as many labels as `id2label` names.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(t) = &self.model_type {
+            if t != "bert" {
+                return Err(format!("model_type is '{t}', expected 'bert'"));
+            }
+        }
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+            ("num_labels", self.num_labels.unwrap_or(1)),
+        ] {
+            if v == 0 {
+                return Err(format!("{field} must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if let Some(eps) = self.layer_norm_eps {
+            if eps.is_nan() || eps <= 0.0 {
+                return Err(format!("layer_norm_eps must be positive, found {eps}"));
+            }
+        }
+        for (field, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if let Some(p) = p {
+                if !(0.0..1.0).contains(&p) {
+                    return Err(format!("{field} must be in [0, 1), found {p}"));
+                }
+            }
+        }
+        if let (Some(n), Some(m)) = (self.num_labels, &self.id2label) {
+            if n != m.len() {
+                return Err(format!(
+                    "num_labels is {n} but id2label has {} entries",
+                    m.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// num_labels, or the size of id2label (transformers stores only the latter).
+    pub fn labels(&self) -> Option<usize> {
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(|m| m.len()))
+    }
+
+    /// The sizes that fix the parameter shapes.
+    pub fn shape(&self) -> BertShape {
+        BertShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_hidden_layers,
+            intermediate_size: self.intermediate_size,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "intermediate_size": 16})
+    }
+
+    #[test]
+    fn omitted_fields_are_none_or_transformers_defaults() {
+        let c = BertConfigFile::from_value(&base()).unwrap();
+        assert_eq!((c.max_position_embeddings, c.type_vocab_size), (512, 2));
+        assert_eq!(
+            (c.hidden_act.as_deref(), c.layer_norm_eps, c.labels()),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn every_check_says_what_is_wrong() {
+        let cases: [(&str, serde_json::Value, &str); 7] = [
+            (
+                "model_type",
+                "roberta".into(),
+                "model_type is 'roberta', expected 'bert'",
+            ),
+            ("hidden_size", 0.into(), "hidden_size must be positive"),
+            (
+                "num_attention_heads",
+                3.into(),
+                "hidden_size 8 is not a multiple of num_attention_heads 3",
+            ),
+            (
+                "layer_norm_eps",
+                0.0.into(),
+                "layer_norm_eps must be positive, found 0",
+            ),
+            (
+                "hidden_dropout_prob",
+                1.0.into(),
+                "hidden_dropout_prob must be in [0, 1), found 1",
+            ),
+            (
+                "num_labels",
+                3.into(),
+                "num_labels is 3 but id2label has 2 entries",
+            ),
+            ("vocab_size", "many".into(), "not a valid BERT config.json"),
+        ];
+        for (field, value, want) in cases {
+            let mut v = base();
+            v[field] = value;
+            if field == "num_labels" {
+                v["id2label"] = serde_json::json!({"0": "a", "1": "b"});
+            }
+            let e = BertConfigFile::from_value(&v).unwrap_err();
+            assert!(e.contains(want), "{field}: {e}");
+        }
+        assert!(BertConfigFile::from_json("{ not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
+    }
+}

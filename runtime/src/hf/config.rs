@@ -2,28 +2,14 @@
 
 use super::HfError;
 use crate::tensor_io::IoError;
-use serde::Deserialize;
+use plan::bert::BertConfigFile;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn default_type_vocab() -> usize {
-    2
-}
-fn default_act() -> String {
-    "gelu".into()
-}
-fn default_eps() -> f64 {
-    1e-12
-}
-fn default_dropout() -> f64 {
-    0.1
-}
-
-/// The BERT fields of a transformers `config.json`. Missing optional fields take transformers'
-/// `BertConfig` defaults.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// A BERT config with transformers' defaults for what the file omits (`gelu`, epsilon 1e-12,
+/// dropout 0.1), parsed and checked by the one parser, [`plan::bert::BertConfigFile`].
+#[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
-    #[serde(default)]
     pub model_type: Option<String>,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -31,22 +17,14 @@ pub struct BertConfig {
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
     pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
     /// transformers' names: "gelu" is the exact (erf) GELU, "gelu_new" the tanh approximation.
-    #[serde(default = "default_act")]
     pub hidden_act: String,
-    #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
-    #[serde(default)]
     pub num_labels: Option<usize>,
-    #[serde(default)]
     pub id2label: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub label2id: Option<BTreeMap<String, usize>>,
 }
 
@@ -70,45 +48,27 @@ impl BertConfig {
 
     /// Parses and checks a config already in memory; `origin` names it in errors.
     pub fn from_value(value: &serde_json::Value, origin: &Path) -> Result<BertConfig, HfError> {
-        let bad = |msg: String| HfError::Config {
+        let f = BertConfigFile::from_value(value).map_err(|msg| HfError::Config {
             file: origin.to_path_buf(),
             msg,
-        };
-        let cfg: BertConfig = serde_json::from_value(value.clone())
-            .map_err(|e| bad(format!("not a BERT config: {e}")))?;
-        if let Some(t) = &cfg.model_type {
-            if t != "bert" {
-                return Err(bad(format!("model_type is '{t}', expected 'bert'")));
-            }
-        }
-        for (field, v) in [
-            ("vocab_size", cfg.vocab_size),
-            ("hidden_size", cfg.hidden_size),
-            ("num_hidden_layers", cfg.num_hidden_layers),
-            ("num_attention_heads", cfg.num_attention_heads),
-            ("intermediate_size", cfg.intermediate_size),
-            ("max_position_embeddings", cfg.max_position_embeddings),
-            ("type_vocab_size", cfg.type_vocab_size),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("{field} must be at least 1")));
-            }
-        }
-        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                cfg.hidden_size, cfg.num_attention_heads
-            )));
-        }
-        if let (Some(n), Some(m)) = (cfg.num_labels, &cfg.id2label) {
-            if n != m.len() {
-                return Err(bad(format!(
-                    "num_labels is {n} but id2label has {} entries",
-                    m.len()
-                )));
-            }
-        }
-        Ok(cfg)
+        })?;
+        Ok(BertConfig {
+            model_type: f.model_type,
+            vocab_size: f.vocab_size,
+            hidden_size: f.hidden_size,
+            num_hidden_layers: f.num_hidden_layers,
+            num_attention_heads: f.num_attention_heads,
+            intermediate_size: f.intermediate_size,
+            max_position_embeddings: f.max_position_embeddings,
+            type_vocab_size: f.type_vocab_size,
+            hidden_act: f.hidden_act.unwrap_or_else(|| "gelu".into()),
+            layer_norm_eps: f.layer_norm_eps.unwrap_or(1e-12),
+            hidden_dropout_prob: f.hidden_dropout_prob.unwrap_or(0.1),
+            attention_probs_dropout_prob: f.attention_probs_dropout_prob.unwrap_or(0.1),
+            num_labels: f.num_labels,
+            id2label: f.id2label,
+            label2id: f.label2id,
+        })
     }
 
     /// num_labels, or the size of id2label (transformers stores only the latter).
