@@ -2,7 +2,7 @@
 //! `tbc step` and `./trainer step`): batch tensors from `--batch`, parameters from `--weights`,
 //! Adam moments from `--weights` or zeros, state and schedule scalars from flags.
 
-use crate::tensor_io::{self, elem_name, IoError, RawTensor};
+use crate::tensor_io::{self, IoError, RawTensor};
 use plan::exec::{Slot, StepDefaults};
 use plan::ElemType;
 use std::collections::BTreeMap;
@@ -57,11 +57,6 @@ pub fn scalars(defaults: &StepDefaults, f: &StepFlags) -> BTreeMap<&'static str,
     ])
 }
 
-fn describe(s: &Slot) -> String {
-    let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
-    format!("{}[{}]", elem_name(s.elem), dims.join(","))
-}
-
 fn is_int(e: ElemType) -> bool {
     matches!(e, ElemType::I32 | ElemType::I64)
 }
@@ -101,7 +96,7 @@ pub fn bind_inputs(
                 return Err(BindError::Missing(
                     file.to_path_buf(),
                     name.into(),
-                    describe(slot),
+                    slot.type_string(),
                 ));
             };
             let compatible = (is_int(t.elem) && is_int(slot.elem))
@@ -110,8 +105,8 @@ pub fn bind_inputs(
                 return Err(BindError::Dtype(
                     file.to_path_buf(),
                     name.into(),
-                    elem_name(t.elem),
-                    elem_name(slot.elem),
+                    t.elem.name(),
+                    slot.elem.name(),
                 ));
             }
             if t.shape != slot.shape {

@@ -54,10 +54,6 @@ fn dtype_of(e: ElemType) -> Dtype {
     }
 }
 
-pub fn elem_name(e: ElemType) -> &'static str {
-    e.name()
-}
-
 fn chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
     raw.chunks_exact(N).map(|c| c.try_into().unwrap())
 }

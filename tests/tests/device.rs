@@ -220,10 +220,7 @@ fn a_td1_run_moves_only_the_batch_in_and_the_logged_scalars_out() {
         .collect();
     let batch_bytes: usize = ["input_ids", "input_mask", "segment_ids"]
         .iter()
-        .map(|n| {
-            let s = plan.inputs.iter().find(|s| s.name == *n).unwrap();
-            s.shape.iter().product::<usize>() * s.elem.size_bytes()
-        })
+        .map(|n| plan.inputs.iter().find(|s| s.name == *n).unwrap().bytes())
         .sum();
     let scalar_outputs: usize = plan
         .outputs
@@ -261,10 +258,7 @@ fn a_td1_run_moves_only_the_batch_in_and_the_logged_scalars_out() {
     let total_state: usize = plan
         .donations
         .iter()
-        .map(|d| {
-            let s = &plan.outputs[d.output];
-            s.shape.iter().product::<usize>() * s.elem.size_bytes()
-        })
+        .map(|d| plan.outputs[d.output].bytes())
         .sum();
     println!(
         "per step: {batch_bytes} bytes in, {} scalar reads out, {} donated buffers ({total_state} bytes) stay on the device",

@@ -40,6 +40,19 @@ pub struct Slot {
     pub shape: Vec<usize>,
 }
 
+impl Slot {
+    /// Bytes of the slot's tensor.
+    pub fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.elem.size_bytes()
+    }
+
+    /// Its type as messages write it: `f32[4,16]`.
+    pub fn type_string(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+        format!("{}[{}]", self.elem, dims.join(","))
+    }
+}
+
 /// One unit of work, in execution order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 struct HostExecutable {
     plan: ExecutablePlan,
     arena: AlignedBuf,
+    /// The bindings last checked for this plan, with their addresses: a session binds the same
+    /// buffers every step, so they are checked once, not per step.
+    bound: Option<(Bindings, Vec<*mut u8>, Vec<*mut u8>)>,
 }
 
 pub struct HostDevice<'k> {
@@ -92,14 +95,40 @@ impl Device for HostDevice<'_> {
         self.executables.push(HostExecutable {
             plan: plan.clone(),
             arena: AlignedBuf::zeroed(plan.arena_bytes),
+            bound: None,
         });
         Ok(ExecutableId(self.executables.len() - 1))
     }
 
     fn submit(&mut self, exe: ExecutableId, bindings: &Bindings) -> Result<(), DeviceError> {
+        let checked = matches!(&self.executables[exe.0].bound, Some((b, _, _)) if b == bindings);
+        if !checked {
+            self.check_bindings(exe, bindings)?;
+            // Buffers never move (each is its own allocation), so the addresses stay valid.
+            let ptr = |b: &BufferId| self.buffers[b.0].as_slice().as_ptr() as *mut u8;
+            let inputs = bindings.inputs.iter().map(ptr).collect();
+            let outputs = bindings.outputs.iter().map(ptr).collect();
+            self.executables[exe.0].bound = Some((bindings.clone(), inputs, outputs));
+        }
+        let e = &mut self.executables[exe.0];
+        let (_, inputs, outputs) = e.bound.as_ref().expect("bound above");
+        let bound = Bound {
+            inputs,
+            outputs,
+            arena: e.arena.as_mut_ptr(),
+        };
+        // SAFETY: every bound buffer was checked to hold its slot's bytes and outputs to be
+        // distinct from each other and from the inputs; the arena was allocated for this plan.
+        unsafe { execute(&e.plan, &bound, self.kernels, self.profile.as_mut())? };
+        Ok(())
+    }
+}
+
+impl HostDevice<'_> {
+    /// Every slot bound to a buffer of its size, outputs distinct from each other and the inputs.
+    fn check_bindings(&self, exe: ExecutableId, bindings: &Bindings) -> Result<(), DeviceError> {
         let device = self.name();
-        let e = &self.executables[exe.0];
-        let plan = &e.plan;
+        let plan = &self.executables[exe.0].plan;
         for (what, slots, bound) in [
             ("inputs", &plan.inputs, &bindings.inputs),
             ("outputs", &plan.outputs, &bindings.outputs),
@@ -114,8 +143,7 @@ impl Device for HostDevice<'_> {
                 });
             }
             for (s, &b) in slots.iter().zip(bound.iter()) {
-                let len = s.shape.iter().product::<usize>() * s.elem.size_bytes();
-                self.check_len(b, "but the slot needs", len)?;
+                self.check_len(b, "but the slot needs", s.bytes())?;
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -128,18 +156,6 @@ impl Device for HostDevice<'_> {
                 });
             }
         }
-        let ptr = |b: &BufferId| self.buffers[b.0].as_slice().as_ptr() as *mut u8;
-        let inputs: Vec<*mut u8> = bindings.inputs.iter().map(ptr).collect();
-        let outputs: Vec<*mut u8> = bindings.outputs.iter().map(ptr).collect();
-        let e = &mut self.executables[exe.0];
-        let bound = Bound {
-            inputs: &inputs,
-            outputs: &outputs,
-            arena: e.arena.as_mut_ptr(),
-        };
-        // SAFETY: every bound buffer was checked to hold its slot's bytes and outputs to be
-        // distinct from each other and from the inputs; the arena was allocated for this plan.
-        unsafe { execute(&e.plan, &bound, self.kernels, self.profile.as_mut())? };
         Ok(())
     }
 }

@@ -124,7 +124,7 @@ impl<'k> Runner<'k> {
         let outputs = plan
             .outputs
             .iter()
-            .map(|s| AlignedBuf::zeroed(s.shape.iter().product::<usize>() * s.elem.size_bytes()))
+            .map(|s| AlignedBuf::zeroed(s.bytes()))
             .collect();
         Runner {
             plan,
@@ -152,7 +152,7 @@ impl<'k> Runner<'k> {
             });
         }
         for (slot, bytes) in plan.inputs.iter().zip(inputs) {
-            let expected = slot.shape.iter().product::<usize>() * slot.elem.size_bytes();
+            let expected = slot.bytes();
             if bytes.len() != expected {
                 return Err(RuntimeError::InputSize {
                     plan: plan.name.clone(),

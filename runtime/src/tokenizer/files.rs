@@ -39,13 +39,14 @@ pub struct TokenizerFiles {
 
 impl TokenizerFiles {
     /// A model directory's own tokenizer files, copied byte for byte; any of the four it lacks
-    /// is generated from the tokenizer the directory describes ([`WordPieceTokenizer::from_dir`]).
+    /// is generated from `tok`, the tokenizer the directory describes
+    /// ([`WordPieceTokenizer::from_dir`]).
     pub fn copy_from_dir(
         dir: &Path,
+        tok: &WordPieceTokenizer,
         model_max_length: usize,
     ) -> Result<TokenizerFiles, TokenizerError> {
-        let tok = WordPieceTokenizer::from_dir(dir)?;
-        let generated = TokenizerFiles::generate(&tok, model_max_length)?;
+        let generated = TokenizerFiles::generate(tok, model_max_length)?;
         let mut files = Vec::new();
         for (name, made) in generated.files {
             let p = dir.join(name);

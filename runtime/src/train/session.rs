@@ -6,7 +6,7 @@
 use crate::device::host::HostDevice;
 use crate::device::{Bindings, BufferId, Device, DeviceError, ExecutableId};
 use crate::exec::LoopKernels;
-use crate::tensor_io::{elem_name, RawTensor};
+use crate::tensor_io::RawTensor;
 use plan::exec::{ExecutablePlan, Slot};
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,11 +40,6 @@ pub enum SessionError {
     Device(#[from] DeviceError),
 }
 
-fn describe(s: &Slot) -> String {
-    let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
-    format!("{}[{}]", elem_name(s.elem), dims.join(","))
-}
-
 /// A phase's plan with all of its inputs, on a device: every input and output has a device
 /// buffer bound once; the plan's donations copy new state into the inputs on the device after
 /// each step, so only what the caller sets goes in and only what it reads comes out.
@@ -58,10 +53,6 @@ pub struct Session<'k> {
     input_index: HashMap<String, usize>,
     /// Whether a step has run (outputs exist).
     ran: bool,
-}
-
-fn slot_bytes(s: &Slot) -> usize {
-    s.shape.iter().product::<usize>() * s.elem.size_bytes()
 }
 
 impl<'k> Session<'k> {
@@ -84,10 +75,7 @@ impl<'k> Session<'k> {
             .collect();
         let exe = device.load(plan)?;
         let mut alloc = |slots: &[Slot]| -> Result<Vec<BufferId>, DeviceError> {
-            slots
-                .iter()
-                .map(|s| device.allocate(slot_bytes(s)))
-                .collect()
+            slots.iter().map(|s| device.allocate(s.bytes())).collect()
         };
         let bindings = Bindings {
             inputs: alloc(&plan.inputs)?,
@@ -136,7 +124,7 @@ impl<'k> Session<'k> {
             return Err(SessionError::Dtype {
                 origin: origin.into(),
                 name: name.into(),
-                found: elem_name(t.elem),
+                found: t.elem.name(),
                 expected: if slot.elem.is_float() {
                     "float"
                 } else {
@@ -172,7 +160,7 @@ impl<'k> Session<'k> {
     }
 
     fn read(&self, buffer: BufferId, slot: &Slot) -> Option<RawTensor> {
-        let mut bytes = vec![0u8; slot_bytes(slot)];
+        let mut bytes = vec![0u8; slot.bytes()];
         self.device.download(buffer, &mut bytes).ok()?;
         Some(RawTensor {
             elem: slot.elem,
@@ -218,7 +206,7 @@ impl<'k> Session<'k> {
                 phase: self.plan().name.clone(),
                 what: "input",
                 name: s.name.clone(),
-                expected: describe(s),
+                expected: s.type_string(),
             });
         }
         self.device.submit(self.exe, &self.bindings)?;

@@ -64,7 +64,8 @@ pub fn export_tokenizer(
 ) -> Result<Option<TokenizerFiles>, String> {
     let fail = |e: crate::tokenizer::TokenizerError| e.to_string();
     if let Some(d) = s.explicit {
-        return TokenizerFiles::copy_from_dir(d, model_max_length)
+        return WordPieceTokenizer::from_dir(d)
+            .and_then(|t| TokenizerFiles::copy_from_dir(d, &t, model_max_length))
             .map(Some)
             .map_err(|e| format!("--tokenizer: {e}"));
     }
@@ -72,9 +73,10 @@ pub fn export_tokenizer(
     let data = s.data.and_then(data_sidecar);
     if s.vocab.is_none() {
         if let Some((dir, t)) = &teacher {
-            t.as_ref()
+            let t = t
+                .as_ref()
                 .map_err(|e| format!("the teacher's tokenizer: {e}"))?;
-            return TokenizerFiles::copy_from_dir(dir, model_max_length)
+            return TokenizerFiles::copy_from_dir(dir, t, model_max_length)
                 .map(Some)
                 .map_err(fail);
         }

@@ -112,11 +112,7 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
                 Step::Copy { .. } | Step::Collective { .. } => {}
             }
         }
-        let input_bytes: usize = p
-            .inputs
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>() * s.elem.size_bytes())
-            .sum();
+        let input_bytes: usize = p.inputs.iter().map(|s| s.bytes()).sum();
         writeln!(
             s,
             "{:5} {} loop kernels, {} GEMMs ({:.3} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
