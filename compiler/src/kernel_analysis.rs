@@ -1,14 +1,15 @@
 //! What every back end needs to know about a fused loop kernel before it generates code, decided
 //! once here: which values get storage of their own (*materialized*) and which are recomputed
-//! inline where they are read, the reductions, and the iteration spaces (materialized values by
-//! shape). Tiling and thread partitioning stay with each target.
+//! inline where they are read, the reductions, and the loop nests that compute the materialized
+//! values in order (consecutive elementwise values of one shape share one nest, so one pass over
+//! memory writes several outputs). Tiling and thread partitioning stay with each target.
 //!
 //! Materialized: kernel inputs, reductions, pads and a pad's operand, kernel outputs, and
 //! "shared expensive" values — nodes that two or more consumers would otherwise each recompute
 //! and whose recomputation costs at least `shared_cost_limit` (an `exp`, a `tanh`, Philox…).
 
 use ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// The analysis of one loop kernel graph (`crate::exec::kernel_graph`).
 #[derive(Clone, Debug, PartialEq)]
@@ -17,31 +18,57 @@ pub struct KernelAnalysis {
     pub materialized: Vec<bool>,
     /// The reduction nodes.
     pub reductions: Vec<ValueId>,
-    /// Materialized computed values (not inputs) by shape: each shape is one iteration space.
-    pub iteration_spaces: BTreeMap<Vec<usize>, Vec<ValueId>>,
+    /// The materialized computed values (not inputs) in graph order, as loop nests.
+    pub loop_nests: Vec<LoopNest>,
+}
+
+/// One loop nest of a kernel: what a back end emits as one loop (or one generic, one launch).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoopNest {
+    /// Consecutive materialized elementwise values of one shape, computed in one pass (a
+    /// multi-output loop); each value's inline cone is recomputed inside it.
+    Elementwise {
+        shape: Vec<usize>,
+        values: Vec<ValueId>,
+    },
+    /// A reduction over its operand's shape.
+    Reduce(ValueId),
+    /// A pad over the padded shape, reading its materialized operand.
+    Pad(ValueId),
 }
 
 impl KernelAnalysis {
     pub fn new(k: &Graph, shared_cost_limit: usize) -> KernelAnalysis {
         let materialized = choose_materialized(k, shared_cost_limit);
         let mut reductions = Vec::new();
-        let mut iteration_spaces: BTreeMap<Vec<usize>, Vec<ValueId>> = BTreeMap::new();
+        let mut loop_nests: Vec<LoopNest> = Vec::new();
         for (i, node) in k.nodes.iter().enumerate() {
             let v = ValueId(i as u32);
             if matches!(node.op, Op::Reduce { .. }) {
                 reductions.push(v);
             }
-            if materialized[i] && !matches!(node.op, Op::Input { .. }) {
-                iteration_spaces
-                    .entry(node.ty.shape.clone())
-                    .or_default()
-                    .push(v);
+            if !materialized[i] {
+                continue;
+            }
+            match &node.op {
+                Op::Input { .. } => {}
+                Op::Reduce { .. } => loop_nests.push(LoopNest::Reduce(v)),
+                Op::Pad { .. } => loop_nests.push(LoopNest::Pad(v)),
+                _ => match loop_nests.last_mut() {
+                    Some(LoopNest::Elementwise { shape, values }) if *shape == node.ty.shape => {
+                        values.push(v)
+                    }
+                    _ => loop_nests.push(LoopNest::Elementwise {
+                        shape: node.ty.shape.clone(),
+                        values: vec![v],
+                    }),
+                },
             }
         }
         KernelAnalysis {
             materialized,
             reductions,
-            iteration_spaces,
+            loop_nests,
         }
     }
 }
@@ -155,10 +182,54 @@ mod tests {
         let a = KernelAnalysis::new(&g, 20);
         assert!(a.materialized[exp], "exp (cost 20) read by two reductions");
         assert_eq!(a.reductions.len(), 2);
-        assert_eq!(a.iteration_spaces[&vec![4, 8]], [ValueId(exp as u32)]);
-        assert_eq!(a.iteration_spaces[&vec![4]].len(), 2);
+        let exp = ValueId(exp as u32);
+        let (s, m) = (a.reductions[0], a.reductions[1]);
+        assert_eq!(
+            a.loop_nests,
+            [
+                LoopNest::Elementwise {
+                    shape: vec![4, 8],
+                    values: vec![exp]
+                },
+                LoopNest::Reduce(s),
+                LoopNest::Reduce(m)
+            ]
+        );
         let b = KernelAnalysis::new(&g, 21);
-        assert!(!b.materialized[exp], "below the limit it is recomputed");
-        assert!(!b.iteration_spaces.contains_key(&vec![4, 8]));
+        assert!(
+            !b.materialized[exp.index()],
+            "below the limit it is recomputed"
+        );
+        assert_eq!(b.loop_nests, [LoopNest::Reduce(s), LoopNest::Reduce(m)]);
+    }
+
+    /// Two outputs of one shape share a nest; a value of another shape starts a new one.
+    #[test]
+    fn consecutive_elementwise_values_of_one_shape_share_a_loop_nest() {
+        let mut b = Builder::new("k");
+        let x = b.input("in0", TensorType::new(DType::F32, vec![4, 8]));
+        let y = b.neg(x);
+        let z = b.mul(x, x);
+        let s = b.sum(z, &[1]);
+        let t = b.neg(s);
+        b.output("y", y);
+        b.output("z", z);
+        b.output("t", t);
+        let g = b.finish();
+        let a = KernelAnalysis::new(&g, 20);
+        assert_eq!(
+            a.loop_nests,
+            [
+                LoopNest::Elementwise {
+                    shape: vec![4, 8],
+                    values: vec![y, z]
+                },
+                LoopNest::Reduce(s),
+                LoopNest::Elementwise {
+                    shape: vec![4],
+                    values: vec![t]
+                },
+            ]
+        );
     }
 }

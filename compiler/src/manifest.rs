@@ -4,59 +4,30 @@
 
 use crate::frontend::config::ModelConfig;
 use crate::frontend::preset::{Phase, Preset, ScheduleKind};
+use ::plan::bert::{label_names, BertShape, ResolvedBertConfig};
 use ::plan::manifest::{self, InitFamily, LossScale, Manifest, PhaseInfo, WarmupRule};
 use serde_json::{json, Value};
 
-/// `raw` (the config file as written, or `{}`) with every field tbc resolved made explicit, so
-/// the trainer can export a config that means what it trained.
-pub fn hf_config(c: &ModelConfig, raw: &str) -> Value {
-    let mut v: Value = serde_json::from_str(raw).unwrap_or_else(|_| json!({}));
-    if !v.is_object() {
-        v = json!({});
+/// `raw` (the config file as written, or `{}`) with every field tbc resolved made explicit and
+/// the label names `labels`, so the trainer can export a config that means what it trained.
+fn hf_config(c: &ModelConfig, raw: &Value, labels: Vec<String>) -> Value {
+    ResolvedBertConfig {
+        shape: BertShape {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            num_layers: c.num_layers,
+            intermediate_size: c.intermediate_size,
+            max_position_embeddings: c.max_position_embeddings,
+            type_vocab_size: c.type_vocab_size,
+        },
+        num_attention_heads: c.num_heads,
+        hidden_act: c.activation.hf_name().to_string(),
+        layer_norm_eps: c.layer_norm_eps,
+        hidden_dropout_prob: c.hidden_dropout,
+        attention_probs_dropout_prob: c.attention_dropout,
+        labels,
     }
-    let o = v.as_object_mut().expect("object");
-    let set = |o: &mut serde_json::Map<String, Value>, k: &str, x: Value| {
-        o.insert(k.to_string(), x);
-    };
-    set(o, "model_type", json!("bert"));
-    set(o, "vocab_size", json!(c.vocab_size));
-    set(o, "hidden_size", json!(c.hidden_size));
-    set(o, "num_hidden_layers", json!(c.num_layers));
-    set(o, "num_attention_heads", json!(c.num_heads));
-    set(o, "intermediate_size", json!(c.intermediate_size));
-    set(
-        o,
-        "max_position_embeddings",
-        json!(c.max_position_embeddings),
-    );
-    set(o, "type_vocab_size", json!(c.type_vocab_size));
-    set(o, "hidden_act", json!(c.activation.hf_name()));
-    set(o, "layer_norm_eps", json!(c.layer_norm_eps));
-    set(o, "hidden_dropout_prob", json!(c.hidden_dropout));
-    set(
-        o,
-        "attention_probs_dropout_prob",
-        json!(c.attention_dropout),
-    );
-    set(o, "num_labels", json!(c.num_labels));
-    let has_labels = o
-        .get("id2label")
-        .and_then(|m| m.as_object())
-        .is_some_and(|m| m.len() == c.num_labels);
-    if !has_labels {
-        let id2label: serde_json::Map<String, Value> = (0..c.num_labels)
-            .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
-            .collect();
-        set(o, "id2label", Value::Object(id2label));
-    }
-    let label2id: serde_json::Map<String, Value> = o["id2label"]
-        .as_object()
-        .expect("set above")
-        .iter()
-        .filter_map(|(k, v)| Some((v.as_str()?.to_string(), json!(k.parse::<u64>().ok()?))))
-        .collect();
-    set(o, "label2id", Value::Object(label2id));
-    v
+    .write_over(raw)
 }
 
 fn schedule(kind: ScheduleKind) -> manifest::ScheduleKind {
@@ -108,18 +79,18 @@ pub fn manifest(
     phases: &[Phase],
 ) -> Manifest {
     let paper = preset.name == "paper";
-    let teacher_config = hf_config(teacher, teacher_raw);
-    let mut student_config = hf_config(student, student_raw);
+    let parse = |raw: &str| serde_json::from_str::<Value>(raw).unwrap_or_else(|_| json!({}));
+    let (teacher_raw, student_raw) = (parse(teacher_raw), parse(student_raw));
+    let teacher_labels = label_names(&teacher_raw, teacher.num_labels);
     // A student without label names takes the teacher's (same task).
-    let student_names_labels = serde_json::from_str::<Value>(student_raw)
-        .ok()
-        .and_then(|v| v.get("id2label").cloned())
-        .is_some();
-    if !student_names_labels && teacher.num_labels == student.num_labels {
-        for k in ["id2label", "label2id"] {
-            student_config[k] = teacher_config[k].clone();
-        }
-    }
+    let student_labels =
+        if student_raw.get("id2label").is_none() && teacher.num_labels == student.num_labels {
+            teacher_labels.clone()
+        } else {
+            label_names(&student_raw, student.num_labels)
+        };
+    let teacher_config = hf_config(teacher, &teacher_raw, teacher_labels);
+    let student_config = hf_config(student, &student_raw, student_labels);
     Manifest {
         preset: preset.name.to_string(),
         batch,

@@ -68,6 +68,75 @@ impl BertShape {
     }
 }
 
+/// Every `config.json` field tbc resolves: what a trainer trains and exports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedBertConfig {
+    pub shape: BertShape,
+    pub num_attention_heads: usize,
+    /// transformers' activation name ("gelu", "gelu_new", …).
+    pub hidden_act: String,
+    pub layer_norm_eps: f64,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    /// Label names in id order.
+    pub labels: Vec<String>,
+}
+
+impl ResolvedBertConfig {
+    /// The one `config.json` writer: `base` (the file as written, or `{}`) with every resolved
+    /// field made explicit and `id2label`/`label2id` from the labels; `base`'s other fields are
+    /// kept, so a config says exactly what was trained.
+    pub fn write_over(&self, base: &serde_json::Value) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        let mut o = base.as_object().cloned().unwrap_or_default();
+        let s = &self.shape;
+        let id2label: Map<String, Value> = (self.labels.iter().enumerate())
+            .map(|(i, l)| (i.to_string(), json!(l)))
+            .collect();
+        let label2id: Map<String, Value> = (self.labels.iter().enumerate())
+            .map(|(i, l)| (l.clone(), json!(i)))
+            .collect();
+        for (k, v) in [
+            ("model_type", json!("bert")),
+            ("vocab_size", json!(s.vocab_size)),
+            ("hidden_size", json!(s.hidden_size)),
+            ("num_hidden_layers", json!(s.num_layers)),
+            ("num_attention_heads", json!(self.num_attention_heads)),
+            ("intermediate_size", json!(s.intermediate_size)),
+            ("max_position_embeddings", json!(s.max_position_embeddings)),
+            ("type_vocab_size", json!(s.type_vocab_size)),
+            ("hidden_act", json!(self.hidden_act)),
+            ("layer_norm_eps", json!(self.layer_norm_eps)),
+            ("hidden_dropout_prob", json!(self.hidden_dropout_prob)),
+            (
+                "attention_probs_dropout_prob",
+                json!(self.attention_probs_dropout_prob),
+            ),
+            ("num_labels", json!(self.labels.len())),
+            ("id2label", Value::Object(id2label)),
+            ("label2id", Value::Object(label2id)),
+        ] {
+            o.insert(k.to_string(), v);
+        }
+        Value::Object(o)
+    }
+}
+
+/// The label names of a config (parsed JSON) when its `id2label` names exactly the ids
+/// `0..n`, else `LABEL_0 … LABEL_{n-1}` (transformers' default names).
+pub fn label_names(config: &serde_json::Value, n: usize) -> Vec<String> {
+    let named: Option<Vec<String>> = config
+        .get("id2label")
+        .and_then(|m| m.as_object())
+        .filter(|m| m.len() == n)
+        .and_then(|m| {
+            (0..n)
+                .map(|i| Some(m.get(&i.to_string())?.as_str()?.to_string()))
+                .collect()
+        });
+    named.unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect())
+}
+
 /// A Hugging Face BERT `config.json` as written: the one parser of these files. What a file may
 /// omit is `None`; the reader fills it (the compiler from the preset, the runtime's loader with
 /// transformers' defaults).
@@ -264,5 +333,37 @@ mod tests {
         assert!(BertConfigFile::from_json("{ not json")
             .unwrap_err()
             .contains("not valid JSON"));
+    }
+
+    /// The writer keeps the user's other fields, makes every resolved one explicit, and what
+    /// it writes parses back to the same config.
+    #[test]
+    fn the_writer_round_trips_through_the_parser() {
+        let mut user = base();
+        user["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+        user["id2label"] = serde_json::json!({"0": "neg", "1": "pos"});
+        let labels = label_names(&user, 2);
+        assert_eq!(labels, ["neg", "pos"]);
+        assert_eq!(label_names(&user, 3), ["LABEL_0", "LABEL_1", "LABEL_2"]);
+        let c = BertConfigFile::from_value(&base()).unwrap();
+        let resolved = ResolvedBertConfig {
+            shape: c.shape(),
+            num_attention_heads: 2,
+            hidden_act: "gelu_new".into(),
+            layer_norm_eps: 1e-5,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.1,
+            labels,
+        };
+        let written = resolved.write_over(&user);
+        assert_eq!(written["architectures"], user["architectures"]);
+        assert_eq!(written["label2id"], serde_json::json!({"neg": 0, "pos": 1}));
+        let back = BertConfigFile::from_value(&written).unwrap();
+        assert_eq!(back.shape(), c.shape());
+        assert_eq!(back.hidden_act.as_deref(), Some("gelu_new"));
+        assert_eq!(back.layer_norm_eps, Some(1e-5));
+        assert_eq!(back.hidden_dropout_prob, Some(0.0));
+        assert_eq!(back.attention_probs_dropout_prob, Some(0.1));
+        assert_eq!(back.labels(), Some(2));
     }
 }

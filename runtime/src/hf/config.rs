@@ -2,7 +2,7 @@
 
 use super::HfError;
 use crate::tensor_io::IoError;
-use plan::bert::BertConfigFile;
+use plan::bert::{BertConfigFile, ResolvedBertConfig};
 use std::path::Path;
 
 /// A BERT config as the file says it ([`BertConfigFile`], the one parser, reached through
@@ -57,6 +57,20 @@ impl BertConfig {
             hidden_dropout_prob: f.hidden_dropout_prob.unwrap_or(0.1),
             file: f,
         })
+    }
+
+    /// This config with every field resolved (transformers' defaults for the omitted ones) and
+    /// these label names, ready for the one writer.
+    pub fn resolved(&self, labels: Vec<String>) -> ResolvedBertConfig {
+        ResolvedBertConfig {
+            shape: self.shape(),
+            num_attention_heads: self.num_attention_heads,
+            hidden_act: self.hidden_act.clone(),
+            layer_norm_eps: self.layer_norm_eps,
+            hidden_dropout_prob: self.hidden_dropout_prob,
+            attention_probs_dropout_prob: self.file.attention_probs_dropout_prob.unwrap_or(0.1),
+            labels,
+        }
     }
 
     /// The (name, shape) list of a `BertForSequenceClassification` with this config (the same

@@ -66,27 +66,18 @@ fn export_err(dir: &Path, msg: impl Into<String>) -> HfError {
     }
 }
 
-/// The exported `config.json`: the student's config with the classifier's labels, the model
-/// code of [`MODELING_PY`] and explicit activation and epsilon.
+/// The exported `config.json`: the trained config through the one writer
+/// ([`plan::bert::ResolvedBertConfig::write_over`]) with the export's labels, plus what the exported model
+/// class needs.
 fn export_config(
     student: &serde_json::Value,
     cfg: &BertConfig,
     labels: &[String],
 ) -> serde_json::Value {
     use serde_json::json;
-    let mut c = student.as_object().cloned().unwrap_or_default();
-    let id2label: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i.to_string(), json!(l)))
-        .collect();
-    let label2id: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), json!(i)))
-        .collect();
+    let mut c = cfg.resolved(labels.to_vec()).write_over(student);
+    let o = c.as_object_mut().expect("the writer returns an object");
     for (k, v) in [
-        ("model_type", json!("bert")),
         (
             "architectures",
             json!(["TinyBertForSequenceClassification"]),
@@ -96,12 +87,6 @@ fn export_config(
             json!({"AutoModelForSequenceClassification":
                    "modeling_tinybert.TinyBertForSequenceClassification"}),
         ),
-        ("num_labels", json!(labels.len())),
-        ("id2label", json!(id2label)),
-        ("label2id", json!(label2id)),
-        ("hidden_act", json!(cfg.hidden_act)),
-        ("layer_norm_eps", json!(cfg.layer_norm_eps)),
-        ("type_vocab_size", json!(cfg.type_vocab_size)),
         // The weights are f32 whatever the student config said (`torch_dtype` for
         // transformers 4, `dtype` for 5).
         ("torch_dtype", json!("float32")),
@@ -109,9 +94,9 @@ fn export_config(
         // TinyBERT applies no dropout between the pooler and the classifier.
         ("classifier_dropout", json!(0.0)),
     ] {
-        c.insert(k.to_string(), v);
+        o.insert(k.to_string(), v);
     }
-    serde_json::Value::Object(c)
+    c
 }
 
 /// Checks an export's tokenizer against the model: its vocabulary must fit the embedding table
@@ -282,15 +267,7 @@ pub fn export_hf_classifier(
             ))
         }
         Some(l) => l.to_vec(),
-        None => match &cfg.id2label {
-            Some(m)
-                if m.len() == num_labels
-                    && (0..num_labels).all(|i| m.contains_key(&i.to_string())) =>
-            {
-                (0..num_labels).map(|i| m[&i.to_string()].clone()).collect()
-            }
-            _ => (0..num_labels).map(|i| format!("LABEL_{i}")).collect(),
-        },
+        None => plan::bert::label_names(config, num_labels),
     };
     if labels.iter().collect::<BTreeSet<_>>().len() != labels.len() {
         return Err(export_err(

@@ -20,7 +20,7 @@
 
 use super::partition::Part;
 use super::{ArgLayout, KernelFunc, LowerError, LowerOptions};
-use compiler::kernel_analysis::KernelAnalysis;
+use compiler::kernel_analysis::{KernelAnalysis, LoopNest};
 use ir::{BinaryOp, CmpOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -1108,7 +1108,7 @@ pub(crate) fn lower_func(
     options: &LowerOptions,
 ) -> Result<KernelFunc, LowerError> {
     validate(k, name)?;
-    let materialized = KernelAnalysis::new(k, options.shared_cost_limit).materialized;
+    let analysis = KernelAnalysis::new(k, options.shared_cost_limit);
     let part = super::partition::choose(k, options.max_parts, options.min_part_work);
     let mut e = Emitter {
         g: k,
@@ -1179,42 +1179,54 @@ pub(crate) fn lower_func(
     if e.part.is_some() {
         params.push("%off: index".to_string());
     }
-    // Materialized nodes in order; elementwise ones are grouped by shape.
-    let mut group: Vec<Member> = Vec::new();
-    for (i, node) in k.nodes.iter().enumerate() {
-        if !materialized[i] || matches!(node.op, Op::Input { .. }) {
-            continue;
-        }
-        let output = e.output_of.get(&i).copied();
-        match &node.op {
-            Op::Reduce { kind, axes } => {
-                if !group.is_empty() {
-                    e.emit_group(&std::mem::take(&mut group))?;
-                }
+    // The analysis's loop nests in order. A reduction whose result must be copied to an output
+    // joins the next elementwise nest when that nest has its shape.
+    let mut pending: Option<Member> = None;
+    let flush = |e: &mut Emitter, pending: &mut Option<Member>| match pending.take() {
+        Some(m) => e.emit_group(&[m]),
+        None => Ok(()),
+    };
+    for nest in &analysis.loop_nests {
+        match nest {
+            LoopNest::Reduce(v) => {
+                flush(&mut e, &mut pending)?;
+                let i = v.index();
+                let output = e.output_of.get(&i).copied();
+                let Op::Reduce { kind, axes } = &k.nodes[i].op else {
+                    return Err(e.internal(*v, "is not a reduction"));
+                };
                 let copy_out = e.emit_reduce(i, *kind, axes, output)?;
                 if copy_out && output.is_some() {
-                    group.push(Member { node: i, output });
+                    pending = Some(Member { node: i, output });
                 }
             }
-            Op::Pad { low, .. } => {
-                if !group.is_empty() {
-                    e.emit_group(&std::mem::take(&mut group))?;
-                }
+            LoopNest::Pad(v) => {
+                flush(&mut e, &mut pending)?;
+                let i = v.index();
+                let Op::Pad { low, .. } = &k.nodes[i].op else {
+                    return Err(e.internal(*v, "is not a pad"));
+                };
+                let output = e.output_of.get(&i).copied();
                 e.emit_pad(i, low, output)?;
             }
-            _ => {
-                if let Some(first) = group.first() {
-                    if k.nodes[first.node].ty.shape != node.ty.shape {
-                        e.emit_group(&std::mem::take(&mut group))?;
+            LoopNest::Elementwise { shape, values } => {
+                let mut group: Vec<Member> = Vec::new();
+                if let Some(m) = pending.take() {
+                    if k.nodes[m.node].ty.shape == *shape {
+                        group.push(m);
+                    } else {
+                        e.emit_group(&[m])?;
                     }
                 }
-                group.push(Member { node: i, output });
+                group.extend(values.iter().map(|v| Member {
+                    node: v.index(),
+                    output: e.output_of.get(&v.index()).copied(),
+                }));
+                e.emit_group(&group)?;
             }
         }
     }
-    if !group.is_empty() {
-        e.emit_group(&group)?;
-    }
+    flush(&mut e, &mut pending)?;
     // Results into the output buffers.
     for (i, (_, v)) in k.outputs.iter().enumerate() {
         let m = e.mat[v.index()].clone().expect("outputs are materialized");
