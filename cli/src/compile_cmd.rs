@@ -1,7 +1,7 @@
 //! `tbc compile`: parses the arguments, picks the target by name and calls the compiler driver
 //! (`compiler::driver`), which runs the pipeline for one or more phases up to a stage.
 
-use crate::model_args::ModelArgs;
+use crate::model_args::ConfigArgs;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use compiler::driver::{compile, CompileOutput, CompileRequest, ModelInput};
@@ -18,15 +18,8 @@ pub struct CompileArgs {
     /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
     #[arg(long, default_value = "gd,td1,td2,eval")]
     pub phases: String,
-    /// Teacher config.json; default: built-in BERT-base.
-    #[arg(long)]
-    pub teacher_config: Option<PathBuf>,
-    /// Student config.json; default: the preset's built-in student.
-    #[arg(long)]
-    pub student_config: Option<PathBuf>,
-    /// mindspore | paper
-    #[arg(long, default_value = "mindspore")]
-    pub preset: String,
+    #[command(flatten)]
+    pub configs: ConfigArgs,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     #[arg(long, default_value_t = 64)]
@@ -44,14 +37,6 @@ pub struct CompileArgs {
     /// CPU to generate code for: an LLVM CPU name (default x86-64-v3) or `native`.
     #[arg(long, default_value = "x86-64-v3")]
     pub cpu: String,
-}
-
-/// The config files as written (`{}`-like built-in text otherwise), for the manifest.
-fn raw_config(path: &Option<PathBuf>, builtin: &str) -> Result<String> {
-    Ok(match path {
-        Some(p) => std::fs::read_to_string(p)?,
-        None => builtin.to_string(),
-    })
 }
 
 /// Names `--dump-after` accepts: the stages and the simplify passes.
@@ -100,19 +85,8 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         bail!("--phases is empty (expected a list such as gd,td1,td2,eval)");
     }
     // Resolved once: configs and preset do not depend on the phase.
-    let r = ModelArgs {
-        phase: "eval".into(),
-        teacher_config: args.teacher_config.clone(),
-        student_config: args.student_config.clone(),
-        preset: args.preset.clone(),
-        dtype: "f32".into(),
-    }
-    .resolve()?;
-    let teacher_raw = raw_config(
-        &args.teacher_config,
-        compiler::frontend::config::builtin::BERT_BASE,
-    )?;
-    let student_raw = raw_config(&args.student_config, r.preset.default_student)?;
+    let r = args.configs.resolve()?;
+    let (teacher_raw, student_raw) = args.configs.raw_texts(&r.preset)?;
     let req = CompileRequest {
         phases: &phases,
         teacher: ModelInput {
@@ -126,7 +100,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         preset: &r.preset,
         batch: args.batch,
         seq_len: args.seq_len,
-        dtype: r.dtype,
+        dtype: ir::DType::F32,
         until,
         dump_after: &args.dump_after,
         output: args.output.as_deref().filter(|_| until == Stage::Link),

@@ -8,11 +8,9 @@ use compiler::frontend::{build_graph, GraphSpec};
 use ir::{DType, Graph};
 use std::path::PathBuf;
 
+/// The model flags of `tbc compile`, `tbc step` and `tbc graph`: configs and preset.
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// gd | td1 | td2 | eval | ft | eval_teacher
-    #[arg(long)]
-    pub phase: String,
+pub struct ConfigArgs {
     /// Teacher config.json (Hugging Face BERT); default: built-in BERT-base.
     #[arg(long)]
     pub teacher_config: Option<PathBuf>,
@@ -22,9 +20,25 @@ pub struct ModelArgs {
     /// mindspore | paper
     #[arg(long, default_value = "mindspore")]
     pub preset: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// gd | td1 | td2 | eval | ft | eval_teacher
+    #[arg(long)]
+    pub phase: String,
+    #[command(flatten)]
+    pub configs: ConfigArgs,
     /// Float type of parameters and activations: f32 | f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+}
+
+/// Configs and preset resolved from the flags.
+pub struct ResolvedConfigs {
+    pub preset: Preset,
+    pub teacher: ModelConfig,
+    pub student: ModelConfig,
 }
 
 /// Configs, preset and phase resolved from the flags.
@@ -39,12 +53,25 @@ pub struct Resolved {
 impl ModelArgs {
     pub fn resolve(&self) -> Result<Resolved> {
         let phase = Phase::parse(&self.phase).map_err(|e| anyhow!(e))?;
-        let preset = Preset::by_name(&self.preset).map_err(|e| anyhow!(e))?;
         let dtype = match self.dtype.as_str() {
             "f32" => DType::F32,
             "f64" => DType::F64,
             d => return Err(anyhow!("unknown --dtype '{d}' (expected f32 or f64)")),
         };
+        let c = self.configs.resolve()?;
+        Ok(Resolved {
+            phase,
+            preset: c.preset,
+            teacher: c.teacher,
+            student: c.student,
+            dtype,
+        })
+    }
+}
+
+impl ConfigArgs {
+    pub fn resolve(&self) -> Result<ResolvedConfigs> {
+        let preset = Preset::by_name(&self.preset).map_err(|e| anyhow!(e))?;
         let load = |path: &Option<PathBuf>,
                     builtin_text: &str,
                     builtin_name: &str|
@@ -73,13 +100,26 @@ impl ModelArgs {
         if !student_says_labels {
             student.num_labels = teacher.num_labels;
         }
-        Ok(Resolved {
-            phase,
+        Ok(ResolvedConfigs {
             preset,
             teacher,
             student,
-            dtype,
         })
+    }
+
+    /// The config files as written (the built-in text otherwise), for the manifest.
+    pub fn raw_texts(&self, preset: &Preset) -> Result<(String, String)> {
+        let raw = |path: &Option<PathBuf>, builtin: &str| -> Result<String> {
+            Ok(match path {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| anyhow!("cannot read {}: {e}", p.display()))?,
+                None => builtin.to_string(),
+            })
+        };
+        Ok((
+            raw(&self.teacher_config, builtin::BERT_BASE)?,
+            raw(&self.student_config, preset.default_student)?,
+        ))
     }
 }
 

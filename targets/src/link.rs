@@ -39,12 +39,10 @@ use std::{
 use inkwell::{
     context::Context,
     module::{Linkage, Module},
-    passes::PassBuilderOptions,
-    targets::FileType,
     AddressSpace,
 };
 
-use crate::toolchain::{host_target_machine, ToolchainError, LLVM_OPT_PIPELINE};
+use crate::toolchain::{host_target_machine, optimize_to_object, ToolchainError};
 
 pub use plan::abi::{ENTRY_PREFIX, KERNEL_COUNT, KERNEL_TABLE, PLANS_BLOB, TRAINER_MAIN};
 
@@ -303,19 +301,7 @@ pub fn glue_object(
     let target_machine = host_target_machine(cpu)?;
     let context = Context::create();
     let module = build_glue_module(&context, kernels, blobs)?;
-    module.set_triple(&target_machine.get_triple());
-    module.set_data_layout(&target_machine.get_target_data().get_data_layout());
-    module
-        .run_passes(
-            LLVM_OPT_PIPELINE,
-            &target_machine,
-            PassBuilderOptions::create(),
-        )
-        .map_err(|error| LinkError::Codegen(format!("{LLVM_OPT_PIPELINE}: {error}")))?;
-    let object = target_machine
-        .write_to_memory_buffer(&module, FileType::Object)
-        .map_err(codegen_error)?;
-    Ok(object.as_slice().to_vec())
+    Ok(optimize_to_object(&module, &target_machine)?)
 }
 
 /// How [`link_executable_with`] runs the linker.

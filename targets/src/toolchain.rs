@@ -373,22 +373,30 @@ pub fn compile_llvm_ir_to_object(llvm_ir: &str, cpu: &str) -> Result<Vec<u8>, To
         .verify()
         .map_err(|error| ToolchainError::LlvmVerify(error.to_string().trim().to_owned()))?;
 
+    optimize_to_object(&module, &target_machine)
+}
+
+/// Sets `module`'s triple and data layout for `target_machine`, optimizes it with
+/// [`LLVM_OPT_PIPELINE`] and emits a position-independent ELF object: the last steps of every
+/// LLVM module tbc builds (kernels and the trainer's glue).
+pub(crate) fn optimize_to_object(
+    module: &inkwell::module::Module,
+    target_machine: &TargetMachine,
+) -> Result<Vec<u8>, ToolchainError> {
     module.set_triple(&target_machine.get_triple());
     module.set_data_layout(&target_machine.get_target_data().get_data_layout());
-
     module
         .run_passes(
             LLVM_OPT_PIPELINE,
-            &target_machine,
+            target_machine,
             PassBuilderOptions::create(),
         )
         .map_err(|error| ToolchainError::Optimize {
             pipeline: LLVM_OPT_PIPELINE.to_owned(),
             message: error.to_string(),
         })?;
-
     let object = target_machine
-        .write_to_memory_buffer(&module, FileType::Object)
+        .write_to_memory_buffer(module, FileType::Object)
         .map_err(|error| ToolchainError::Emit(error.to_string()))?;
     Ok(object.as_slice().to_vec())
 }

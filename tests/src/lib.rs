@@ -49,9 +49,11 @@ pub fn compile_tiny_trainer_configs(
     let args = cli::compile_cmd::CompileArgs {
         target: "cpu".into(),
         phases: phases.into(),
-        teacher_config: Some(teacher.map_or(t.join("teacher.json"), Path::to_path_buf)),
-        student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
-        preset: preset.into(),
+        configs: cli::model_args::ConfigArgs {
+            teacher_config: Some(teacher.map_or(t.join("teacher.json"), Path::to_path_buf)),
+            student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
+            preset: preset.into(),
+        },
         batch: 4,
         seq_len: 16,
         compile_to: None,

@@ -3,7 +3,7 @@
 //! every phase and both presets — every output tensor within 1e-5 relative — and with the
 //! PyTorch fixtures. `info` lists the phases.
 
-use cli::model_args::ModelArgs;
+use cli::model_args::{ConfigArgs, ModelArgs};
 use cli::step::StepArgs;
 use compiler::frontend::preset::Phase;
 use ir::Tensor;
@@ -21,9 +21,11 @@ fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
     let args = StepArgs {
         model: ModelArgs {
             phase: phase.name().into(),
-            teacher_config: Some(t.join("teacher.json")),
-            student_config: Some(t.join("student.json")),
-            preset: preset.into(),
+            configs: ConfigArgs {
+                teacher_config: Some(t.join("teacher.json")),
+                student_config: Some(t.join("student.json")),
+                preset: preset.into(),
+            },
             dtype: "f32".into(),
         },
         weights: t.join("weights.safetensors"),
