@@ -36,19 +36,19 @@ pub struct StepArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The learning rate applied in this step (overrides the schedule).
-    #[arg(long)]
+    #[arg(long, value_parser = runtime::flags::positive_f32_range)]
     pub lr: Option<f64>,
     /// Optimizer step counter (drives the schedule).
     #[arg(long, default_value_t = 0)]
     pub step: i32,
     /// Current loss scale; default: the preset's initial scale for the phase (1 without scaling).
-    #[arg(long)]
+    #[arg(long, value_parser = runtime::flags::positive_f32_range)]
     pub loss_scale: Option<f64>,
     /// Schedule warmup steps (when --lr is not given).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = runtime::flags::non_negative)]
     pub warmup_steps: f64,
     /// Schedule decay (total) steps (when --lr is not given); default: no decay.
-    #[arg(long, default_value_t = 1e30)]
+    #[arg(long, default_value_t = 1e30, value_parser = runtime::flags::positive_or_inf)]
     pub decay_steps: f64,
     /// Dropout seed.
     #[arg(long, default_value_t = 0)]

@@ -18,5 +18,5 @@ pub use graph::{Graph, Node, ValueId};
 pub use interp::{InterpError, Interpreter};
 pub use op::{BinaryOp, CmpOp, Op, ReduceKind, UnaryOp};
 pub use tensor::{Data, Tensor};
-pub use types::{DType, TensorType};
+pub use types::{checked_numel, DType, TensorType, MAX_ELEMENTS};
 pub use verify::{verify, VerifyError};

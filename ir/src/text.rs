@@ -315,6 +315,13 @@ impl Parser {
             ));
         };
         let shape = self.usize_list()?;
+        if crate::types::checked_numel(&shape).is_none() {
+            return self.err(format!(
+                "tensor type {}{} has more than 2^40 elements",
+                dtype.name(),
+                crate::types::shape_str(&shape)
+            ));
+        }
         Ok(TensorType { dtype, shape })
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 
 /// Element type of a tensor: the plan's element type, so the IR and the runtime share one enum.
 pub use plan::ElemType as DType;
+pub use plan::{checked_numel, MAX_ELEMENTS};
 
 /// A statically shaped tensor type, e.g. `f32[4,16,32]`; a scalar has an empty shape (`f32[]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod exec;
+pub mod flags;
 pub mod hf;
 pub mod init;
 pub mod metrics;

@@ -87,6 +87,28 @@ impl RawTensor {
         }
     }
 
+    /// The first non-finite element of a float tensor (index, value) and how many there are;
+    /// `None` when all are finite or the tensor holds integers.
+    pub fn non_finite(&self) -> Option<(usize, f64, usize)> {
+        let b = &self.bytes;
+        let values: Box<dyn Iterator<Item = f64>> = match self.elem {
+            ElemType::F32 => Box::new(chunks::<4>(b).map(|c| f32::from_le_bytes(c) as f64)),
+            ElemType::F64 => Box::new(chunks::<8>(b).map(f64::from_le_bytes)),
+            ElemType::F16 => Box::new(chunks::<2>(b).map(|c| f16::from_le_bytes(c).to_f64())),
+            ElemType::BF16 => Box::new(chunks::<2>(b).map(|c| bf16::from_le_bytes(c).to_f64())),
+            ElemType::I32 | ElemType::I64 | ElemType::Bool => return None,
+        };
+        let mut first = None;
+        let mut count = 0;
+        for (i, v) in values.enumerate() {
+            if !v.is_finite() {
+                first.get_or_insert((i, v));
+                count += 1;
+            }
+        }
+        first.map(|(i, v)| (i, v, count))
+    }
+
     /// A tensor of `elem` holding `values` (rounded to nearest for floats, truncated for ints).
     pub fn from_f64(elem: ElemType, shape: Vec<usize>, values: &[f64]) -> RawTensor {
         let bytes = match elem {

@@ -260,6 +260,12 @@ fn label_of(s: &str, l: &Layout, input: &Path, line: usize) -> Result<Label> {
             .trim()
             .parse()
             .with_context(|| format!("{}:{line}: label '{s}' is not a number", input.display()))?;
+        if !v.is_finite() {
+            bail!(
+                "{}:{line}: label '{s}' is not a finite number (a float32 score is expected)",
+                input.display()
+            );
+        }
         return Ok(Label::Score(v));
     }
     match l.labels.iter().position(|x| x == s) {
@@ -277,6 +283,7 @@ pub fn run(a: &GlueArgs) -> Result<Output> {
         bail!("--max-seq-length must be at least 3 ([CLS] a [SEP] b [SEP] needs room)");
     }
     let l = layout(a)?;
+    super::refuse_overwriting_inputs(&[a.input.as_path()], &a.output, a.schema_out.as_deref())?;
     let tok = a.tokenizer.load()?;
     let text = std::fs::read_to_string(&a.input)
         .with_context(|| format!("cannot read {}", a.input.display()))?;

@@ -119,3 +119,28 @@ fn write_dataset(
         tokenizer: files::sidecar_for_output(output),
     })
 }
+
+/// Refuses an output (data file or schema) that is one of the inputs, directly or through links:
+/// writing it would destroy the input.
+pub fn refuse_overwriting_inputs(
+    inputs: &[&Path],
+    output: &Path,
+    schema_out: Option<&Path>,
+) -> Result<()> {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    for &input in inputs {
+        for out in std::iter::once(output).chain(schema_out) {
+            if same(input, out) {
+                anyhow::bail!(
+                    "{} is the input {}: choose another output path (tbc never writes over its input)",
+                    out.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

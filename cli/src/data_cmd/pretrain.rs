@@ -20,7 +20,7 @@ use clap::Args;
 use runtime::data::example::Example;
 use std::collections::VecDeque;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
 pub struct PretrainArgs {
@@ -97,6 +97,8 @@ pub fn run(a: &PretrainArgs) -> Result<Output> {
     if a.max_seq_length < 4 {
         bail!("--max-seq-length must be at least 4 ([CLS] a [SEP] b [SEP] needs room)");
     }
+    let inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
+    super::refuse_overwriting_inputs(&inputs, &a.output, a.schema_out.as_deref())?;
     let tokenizer = a.tokenizer.load()?;
     let tok = &tokenizer;
     // Open every input first, so a missing file fails before any work.

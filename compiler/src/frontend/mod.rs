@@ -76,6 +76,18 @@ impl GraphSpec<'_> {
                     self.seq_len, c.max_position_embeddings
                 ));
             }
+            // The largest activations: attention scores and the feed-forward hidden layer.
+            let (b, n) = (self.batch, self.seq_len);
+            for (what, shape) in [
+                ("attention scores", [b, c.num_heads, n, n]),
+                ("feed-forward activations", [b, n, c.intermediate_size, 1]),
+            ] {
+                if ir::checked_numel(&shape).is_none() {
+                    return fail(format!(
+                        "batch {b} with seq-len {n}: the {who}'s {what} would have more than 2^40 elements"
+                    ));
+                }
+            }
         }
         if !self.dtype.is_float() {
             return fail(format!(

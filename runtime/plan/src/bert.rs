@@ -137,6 +137,9 @@ pub fn label_names(config: &serde_json::Value, n: usize) -> Vec<String> {
     named.unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect())
 }
 
+/// The most encoder layers a config may have (far above any BERT).
+pub const MAX_LAYERS: usize = 1024;
+
 /// A Hugging Face BERT `config.json` as written: the one parser of these files. What a file may
 /// omit is `None`; the reader fills it (the compiler from the preset, the runtime's loader with
 /// transformers' defaults).
@@ -215,6 +218,27 @@ impl BertConfigFile {
         ] {
             if v == 0 {
                 return Err(format!("{field} must be positive"));
+            }
+        }
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(format!(
+                "num_hidden_layers {} is more than {MAX_LAYERS}",
+                self.num_hidden_layers
+            ));
+        }
+        let h = self.hidden_size;
+        for (field, rows) in [
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+            ("intermediate_size", self.intermediate_size),
+            ("hidden_size", h),
+            ("num_labels", self.num_labels.unwrap_or(1)),
+        ] {
+            if crate::checked_numel(&[rows, h]).is_none() {
+                return Err(format!(
+                    "{field} {rows} with hidden_size {h}: a weight would have more than 2^40 elements"
+                ));
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {

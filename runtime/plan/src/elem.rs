@@ -70,3 +70,30 @@ impl fmt::Display for ElemType {
         f.write_str(self.name())
     }
 }
+
+/// The most elements one tensor may have (2^40: 4 TiB of f32). Every shape read from a file or a
+/// flag is checked against it, so size arithmetic downstream cannot overflow.
+pub const MAX_ELEMENTS: usize = 1 << 40;
+
+/// The element count of `shape`, or `None` when it passes [`MAX_ELEMENTS`].
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn element_counts_past_the_limit_or_usize_are_none() {
+        assert_eq!(checked_numel(&[]), Some(1));
+        assert_eq!(checked_numel(&[0, usize::MAX]), Some(0));
+        assert_eq!(checked_numel(&[1 << 20, 1 << 20]), Some(MAX_ELEMENTS));
+        assert_eq!(checked_numel(&[1 << 20, (1 << 20) + 1]), None);
+        assert_eq!(checked_numel(&[1 << 32, 1 << 32]), None);
+        assert_eq!(checked_numel(&[usize::MAX, 2]), None);
+    }
+}

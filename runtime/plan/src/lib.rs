@@ -12,4 +12,4 @@ pub mod exec;
 pub mod manifest;
 pub mod names;
 
-pub use elem::ElemType;
+pub use elem::{checked_numel, ElemType, MAX_ELEMENTS};

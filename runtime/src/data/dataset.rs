@@ -1,9 +1,15 @@
 //! An indexed TFRecord dataset with fixed-shape batches, addressable by `(order, epoch, batch)`.
 //!
 //! **Which files.** `data` is a directory or one file. In a directory tbc reads every regular file
-//! whose *name* contains `"record"` and does not contain `"db"`, sorted by name. That is the seed's
-//! rule (`src/dataset.py` keeps `"record" in name and "db" not in name` from `os.listdir`, and
-//! MindSpore's `TFRecordDataset` sorts the list). Rows are the records of the files in that order.
+//! whose *name* contains `"record"`, except MindRecord index files (ending in `.db`), sorted by
+//! name. The seed (`src/dataset.py`) drops every name containing `"db"`, which also drops data
+//! files such as `imdb.tfrecord` without a word; tbc skips only the index files, and the trainer
+//! lists the files it reads. MindSpore's `TFRecordDataset` sorts the list as tbc does. Rows are
+//! the records of the files in that order.
+//!
+//! **Values.** [`ValueRule`]s bound what a column may hold (token ids below the vocabulary size,
+//! labels below the label count, finite float labels); every decoded row is checked, and
+//! [`Dataset::check_all_rows`] checks the whole dataset before training starts.
 //!
 //! **Rows.** A schema's `numRows` limits the rows read to the first `numRows` (as MindSpore's
 //! `num_samples`; 0 or absent means all). Opening scans the 12-byte record headers once and keeps
@@ -35,6 +41,24 @@ pub struct Batch {
     pub columns: BTreeMap<String, RawTensor>,
 }
 
+/// What values a column may hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueRule {
+    /// Integers in `0..limit`; `what` names the limit in errors ("the model's vocab_size").
+    Below { limit: i64, what: String },
+    /// Finite floats.
+    Finite,
+}
+
+impl ValueRule {
+    fn expected(&self) -> String {
+        match self {
+            ValueRule::Below { limit, what } => format!("0 <= value < {limit} ({what})"),
+            ValueRule::Finite => "a finite number".into(),
+        }
+    }
+}
+
 /// One column's values for a batch being assembled.
 enum Values {
     I32(Vec<i32>),
@@ -50,6 +74,7 @@ struct Column {
     len: usize,
     /// Per-row shape in the batch (`[]` for a `label_ids` scalar).
     row_shape: Vec<usize>,
+    rule: Option<ValueRule>,
 }
 
 struct SourceFile {
@@ -85,7 +110,7 @@ pub fn data_files(data: &Path) -> Result<Vec<PathBuf>, DataError> {
         let entry = entry.map_err(|e| DataError::read(data, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
         let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-        if is_file && name.contains("record") && !name.contains("db") {
+        if is_file && name.contains("record") && !name.ends_with(".db") {
             files.push(entry.path());
         }
     }
@@ -152,6 +177,34 @@ impl Dataset {
         // Check the first row fully with the final column plan.
         ds.decode_row(0, &first, &mut ds.empty_values(1))?;
         Ok(ds)
+    }
+
+    /// Bounds the values of the named columns (columns not read are ignored); every row decoded
+    /// from now on is checked.
+    pub fn set_value_rules(&mut self, rules: &[(&str, ValueRule)]) {
+        for c in &mut self.columns {
+            c.rule = rules
+                .iter()
+                .find(|(n, _)| *n == c.name)
+                .map(|(_, r)| r.clone());
+        }
+    }
+
+    /// Decodes and checks every row (CRCs, features, value rules): run before the first step
+    /// so bad data stops a run before it starts, with the file, record and feature named.
+    pub fn check_all_rows(&self) -> Result<(), DataError> {
+        let mut values = self.empty_values(1);
+        for row in 0..self.rows {
+            for v in &mut values {
+                match v {
+                    Values::I32(v) => v.clear(),
+                    Values::F32(v) => v.clear(),
+                }
+            }
+            let ex = self.example(row)?;
+            self.decode_row(row, &ex, &mut values)?;
+        }
+        Ok(())
     }
 
     /// Rows read per epoch before sharding (after `numRows`).
@@ -325,6 +378,16 @@ impl Dataset {
             match (f, out) {
                 (Feature::Int64(v), Values::I32(out)) => {
                     check_len(v.len())?;
+                    if let Some(rule @ ValueRule::Below { limit, .. }) = &c.rule {
+                        if let Some(position) = v.iter().position(|x| !(0..*limit).contains(x)) {
+                            return Err(fail(RecordFault::BadValue {
+                                feature: c.name.clone(),
+                                position,
+                                value: v[position].to_string(),
+                                expected: rule.expected(),
+                            }));
+                        }
+                    }
                     for &x in v {
                         let y = i32::try_from(x).map_err(|_| {
                             fail(RecordFault::OutOfRange {
@@ -337,6 +400,16 @@ impl Dataset {
                 }
                 (Feature::Float(v), Values::F32(out)) => {
                     check_len(v.len())?;
+                    if let Some(rule @ ValueRule::Finite) = &c.rule {
+                        if let Some(position) = v.iter().position(|x| !x.is_finite()) {
+                            return Err(fail(RecordFault::BadValue {
+                                feature: c.name.clone(),
+                                position,
+                                value: v[position].to_string(),
+                                expected: rule.expected(),
+                            }));
+                        }
+                    }
                     out.extend(v);
                 }
                 (f, _) => {
@@ -410,6 +483,7 @@ fn plan_columns(
             ty,
             len,
             row_shape,
+            rule: None,
         });
     }
     Ok(out)

@@ -13,7 +13,7 @@ pub mod order;
 pub mod schema;
 pub mod tfrecord;
 
-pub use dataset::{Batch, Dataset};
+pub use dataset::{Batch, Dataset, ValueRule};
 pub use order::{Order, Shard};
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub enum DataError {
     },
     #[error("{path}: {msg}")]
     Schema { path: PathBuf, msg: String },
-    #[error("{0}: no TFRecord files in this directory (tbc reads files whose name contains \"record\" and not \"db\")")]
+    #[error("{0}: no TFRecord files in this directory (tbc reads files whose name contains \"record\", except MindRecord index files ending in \".db\")")]
     NoFiles(PathBuf),
     #[error("{0}: no records")]
     Empty(PathBuf),
@@ -94,4 +94,11 @@ pub enum RecordFault {
     },
     #[error("feature '{feature}' holds {value}, which does not fit in int32")]
     OutOfRange { feature: String, value: i64 },
+    #[error("feature '{feature}' holds {value} at position {position}, expected {expected}")]
+    BadValue {
+        feature: String,
+        position: usize,
+        value: String,
+        expected: String,
+    },
 }

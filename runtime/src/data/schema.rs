@@ -34,6 +34,10 @@ impl ColumnType {
     }
 }
 
+/// The most values one column may hold per row (2^24): far above any sequence length, and small
+/// enough that a batch of rows is a sane allocation.
+pub const MAX_ROW_VALUES: usize = 1 << 24;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
@@ -172,6 +176,12 @@ impl Schema {
                     c.rank,
                     c.shape,
                     c.shape.len()
+                )));
+            }
+            if plan::checked_numel(&c.shape).is_none_or(|n| n > MAX_ROW_VALUES) {
+                return Err(bad(format!(
+                    "column '{name}': shape {:?} has more than {MAX_ROW_VALUES} values per row",
+                    c.shape
                 )));
             }
             if c.shape.contains(&0) {

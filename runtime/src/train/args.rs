@@ -2,6 +2,7 @@
 //! `run_task_distill.py` with dashes; the seed's underscore spellings are accepted as aliases so
 //! existing scripts keep working. Booleans take `true`/`false` values as the seed's do.
 
+use crate::flags::{positive_count, positive_f32_range, positive_usize};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,7 @@ pub struct LoopArgs {
     /// Log, checkpoint and evaluate once per sink loop of --data-sink-steps steps.
     #[arg(long, alias = "enable_data_sink", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub enable_data_sink: bool,
-    #[arg(long, alias = "data_sink_steps", default_value_t = 1)]
+    #[arg(long, alias = "data_sink_steps", default_value_t = 1, value_parser = positive_count)]
     pub data_sink_steps: u64,
     /// Save a checkpoint every N steps (in sink mode only when N is a multiple of the sink).
     #[arg(
@@ -33,11 +34,12 @@ pub struct LoopArgs {
         alias = "save_ckpt_step",
         alias = "save-checkpoint-step",
         alias = "save_checkpoint_step",
-        default_value_t = 100
+        default_value_t = 100,
+        value_parser = positive_count
     )]
     pub save_ckpt_step: u64,
     /// Keep the newest N checkpoints.
-    #[arg(long, alias = "max_ckpt_num", default_value_t = 1)]
+    #[arg(long, alias = "max_ckpt_num", default_value_t = 1, value_parser = positive_usize)]
     pub max_ckpt_num: usize,
     /// The seed's schema.json (columns, shapes and numRows) for the training data.
     #[arg(long, alias = "schema_dir")]
@@ -52,10 +54,10 @@ pub struct LoopArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Base learning rate instead of the preset's.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f32_range)]
     pub learning_rate: Option<f64>,
     /// Initial dynamic loss scale instead of the preset's (MindSpore's `loss_scale_value`).
-    #[arg(long, alias = "loss_scale_value")]
+    #[arg(long, alias = "loss_scale_value", value_parser = positive_f32_range)]
     pub loss_scale_value: Option<f64>,
     /// Continue from the newest checkpoint of the phase (bit-identical to a run that was never
     /// interrupted).
@@ -65,7 +67,7 @@ pub struct LoopArgs {
 
 impl LoopArgs {
     pub fn sink(&self) -> Option<u64> {
-        self.enable_data_sink.then_some(self.data_sink_steps.max(1))
+        self.enable_data_sink.then_some(self.data_sink_steps)
     }
     pub fn metrics_path(&self) -> PathBuf {
         self.metrics_file
@@ -84,7 +86,7 @@ pub struct GeneralDistillArgs {
     /// The pre-trained teacher: a Hugging Face BERT directory or a .safetensors file.
     #[arg(long, alias = "load_teacher_ckpt_path")]
     pub load_teacher_ckpt_path: PathBuf,
-    #[arg(long, alias = "epoch_size", default_value_t = 1)]
+    #[arg(long, alias = "epoch_size", default_value_t = 1, value_parser = positive_count)]
     pub epoch_size: u64,
     /// Checkpoint directory (default: OUTPUT_DIR/tinybert_gd_save_ckpt).
     #[arg(long, alias = "save_ckpt_path")]
@@ -102,9 +104,9 @@ pub struct TaskDistillArgs {
     /// Which phases to train: 1, 2 or both.
     #[arg(long, default_value = "both")]
     pub td_phase: String,
-    #[arg(long, alias = "td_phase1_epoch_size", default_value_t = 10)]
+    #[arg(long, alias = "td_phase1_epoch_size", default_value_t = 10, value_parser = positive_count)]
     pub td_phase1_epoch_size: u64,
-    #[arg(long, alias = "td_phase2_epoch_size", default_value_t = 3)]
+    #[arg(long, alias = "td_phase2_epoch_size", default_value_t = 3, value_parser = positive_count)]
     pub td_phase2_epoch_size: u64,
     /// The fine-tuned teacher: a Hugging Face BERT directory or a .safetensors file.
     #[arg(long, alias = "load_teacher_ckpt_path")]
@@ -155,7 +157,7 @@ pub struct FinetuneArgs {
     pub load_teacher_ckpt_path: PathBuf,
     #[arg(long, alias = "train_data_dir")]
     pub train_data_dir: PathBuf,
-    #[arg(long, alias = "epoch_size", default_value_t = 3)]
+    #[arg(long, alias = "epoch_size", default_value_t = 3, value_parser = positive_count)]
     pub epoch_size: u64,
     #[command(flatten)]
     pub task: TaskArgs,

@@ -190,6 +190,14 @@ pub fn export(
 ) -> Result<(), String> {
     let tok = export_tokenizer(tokenizer, model_max_length(config))?;
     let weights = crate::checkpoint::load_weights(ckpt).map_err(|e| e.to_string())?;
+    for (name, t) in &weights {
+        if let Some((index, value, count)) = t.non_finite() {
+            return Err(format!(
+                "{}: tensor '{name}' holds {value} at element {index} ({count} non-finite value(s) in all); refusing to export it",
+                ckpt.display()
+            ));
+        }
+    }
     crate::hf::export_hf_classifier(dir, config, &weights, tok.as_ref(), None)
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -140,7 +140,7 @@ impl<'k> Trainer<'k> {
                 plan,
                 data,
                 batch_size: m.batch,
-                save_ckpt_step: common.save_ckpt_step.max(1),
+                save_ckpt_step: common.save_ckpt_step,
                 checkpoints: &checkpoints,
                 lr: common.learning_rate,
                 loss_scale_logs: m.loss_scale_logs && info.loss_scale.is_some(),

@@ -36,6 +36,15 @@ pub enum SessionError {
         found: &'static str,
         expected: &'static str,
     },
+    #[error("{origin}: tensor '{name}' holds {value} at element {index} ({count} non-finite value(s) in all, after conversion to {elem}); refusing to compute with it")]
+    NonFinite {
+        origin: String,
+        name: String,
+        index: usize,
+        value: f64,
+        count: usize,
+        elem: &'static str,
+    },
     #[error(transparent)]
     Device(#[from] DeviceError),
 }
@@ -132,8 +141,21 @@ impl<'k> Session<'k> {
                 },
             });
         }
-        let bytes = t.convert(slot.elem).bytes;
-        self.device.upload(self.bindings.inputs[i], &bytes)?;
+        let converted = t.convert(slot.elem);
+        // NaN or infinity in weights, moments or float labels (or an f64 value past f32's
+        // range) would make every step overflow; refuse it by name before the first step.
+        if let Some((index, value, count)) = converted.non_finite() {
+            return Err(SessionError::NonFinite {
+                origin: origin.into(),
+                name: name.into(),
+                index,
+                value,
+                count,
+                elem: slot.elem.name(),
+            });
+        }
+        self.device
+            .upload(self.bindings.inputs[i], &converted.bytes)?;
         self.set[i] = true;
         Ok(())
     }

@@ -147,6 +147,27 @@ impl Checkpoints {
             ));
         }
         let weights = checkpoint::load_weights(&found.weights).map_err(err)?;
+        // A resumed run continues exactly, so nothing may silently start fresh.
+        for (prefix, have, file) in [
+            (trained, &weights, &found.weights),
+            ("adam_m", &moments.m, &found.state),
+            ("adam_v", &moments.v, &found.state),
+        ] {
+            let p = format!("{prefix}.");
+            let missing: Vec<&str> = (session.plan().inputs.iter())
+                .filter_map(|s| s.name.strip_prefix(&p))
+                .filter(|n| !have.contains_key(*n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{}: lacks {} {prefix} tensor(s) that phase {} trains: {}; a resume checkpoint must hold all of them",
+                    file.display(),
+                    missing.len(),
+                    expected.phase,
+                    missing.join(", ")
+                ));
+            }
+        }
         let origin = found.weights.display().to_string();
         for (name, t) in &weights {
             session

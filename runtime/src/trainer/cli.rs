@@ -52,21 +52,21 @@ struct StepCmd {
     batch: PathBuf,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::positive_f32_range)]
     lr: Option<f64>,
     #[arg(long, default_value_t = 0)]
     step: i32,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::positive_f32_range)]
     loss_scale: Option<f64>,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::flags::non_negative)]
     warmup_steps: f64,
-    #[arg(long, default_value_t = 1e30)]
+    #[arg(long, default_value_t = 1e30, value_parser = crate::flags::positive_or_inf)]
     decay_steps: f64,
     #[arg(long, default_value_t = 0)]
     seed: i32,
     /// Run the step this many times on the same inputs and report the median compute time
     /// (for benchmarks; the outputs are those of the last run).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::flags::positive_usize)]
     repeat: usize,
 }
 
