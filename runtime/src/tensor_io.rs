@@ -213,12 +213,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     if !dir.is_dir() {
         return Err(fail(format!("directory {} does not exist", dir.display())));
     }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| fail("not a file path".into()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    if path.file_name().is_none() {
+        return Err(fail("not a file path".into()));
+    }
+    let tmp = crate::temp_files::sibling(path, crate::temp_files::Kind::New);
+    let _registered = crate::temp_files::Registered::new(&tmp);
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

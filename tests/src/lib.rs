@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: the tiny fixture configs, running a phase through
 //! the interpreter with the fixture inputs, and tolerance-based comparison.
 
+pub mod e2e;
+
 use compiler::frontend::config::{HfBertConfig, ModelConfig};
 use compiler::frontend::preset::{Phase, Preset};
 use compiler::frontend::{build_graph, GraphSpec};

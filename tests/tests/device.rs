@@ -147,6 +147,7 @@ fn train(
         trained: "student",
         evaluator: None,
         best: None,
+        overflow_patience: 100,
     };
     let state = TrainerState::new("td1", manifest, data.steps_per_epoch());
     let mut logger = Logger::new(None).unwrap();

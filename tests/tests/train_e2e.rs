@@ -5,134 +5,13 @@
 //! clear error.
 
 use runtime::checkpoint;
-use runtime::data::example::{Example, Feature};
-use runtime::data::tfrecord::Writer;
+use runtime::data::example::Feature;
 use runtime::metrics::MetricsLine;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use tbc_tests::e2e::*;
 use tbc_tests::*;
-
-/// A tiny trainer with every phase; `student` overrides the tiny student config.
-fn compile(preset: &str, student: Option<&Path>, out: &Path) {
-    compile_tiny_trainer(preset, "ft,eval_teacher,gd,td1,td2,eval", student, out);
-}
-
-/// The test data's deterministic random numbers (a 64-bit LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn new(seed: u64) -> Lcg {
-        let mut g = Lcg(0);
-        g.0 = g.step(seed);
-        g
-    }
-
-    fn step(&self, x: u64) -> u64 {
-        x.wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407)
-    }
-
-    /// A number in `0..m`.
-    fn below(&mut self, m: u64) -> u64 {
-        self.0 = self.step(self.0);
-        (self.0 >> 33) % m
-    }
-}
-
-/// Writes `n` records of a sequence length 16: `row` gives the token ids, the real length and the
-/// label; the mask covers the real tokens and the second half of them is segment 1 when
-/// `segments`.
-fn write_rows(
-    path: &Path,
-    n: usize,
-    seed: u64,
-    segments: bool,
-    mut row: impl FnMut(&mut Lcg) -> (Vec<i64>, usize, Feature),
-) {
-    let mut rng = Lcg::new(seed);
-    let mut w = Writer::new(std::fs::File::create(path).unwrap());
-    for _ in 0..n {
-        let (ids, len, label) = row(&mut rng);
-        let mask: Vec<i64> = (0..16).map(|i| (i < len) as i64).collect();
-        let seg: Vec<i64> = (0..16)
-            .map(|i| (segments && i >= len / 2 && i < len) as i64)
-            .collect();
-        let features = BTreeMap::from([
-            ("input_ids".to_string(), Feature::Int64(ids)),
-            ("input_mask".to_string(), Feature::Int64(mask)),
-            ("segment_ids".to_string(), Feature::Int64(seg)),
-            ("label_ids".to_string(), label),
-        ]);
-        w.write_record(&Example { features }.encode()).unwrap();
-    }
-}
-
-/// Owned copies of command-line arguments.
-fn owned(args: &[&str]) -> Vec<String> {
-    args.iter().map(|x| x.to_string()).collect()
-}
-
-/// `n` examples of a learnable 3-class task: the label is the most frequent of tokens 10, 11,
-/// 12 in the sentence (vocab 100, seq 16).
-fn write_data(path: &Path, n: usize, seed: u64) {
-    write_rows(path, n, seed, true, |rng| {
-        let label = rng.below(3) as i64;
-        let len = 6 + rng.below(9) as usize;
-        let mut ids = vec![0i64; 16];
-        ids[0] = 2;
-        for id in ids.iter_mut().take(len).skip(1) {
-            *id = if rng.below(3) == 0 {
-                10 + label
-            } else {
-                20 + rng.below(80) as i64
-            };
-        }
-        ids[len - 1] = 3;
-        (ids, len, Feature::Int64(vec![label]))
-    });
-}
-
-/// The tiny fixture's `<prefix>.*` weights saved under their Hugging Face names.
-fn fixture_model(prefix: &str, out: &Path) {
-    let all = runtime::tensor_io::read(&tiny_dir().join("weights.safetensors")).unwrap();
-    let p = format!("{prefix}.");
-    let map: BTreeMap<String, runtime::tensor_io::RawTensor> = all
-        .into_iter()
-        .filter_map(|(n, t)| Some((n.strip_prefix(&p)?.to_string(), t)))
-        .collect();
-    checkpoint::save_weights(out, &map).unwrap();
-}
-
-fn run(trainer: &Path, args: &[&str], cwd: &Path) -> Output {
-    let o = Command::new(trainer)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    o
-}
-
-fn ok(trainer: &Path, args: &[&str], cwd: &Path) -> String {
-    let o = run(trainer, args, cwd);
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    );
-    assert!(o.status.success(), "trainer {args:?} failed:\n{out}\n{err}");
-    format!("{out}\n{err}")
-}
-
-fn fail(trainer: &Path, args: &[&str], cwd: &Path) -> String {
-    let o = run(trainer, args, cwd);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success(), "trainer {args:?} should fail");
-    assert!(
-        !err.contains("panicked"),
-        "trainer {args:?} panicked: {err}"
-    );
-    err
-}
 
 /// Training losses per phase from a metrics file, in order.
 fn losses(metrics: &Path) -> BTreeMap<String, Vec<f64>> {

@@ -110,7 +110,8 @@ pub fn data_files(data: &Path) -> Result<Vec<PathBuf>, DataError> {
         let entry = entry.map_err(|e| DataError::read(data, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
         let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-        if is_file && name.contains("record") && !name.ends_with(".db") {
+        let ours = crate::temp_files::parse(&entry.path()).is_some();
+        if is_file && name.contains("record") && !name.ends_with(".db") && !ours {
             files.push(entry.path());
         }
     }

@@ -70,25 +70,24 @@ pub fn frame(data: &[u8]) -> Vec<u8> {
 
 /// A TFRecord file written through a hidden temporary file in the same directory, fsynced and
 /// renamed on [`AtomicFileWriter::finish`], so a crash never leaves a half-written file under the
-/// final name. The temporary name does not contain "record", so a directory scan never picks it up.
+/// final name. The temporary is one of [`crate::temp_files`], which a directory scan skips.
 pub struct AtomicFileWriter {
     writer: Writer<BufWriter<File>>,
     tmp: PathBuf,
     path: PathBuf,
+    _registered: crate::temp_files::Registered,
 }
 
 impl AtomicFileWriter {
     pub fn create(path: &Path) -> Result<Self, DataError> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(".tbc-partial-{}.tmp", std::process::id()));
+        let tmp = crate::temp_files::sibling(path, crate::temp_files::Kind::New);
+        let registered = crate::temp_files::Registered::new(&tmp);
         let file = File::create(&tmp).map_err(|e| DataError::write(path, e))?;
         Ok(AtomicFileWriter {
             writer: Writer::new(BufWriter::new(file)),
             tmp,
             path: path.to_path_buf(),
+            _registered: registered,
         })
     }
 

@@ -335,9 +335,14 @@ fn write_dir_atomic(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), HfError
             format!("cannot create {}: {e}", parent.display()),
         ));
     }
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp{pid}"));
-    let old = parent.join(format!(".{name}.old{pid}"));
+    let (tmp, old) = (
+        crate::temp_files::sibling(&parent.join(&name), crate::temp_files::Kind::New),
+        crate::temp_files::sibling(&parent.join(&name), crate::temp_files::Kind::Old),
+    );
+    let _registered = (
+        crate::temp_files::Registered::new(&tmp),
+        crate::temp_files::Registered::new(&old),
+    );
     let result = (|| -> Result<(), String> {
         fn at(what: &'static str, p: &Path) -> impl FnOnce(std::io::Error) -> String {
             let p = p.display().to_string();

@@ -59,6 +59,10 @@ pub struct LoopArgs {
     /// Initial dynamic loss scale instead of the preset's (MindSpore's `loss_scale_value`).
     #[arg(long, alias = "loss_scale_value", value_parser = positive_f32_range)]
     pub loss_scale_value: Option<f64>,
+    /// Stop with an error after this many consecutive steps overflow at loss scale 1, where
+    /// scaling cannot help any more (0: never stop).
+    #[arg(long, default_value_t = 100)]
+    pub overflow_patience: u64,
     /// Continue from the newest checkpoint of the phase (bit-identical to a run that was never
     /// interrupted).
     #[arg(long)]

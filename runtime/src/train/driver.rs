@@ -50,6 +50,51 @@ pub struct PhaseRun<'a> {
     pub evaluator: Option<&'a mut dyn Evaluator>,
     /// Where the best model goes and the eval log (`eval.log`) is appended.
     pub best: Option<BestModel<'a>>,
+    /// Stop after this many consecutive overflowing steps at loss scale 1 (0: never).
+    pub overflow_patience: u64,
+}
+
+/// Overflowing (skipped) steps of a phase run: the total, the current sink loop's, and the
+/// current run of consecutive ones at loss scale 1, where scaling can do nothing more.
+#[derive(Default)]
+struct OverflowCount {
+    total: u64,
+    in_loop: u64,
+    at_min_scale: u64,
+    first_at_min_scale: u64,
+}
+
+impl OverflowCount {
+    fn record(
+        &mut self,
+        step: u64,
+        overflow: bool,
+        scale: f64,
+        patience: u64,
+        phase: &str,
+    ) -> Result<(), String> {
+        if !overflow {
+            self.at_min_scale = 0;
+            return Ok(());
+        }
+        self.total += 1;
+        self.in_loop += 1;
+        if scale > 1.0 {
+            self.at_min_scale = 0;
+            return Ok(());
+        }
+        if self.at_min_scale == 0 {
+            self.first_at_min_scale = step;
+        }
+        self.at_min_scale += 1;
+        if patience > 0 && self.at_min_scale >= patience {
+            return Err(format!(
+                "phase {phase}: steps {}..={step} all overflowed at loss scale {scale}: the gradients are not finite even unscaled, so training cannot go on (the checkpoints written so far are kept). Check the data and the learning rate; --overflow-patience sets how many such steps are allowed (0: no limit)",
+                self.first_at_min_scale
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where the best model of an evaluated phase is kept.
@@ -86,6 +131,7 @@ pub fn run_phase(
         trained,
         mut evaluator,
         best,
+        overflow_patience,
     } = run;
     let total = plan.total_steps();
     if total == 0 {
@@ -118,6 +164,8 @@ pub fn run_phase(
     let mut last_loss = f64::NAN;
     let mut saved_at = state.global_step;
     let classes = class_count(session);
+    let mut overflows = OverflowCount::default();
+    let first_step = state.global_step;
     while state.global_step < total {
         let g = state.global_step;
         let (epoch, index) = (g / plan.steps_per_epoch, g % plan.steps_per_epoch);
@@ -157,10 +205,23 @@ pub fn run_phase(
             samples_per_s: batch_size as f64 / dt.max(1e-9),
         };
         logger.progress(&log);
+        overflows.record(step, log.overflow, scale, overflow_patience, &info.name)?;
         if !plan.is_callback(step) {
+            if crate::interrupt::requested() {
+                logger.finish_phase();
+                return Err(interrupted(step, &info.name, checkpoints));
+            }
             continue;
         }
         logger.println(&seed_step_line(&log, loss_scale_logs));
+        if loop_steps > 1 && overflows.in_loop == loop_steps {
+            eprintln!(
+                "warning: phase {}: every one of the {loop_steps} steps of the sink loop ending at step {step} overflowed and was skipped (loss scale now {}); the parameters did not change",
+                info.name,
+                session.scalar("state.loss_scale").unwrap_or(f64::NAN)
+            );
+        }
+        overflows.in_loop = 0;
         logger.record(&MetricsLine::Train(TrainRecord {
             phase: info.name.clone(),
             epoch: log.epoch,
@@ -219,18 +280,38 @@ pub fn run_phase(
             checkpoints.save(step / save_ckpt_step, session, trained, &state)?;
             saved_at = step;
         }
+        if crate::interrupt::requested() {
+            logger.finish_phase();
+            return Err(interrupted(step, &info.name, checkpoints));
+        }
     }
     if saved_at != state.global_step {
         capture(session, &mut state);
         checkpoints.save_final(session, trained, &state)?;
     }
     logger.finish_phase();
+    if overflows.total > 0 {
+        eprintln!(
+            "phase {}: {} of the {} steps run overflowed and were skipped",
+            info.name,
+            overflows.total,
+            state.global_step - first_step
+        );
+    }
     Ok(PhaseOutcome {
         steps: state.global_step,
         last_loss,
         best_metric: state.best_metric,
         seconds: phase_start.elapsed().as_secs_f64(),
     })
+}
+
+/// The message of a run stopped by SIGINT/SIGTERM between two steps.
+fn interrupted(step: u64, phase: &str, checkpoints: &Checkpoints) -> String {
+    format!(
+        "interrupted after step {step} of phase {phase} (SIGINT/SIGTERM): the step finished and no file was left half-written; the checkpoints so far are in {} (run the same command with --resume to continue from the newest)",
+        checkpoints.dir().display()
+    )
 }
 
 /// Copies the session's state scalars into `state`.

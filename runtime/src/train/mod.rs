@@ -17,6 +17,7 @@ pub mod eval;
 pub mod log;
 pub mod models;
 pub mod phases;
+pub mod run_guard;
 pub mod schedule;
 pub mod session;
 pub mod source;

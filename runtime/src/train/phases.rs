@@ -9,6 +9,7 @@ use super::driver::{run_phase, BestModel, PhaseOutcome, PhaseRun};
 use super::eval::PlanEvaluator;
 use super::log::Logger;
 use super::models::{self, ModelSource};
+use super::run_guard::{refuse_output_over_inputs, RunGuard};
 use super::schedule::StepPlan;
 use super::session::{trained_prefix, Session};
 use super::source::DatasetSource;
@@ -129,7 +130,7 @@ impl<'k> Trainer<'k> {
         println!(
             "{phase} dataset repeatcount: {}",
             match plan.sink {
-                Some(n) => plan.epochs * plan.steps_per_epoch / n,
+                Some(n) => plan.epochs.saturating_mul(plan.steps_per_epoch) / n,
                 None => plan.epochs,
             }
         );
@@ -147,6 +148,7 @@ impl<'k> Trainer<'k> {
                 trained,
                 evaluator: evaluator.map(|e| e as &mut dyn super::driver::Evaluator),
                 best,
+                overflow_patience: common.overflow_patience,
             },
             state,
             logger,
@@ -192,6 +194,8 @@ impl<'k> Trainer<'k> {
 
     pub fn general_distill(&self, a: &GeneralDistillArgs) -> Result<(), String> {
         let c = &a.common;
+        let ckpt_dir = a.save_ckpt_path.as_deref().map_or(vec![], |d| vec![d]);
+        let _guard = RunGuard::start(&c.output_dir, &ckpt_dir)?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.data_dir, c.schema_dir.as_deref(), false, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.data_dir);
@@ -251,6 +255,18 @@ impl<'k> Trainer<'k> {
             .train_data_dir
             .as_deref()
             .ok_or("task distillation needs --train-data-dir")?;
+        let export_parent: Vec<&Path> =
+            a.task.export_hf.iter().filter_map(|d| d.parent()).collect();
+        let _guard = RunGuard::start(&c.output_dir, &export_parent)?;
+        if let Some(dir) = &a.task.export_hf {
+            let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), train_dir];
+            inputs.extend(a.task.eval_data_dir.as_deref());
+            inputs.extend(a.load_gd_ckpt_path.as_deref());
+            inputs.extend(a.load_td1_ckpt_path.as_deref());
+            inputs.extend(a.task.tokenizer.as_deref());
+            inputs.extend(a.task.vocab.as_deref());
+            refuse_output_over_inputs("--export-hf", dir, &inputs)?;
+        }
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         // A regression student (STS-B) learns from the labels in phase 2.
         let labeled = p2
@@ -348,6 +364,21 @@ impl<'k> Trainer<'k> {
 
     pub fn finetune(&self, a: &FinetuneArgs) -> Result<(), String> {
         let c = &a.common;
+        let export_dir = a
+            .task
+            .export_hf
+            .clone()
+            .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
+        let export_parent: Vec<&Path> = export_dir.parent().into_iter().collect();
+        let _guard = RunGuard::start(&c.output_dir, &export_parent)?;
+        let mut inputs = vec![
+            a.load_teacher_ckpt_path.as_path(),
+            a.train_data_dir.as_path(),
+        ];
+        inputs.extend(a.task.eval_data_dir.as_deref());
+        inputs.extend(a.task.tokenizer.as_deref());
+        inputs.extend(a.task.vocab.as_deref());
+        refuse_output_over_inputs("--export-hf", &export_dir, &inputs)?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.train_data_dir);
@@ -381,11 +412,7 @@ impl<'k> Trainer<'k> {
             best,
             &mut logger,
         )?;
-        let dir = a
-            .task
-            .export_hf
-            .clone()
-            .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
+        let dir = export_dir;
         let tokenizer = a
             .task
             .tokenizer_sources(&a.load_teacher_ckpt_path, &a.train_data_dir);
@@ -445,6 +472,13 @@ impl<'k> Trainer<'k> {
     }
 
     pub fn export(&self, a: &ExportArgs) -> Result<(), String> {
+        let mut inputs = vec![a.ckpt.as_path()];
+        inputs.extend(a.tokenizer.as_deref());
+        inputs.extend(a.vocab.as_deref());
+        refuse_output_over_inputs("--output", &a.output, &inputs)?;
+        if let Some(parent) = a.output.parent() {
+            crate::temp_files::sweep_and_report(&[parent]);
+        }
         models::export(
             &a.ckpt,
             &a.output,

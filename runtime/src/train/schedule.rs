@@ -18,7 +18,7 @@ impl StepPlan {
     /// Steps the phase runs: `epochs·steps_per_epoch`, floored to whole sink loops in sink mode
     /// (MindSpore runs `epochs·dataset_size // sink` loops of `sink` steps).
     pub fn total_steps(&self) -> u64 {
-        let data = self.epochs * self.steps_per_epoch;
+        let data = self.epochs.saturating_mul(self.steps_per_epoch);
         match self.sink {
             Some(n) => data / n * n,
             None => data,
@@ -67,7 +67,7 @@ pub struct ScheduleValues {
 pub fn schedule_values(info: &PhaseInfo, plan: &StepPlan, lr: Option<f64>) -> ScheduleValues {
     // MindSpore and PyTorch both count the decay over the data steps asked for (not floored to
     // sink loops).
-    let total = (plan.epochs * plan.steps_per_epoch).max(1) as f64;
+    let total = (plan.epochs.saturating_mul(plan.steps_per_epoch)).max(1) as f64;
     let tenth = |n: f64| match info.schedule {
         // PyTorch compares progress fractions: warmup is exactly 10 % of t_total.
         ScheduleKind::WarmupLinear => n / 10.0,

@@ -72,6 +72,11 @@ impl Checkpoints {
         )
     }
 
+    /// The phase's checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.periodic.dir
+    }
+
     /// Checkpoint `k` of the rotation.
     pub fn save(
         &self,

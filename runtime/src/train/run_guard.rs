@@ -1,0 +1,87 @@
+//! What a training command holds while it runs: an exclusive advisory lock on its output
+//! directory (two runs into one directory would interleave their metrics and rotate each
+//! other's checkpoints), with the temporaries of interrupted runs swept and SIGINT/SIGTERM
+//! handled between steps.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+/// Holds the output directory's lock until dropped.
+pub struct RunGuard {
+    _lock: File,
+}
+
+impl RunGuard {
+    /// Locks `output_dir` (created if missing), sweeps stale temporaries in it, in its
+    /// subdirectories and in `more_dirs`, and installs the signal handlers.
+    pub fn start(output_dir: &Path, more_dirs: &[&Path]) -> Result<RunGuard, String> {
+        std::fs::create_dir_all(output_dir)
+            .map_err(|e| format!("cannot create {}: {e}", output_dir.display()))?;
+        let lock_path = output_dir.join(".tbc.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{} is in use by another tbc run (it holds {}); wait for it to finish or choose another --output-dir",
+                    output_dir.display(),
+                    lock_path.display()
+                ))
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
+        let mut dirs: Vec<PathBuf> = vec![output_dir.to_path_buf()];
+        if let Ok(entries) = std::fs::read_dir(output_dir) {
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        dirs.extend(more_dirs.iter().map(|d| d.to_path_buf()));
+        let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        crate::temp_files::sweep_and_report(&refs);
+        crate::interrupt::install_signal_handlers()?;
+        Ok(RunGuard { _lock: lock })
+    }
+}
+
+/// Refuses an output (file or directory) that is one of `inputs` or contains one: replacing it
+/// would destroy what the run reads.
+pub fn refuse_output_over_inputs(
+    flag: &str,
+    output: &Path,
+    inputs: &[&Path],
+) -> Result<(), String> {
+    let Some(out) = canonical_target(output) else {
+        return Ok(());
+    };
+    for input in inputs {
+        let Ok(inp) = std::fs::canonicalize(input) else {
+            continue;
+        };
+        if inp == out || inp.starts_with(&out) {
+            return Err(format!(
+                "{flag} {} would replace {}, which this run reads; choose another output path",
+                output.display(),
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path `p` names, whether or not it exists yet (its parent must resolve).
+fn canonical_target(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Some(c);
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+}
