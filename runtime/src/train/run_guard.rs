@@ -6,15 +6,31 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-/// Holds the output directory's lock until dropped.
+/// Holds the output directory's lock until dropped. Dropping it removes the lock file, and the
+/// output directory too when this run created it and wrote nothing there (a run that fails on
+/// its inputs leaves nothing behind).
 pub struct RunGuard {
-    _lock: File,
+    lock: Option<File>,
+    lock_path: PathBuf,
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock_path);
+        drop(self.lock.take());
+        if let Some(dir) = &self.created {
+            // Fails unless the directory is empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl RunGuard {
     /// Locks `output_dir` (created if missing), sweeps stale temporaries in it, in its
     /// subdirectories and in `more_dirs`, and installs the signal handlers.
     pub fn start(output_dir: &Path, more_dirs: &[&Path]) -> Result<RunGuard, String> {
+        let created = (!output_dir.exists()).then(|| output_dir.to_path_buf());
         std::fs::create_dir_all(output_dir)
             .map_err(|e| format!("cannot create {}: {e}", output_dir.display()))?;
         let lock_path = output_dir.join(".tbc.lock");
@@ -27,11 +43,14 @@ impl RunGuard {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
+                if let Some(dir) = &created {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 return Err(format!(
                     "{} is in use by another tbc run (it holds {}); wait for it to finish or choose another --output-dir",
                     output_dir.display(),
                     lock_path.display()
-                ))
+                ));
             }
             Err(TryLockError::Error(e)) => {
                 return Err(format!("cannot lock {}: {e}", lock_path.display()))
@@ -44,8 +63,13 @@ impl RunGuard {
         dirs.extend(more_dirs.iter().map(|d| d.to_path_buf()));
         let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         crate::temp_files::sweep_and_report(&refs);
+        let guard = RunGuard {
+            lock: Some(lock),
+            lock_path,
+            created,
+        };
         crate::interrupt::install_signal_handlers()?;
-        Ok(RunGuard { _lock: lock })
+        Ok(guard)
     }
 }
 
