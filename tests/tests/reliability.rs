@@ -300,3 +300,113 @@ fn sigint_stops_between_steps_a_busy_output_dir_is_refused_and_resume_continues(
     assert!(err.contains("resuming td1 from"), "{err}");
     assert!(temporaries(d).is_empty(), "{:?}", temporaries(d));
 }
+
+/// The newest checkpoint pair of `dir`: weights and moments with the state, tensor by tensor.
+fn newest_checkpoint(dir: &Path) -> (u64, Vec<(String, Vec<u8>)>) {
+    let found = checkpoint::newest(dir, checkpoint::Newest::Step)
+        .unwrap()
+        .expect("a checkpoint");
+    let mut tensors: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in [&found.weights, &found.state] {
+        for (name, t) in runtime::tensor_io::read(path).unwrap() {
+            tensors.push((name, t.bytes));
+        }
+    }
+    let step = found.step() as u64;
+    (step, tensors)
+}
+
+#[test]
+fn sigint_then_twenty_sigkills_each_resumed_end_bit_identical_to_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = d.join("trainer");
+    compile("mindspore", None, &trainer);
+    write_data(&d.join("train.tfrecord"), 40, 9);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    fixture_model("student", &d.join("student.safetensors"));
+    // 10 batches × 40 epochs, a checkpoint every step, shuffled.
+    let run_args = |out: &str| {
+        td1_epochs(
+            d,
+            "train.tfrecord",
+            out,
+            "40",
+            &[
+                "--save-ckpt-step",
+                "1",
+                "--max-ckpt-num",
+                "2",
+                "--do-shuffle",
+                "true",
+            ],
+        )
+    };
+    let reference = run_args("uninterrupted");
+    ok(&trainer, &args(&reference), d);
+    let ckpts = "tinybert_td_phase1_save_ckpt";
+    let (steps, expected) = newest_checkpoint(&d.join("uninterrupted").join(ckpts));
+    assert_eq!(steps, 400);
+
+    let mut resumed = run_args("interrupted");
+    resumed.push("--resume".into());
+    let start = || {
+        Command::new(&trainer)
+            .args(&resumed)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let signal = |pid: u32, sig: &str| {
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    let mut rng = Lcg::new(2026);
+    let mut stops = Vec::new();
+    let newest = || {
+        checkpoint::newest(&d.join("interrupted").join(ckpts), checkpoint::Newest::Step)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.step() as u64)
+    };
+    for round in 0..21 {
+        let mut child = start();
+        // A random point: after 1 to 25 more checkpoints, then 0 to 20 ms more (mid-step or
+        // mid-write as it falls).
+        let target = newest() + 1 + rng.below(25);
+        let t0 = Instant::now();
+        while newest() < target && child.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(21)));
+        let finished = child.try_wait().unwrap().is_some();
+        signal(child.id(), if round == 0 { "-INT" } else { "-KILL" });
+        let o = child.wait_with_output().unwrap();
+        if !finished {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        stops.push(newest());
+    }
+    println!("newest checkpoint after each stop: {stops:?}");
+    assert!(
+        stops[20] < 400,
+        "the kills came too late to interrupt: {stops:?}"
+    );
+    // Finish, then compare with the uninterrupted run bit for bit.
+    let o = start().wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (steps, got) = newest_checkpoint(&d.join("interrupted").join(ckpts));
+    assert_eq!(steps, 400);
+    assert_eq!(got.len(), expected.len());
+    for ((n, a), (m, b)) in got.iter().zip(&expected) {
+        assert_eq!(n, m);
+        assert!(a == b, "{n} differs from the uninterrupted run");
+    }
+    assert!(temporaries(d).is_empty(), "{:?}", temporaries(d));
+}
