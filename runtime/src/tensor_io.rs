@@ -156,11 +156,83 @@ impl RawTensor {
     }
 }
 
+/// What is wrong with a safetensors file the crate refused, in words and naming the tensor
+/// (the crate's own errors are bare codes such as `TensorInvalidInfo`).
+fn explain_invalid(bytes: &[u8], e: &safetensors::SafeTensorError) -> String {
+    let code = format!("{e:?}");
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
+        return format!(
+            "{} bytes: too short for the 8-byte header length ({code})",
+            bytes.len()
+        );
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return format!(
+            "the header length field says {len} bytes but the file has {} ({code})",
+            bytes.len()
+        );
+    };
+    let json: serde_json::Value = match serde_json::from_slice(header) {
+        Ok(v) => v,
+        Err(err) => return format!("the header is not valid JSON: {err} ({code})"),
+    };
+    let Some(map) = json.as_object() else {
+        return format!("the header is not a JSON object ({code})");
+    };
+    let data_len = (bytes.len() - 8 - header.len()) as u64;
+    for (name, info) in map.iter().filter(|(n, _)| *n != "__metadata__") {
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let shape: Option<Vec<u64>> = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let size = match dtype {
+            "F64" | "I64" | "U64" => Some(8),
+            "F32" | "I32" | "U32" => Some(4),
+            "F16" | "BF16" | "I16" | "U16" => Some(2),
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => Some(1),
+            _ => None,
+        };
+        let (Some(shape), Some(offsets), Some(size)) = (shape, offsets, size) else {
+            return format!(
+                "tensor '{name}': expected a known dtype, a shape and two data_offsets, found {info} ({code})"
+            );
+        };
+        let [start, end] = offsets[..] else {
+            return format!("tensor '{name}': data_offsets must hold two numbers ({code})");
+        };
+        let need = shape.iter().try_fold(size, |n: u64, &d| n.checked_mul(d));
+        if start > end || end > data_len {
+            return format!(
+                "tensor '{name}': data_offsets [{start}, {end}] lie outside the {data_len} data bytes ({code})"
+            );
+        }
+        if need != Some(end - start) {
+            return format!(
+                "tensor '{name}': shape {shape:?} of {dtype} needs {} bytes but data_offsets [{start}, {end}] hold {} ({code})",
+                need.map_or("more than 2^64".into(), |n| n.to_string()),
+                end - start
+            );
+        }
+    }
+    code
+}
+
 /// All tensors of a safetensors file, by name.
 pub fn read(path: &Path) -> Result<BTreeMap<String, RawTensor>, IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::Read(path.to_path_buf(), e))?;
     let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| IoError::Format(path.to_path_buf(), e.to_string()))?;
+        .map_err(|e| IoError::Format(path.to_path_buf(), explain_invalid(&bytes, &e)))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let elem = elem_of(view.dtype()).ok_or_else(|| {
@@ -232,4 +304,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
         let _ = std::fs::remove_file(&tmp);
         fail(e.to_string())
     })
+}
+
+#[cfg(test)]
+mod invalid_file_tests {
+    use super::*;
+
+    fn file_with_header(header: &str, data: usize) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.extend(vec![0u8; data]);
+        b
+    }
+
+    #[test]
+    fn a_refused_file_is_explained_by_tensor_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                r#"{"w":{"dtype":"F32","shape":[3,3],"data_offsets":[0,16]}}"#,
+                16,
+                "tensor 'w': shape [3, 3] of F32 needs 36 bytes but data_offsets [0, 16] hold 16",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,160]}}"#,
+                16,
+                "tensor 'w': data_offsets [0, 160] lie outside the 16 data bytes",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#,
+                16,
+                "needs more than 2^64 bytes",
+            ),
+            (r#"{"w": 5}"#, 0, "tensor 'w': expected a known dtype"),
+        ];
+        for (header, data, says) in cases {
+            let p = dir.path().join("x.safetensors");
+            std::fs::write(&p, file_with_header(header, data)).unwrap();
+            let err = read(&p).unwrap_err().to_string();
+            assert!(err.contains(says), "{header}: {err}");
+        }
+        let p = dir.path().join("short.safetensors");
+        std::fs::write(&p, [1u8, 2, 3]).unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("too short"));
+    }
 }

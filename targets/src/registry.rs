@@ -21,9 +21,12 @@ pub struct TargetOptions {
 /// The target called `name`, or an error that lists the known ones.
 pub fn target_by_name(name: &str, options: &TargetOptions) -> Result<Box<dyn Target>, String> {
     match name {
-        "cpu" => Ok(Box::new(CpuTarget {
-            cpu: options.cpu.clone(),
-        })),
+        "cpu" => {
+            crate::toolchain::check_cpu_name(&options.cpu)?;
+            Ok(Box::new(CpuTarget {
+                cpu: options.cpu.clone(),
+            }))
+        }
         "gpu" => Ok(Box::new(UnbuiltTarget {
             name: "gpu",
             why: "the GPU back end (MLIR to PTX, cuBLASLt, CUDA runtime) is the GPU target issue",

@@ -322,10 +322,158 @@ fn init_native_target() -> Result<(), ToolchainError> {
         .map_err(ToolchainError::TargetMachine)
 }
 
+/// The x86-64 CPU names LLVM 22 knows (`llc-22 -march=x86-64 -mcpu=help`). LLVM only warns on
+/// an unknown name and then aborts deep in code generation, so tbc checks names first.
+pub const X86_64_CPUS: [&str; 131] = [
+    "alderlake",
+    "amdfam10",
+    "arrowlake",
+    "arrowlake-s",
+    "arrowlake_s",
+    "athlon",
+    "athlon-4",
+    "athlon-fx",
+    "athlon-mp",
+    "athlon-tbird",
+    "athlon-xp",
+    "athlon64",
+    "athlon64-sse3",
+    "atom",
+    "atom_sse4_2",
+    "atom_sse4_2_movbe",
+    "barcelona",
+    "bdver1",
+    "bdver2",
+    "bdver3",
+    "bdver4",
+    "bonnell",
+    "broadwell",
+    "btver1",
+    "btver2",
+    "c3",
+    "c3-2",
+    "cannonlake",
+    "cascadelake",
+    "clearwaterforest",
+    "cooperlake",
+    "core-avx-i",
+    "core-avx2",
+    "core2",
+    "core_2_duo_sse4_1",
+    "core_2_duo_ssse3",
+    "core_2nd_gen_avx",
+    "core_3rd_gen_avx",
+    "core_4th_gen_avx",
+    "core_4th_gen_avx_tsx",
+    "core_5th_gen_avx",
+    "core_5th_gen_avx_tsx",
+    "core_aes_pclmulqdq",
+    "core_i7_sse4_2",
+    "corei7",
+    "corei7-avx",
+    "diamondrapids",
+    "emeraldrapids",
+    "generic",
+    "geode",
+    "goldmont",
+    "goldmont-plus",
+    "goldmont_plus",
+    "gracemont",
+    "grandridge",
+    "graniterapids",
+    "graniterapids-d",
+    "graniterapids_d",
+    "haswell",
+    "i386",
+    "i486",
+    "i586",
+    "i686",
+    "icelake-client",
+    "icelake-server",
+    "icelake_client",
+    "icelake_server",
+    "ivybridge",
+    "k6",
+    "k6-2",
+    "k6-3",
+    "k8",
+    "k8-sse3",
+    "knl",
+    "knm",
+    "lakemont",
+    "lunarlake",
+    "meteorlake",
+    "mic_avx512",
+    "nehalem",
+    "nocona",
+    "novalake",
+    "opteron",
+    "opteron-sse3",
+    "pantherlake",
+    "penryn",
+    "pentium",
+    "pentium-m",
+    "pentium-mmx",
+    "pentium2",
+    "pentium3",
+    "pentium3m",
+    "pentium4",
+    "pentium4m",
+    "pentium_4",
+    "pentium_4_sse3",
+    "pentium_ii",
+    "pentium_iii",
+    "pentium_iii_no_xmm_regs",
+    "pentium_m",
+    "pentium_mmx",
+    "pentium_pro",
+    "pentiumpro",
+    "prescott",
+    "raptorlake",
+    "rocketlake",
+    "sandybridge",
+    "sapphirerapids",
+    "sierraforest",
+    "silvermont",
+    "skx",
+    "skylake",
+    "skylake-avx512",
+    "skylake_avx512",
+    "slm",
+    "tigerlake",
+    "tremont",
+    "westmere",
+    "wildcatlake",
+    "winchip-c6",
+    "winchip2",
+    "x86-64",
+    "x86-64-v2",
+    "x86-64-v3",
+    "x86-64-v4",
+    "yonah",
+    "znver1",
+    "znver2",
+    "znver3",
+    "znver4",
+    "znver5",
+];
+
+/// Checks a `--cpu` value: `native` or one of [`X86_64_CPUS`]; the error lists the common ones.
+pub fn check_cpu_name(cpu: &str) -> Result<(), String> {
+    if cpu == "native" || X86_64_CPUS.contains(&cpu) {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown --cpu '{cpu}': expected native, x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or an LLVM CPU name such as skylake-avx512, sapphirerapids, znver4 ({} names: `llc-22 -march=x86-64 -mcpu=help` lists them)",
+        X86_64_CPUS.len()
+    ))
+}
+
 /// Creates a `TargetMachine` for the host triple. `cpu` is an LLVM CPU name
 /// (`"x86-64-v3"`, `"znver4"`, `"skylake-avx512"`, ...) with its default
 /// features, or `"native"` for the host CPU name and host features.
 pub(crate) fn host_target_machine(cpu: &str) -> Result<TargetMachine, ToolchainError> {
+    check_cpu_name(cpu).map_err(ToolchainError::TargetMachine)?;
     init_native_target()?;
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple)
@@ -411,5 +559,31 @@ mod tests {
         let cut = truncate("ab→cd".into(), 3); // '→' is 3 bytes, starting at byte 2
         assert!(cut.starts_with("ab\n"), "{cut}");
         assert!(cut.ends_with("(5 more bytes)"), "{cut}");
+    }
+
+    /// The embedded list is LLVM's: compared with `llc-22` when it is installed.
+    #[test]
+    fn cpu_names_are_llvm_s_and_unknown_ones_are_refused() {
+        use super::{check_cpu_name, X86_64_CPUS};
+        assert!(check_cpu_name("native").is_ok() && check_cpu_name("znver4").is_ok());
+        let err = check_cpu_name("nosuchcpu").unwrap_err();
+        assert!(err.contains("unknown --cpu 'nosuchcpu'"), "{err}");
+        let Ok(out) = std::process::Command::new("llc-22")
+            .args(["-march=x86-64", "-mcpu=help"])
+            .output()
+        else {
+            println!("SKIP: llc-22 is not installed; the CPU list was not compared");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        let listed: Vec<&str> = text
+            .split("Available CPUs for this target:")
+            .nth(1)
+            .and_then(|t| t.split("Available features").next())
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(listed, X86_64_CPUS);
     }
 }
