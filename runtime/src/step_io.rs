@@ -18,6 +18,56 @@ pub enum BindError {
     Shape(PathBuf, String, Vec<usize>, Vec<usize>),
     #[error("{0}: tensor '{1}' has dtype {2}, expected {3}")]
     Dtype(PathBuf, String, &'static str, &'static str),
+    #[error("{0}: tensor '{1}' holds {2} at element {3}, expected {4}")]
+    Value(PathBuf, String, String, usize, String),
+}
+
+/// The rows of the first input slot whose name ends with `suffix` (the smallest, when the
+/// teacher's and the student's differ).
+fn table_rows(slots: &[Slot], suffix: &str) -> Option<usize> {
+    (slots.iter())
+        .filter(|s| s.name.ends_with(suffix))
+        .filter_map(|s| s.shape.first().copied())
+        .min()
+}
+
+/// Checks a tensor's values before it is bound: floats finite; batch ids inside the tables
+/// they index (a gather would otherwise read out of range), the mask 0/1, class labels below
+/// the classifier's rows.
+fn check_values(slots: &[Slot], name: &str, t: &RawTensor, file: &Path) -> Result<(), BindError> {
+    let bad = |value: String, index: usize, expected: String| {
+        BindError::Value(file.to_path_buf(), name.into(), value, index, expected)
+    };
+    if let Some((index, value, _)) = t.non_finite() {
+        return Err(bad(value.to_string(), index, "a finite number".into()));
+    }
+    if !is_int(t.elem) {
+        return Ok(());
+    }
+    let limit = match name {
+        "input_ids" => table_rows(slots, "embeddings.word_embeddings.weight")
+            .map(|n| (n, "below the model's vocab_size")),
+        "segment_ids" => table_rows(slots, "embeddings.token_type_embeddings.weight")
+            .map(|n| (n, "below the model's type_vocab_size")),
+        "input_mask" => Some((2, "0 or 1")),
+        "label_ids" => table_rows(slots, "classifier.bias").map(|n| (n, "below num_labels")),
+        _ => None,
+    };
+    let Some((n, what)) = limit else {
+        return Ok(());
+    };
+    match t
+        .to_f64()
+        .iter()
+        .position(|&v| !(0.0..n as f64).contains(&v))
+    {
+        Some(i) => Err(bad(
+            t.to_f64()[i].to_string(),
+            i,
+            format!("0 <= value < {n} ({what})"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The flags of a step.
@@ -117,6 +167,7 @@ pub fn bind_inputs(
                     slot.shape.clone(),
                 ));
             }
+            check_values(slots, name, t, file)?;
             Ok(t.convert(slot.elem))
         })
         .collect()
