@@ -36,7 +36,7 @@ pub struct StepArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The learning rate applied in this step (overrides the schedule).
-    #[arg(long, value_parser = runtime::flags::positive_f32_range)]
+    #[arg(long, value_parser = runtime::flags::learning_rate)]
     pub lr: Option<f64>,
     /// Optimizer step counter (drives the schedule).
     #[arg(long, default_value_t = 0)]

@@ -39,6 +39,16 @@ pub fn positive_f32_range(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A learning rate: a number in (0, 1] (an Adam learning rate above 1 is always a typo).
+pub fn learning_rate(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be in (0, 1], found {v}"))
+    }
+}
+
 /// A finite number >= 0 (warmup steps).
 pub fn non_negative(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
@@ -78,6 +88,8 @@ mod tests {
         }
         assert!(positive_f32_range("nan").unwrap_err().contains("finite"));
         assert!(positive_f32_range("0").unwrap_err().contains("(0, 3.4e38]"));
+        assert_eq!(learning_rate("5e-5"), Ok(5e-5));
+        assert!(learning_rate("5e5").unwrap_err().contains("(0, 1]"));
         assert_eq!(non_negative("0"), Ok(0.0));
         assert!(non_negative("-1").is_err() && non_negative("nan").is_err());
         assert_eq!(positive_or_inf("inf"), Ok(f64::INFINITY));

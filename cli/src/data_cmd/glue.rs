@@ -210,12 +210,31 @@ fn column<'a>(cols: &[&'a str], c: i64) -> Option<&'a str> {
 pub fn parse_rows(text: &str, l: &Layout, input: &Path) -> Result<(Vec<Row>, usize)> {
     let mut rows = Vec::new();
     let mut skipped = 0;
+    // With a header, a line with fewer columns would shift the columns counted from the end
+    // (MNLI's label is the last one): it is an error (or skipped, for QQP's broken lines).
+    let mut header_columns = None;
     for (i, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if (i == 0 && l.skip_header) || line.is_empty() {
+        if i == 0 && l.skip_header {
+            header_columns = Some(line.split('\t').count());
+            continue;
+        }
+        if line.is_empty() {
             continue;
         }
         let cols: Vec<&str> = line.split('\t').collect();
+        if let Some(n) = header_columns.filter(|&n| cols.len() < n) {
+            if l.skip_short_lines {
+                skipped += 1;
+                continue;
+            }
+            bail!(
+                "{}:{}: the line has {} column(s) but the header has {n}",
+                input.display(),
+                i + 1,
+                cols.len()
+            );
+        }
         let get = |c: i64, what: &str| {
             column(&cols, c).with_context(|| {
                 format!(

@@ -2,7 +2,7 @@
 //! `run_task_distill.py` with dashes; the seed's underscore spellings are accepted as aliases so
 //! existing scripts keep working. Booleans take `true`/`false` values as the seed's do.
 
-use crate::flags::{positive_count, positive_f32_range, positive_usize};
+use crate::flags::{learning_rate, positive_count, positive_f32_range, positive_usize};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -53,8 +53,8 @@ pub struct LoopArgs {
     /// Seed of parameter initialization, dropout and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Base learning rate instead of the preset's.
-    #[arg(long, value_parser = positive_f32_range)]
+    /// Base learning rate instead of the preset's, in (0, 1].
+    #[arg(long, value_parser = learning_rate)]
     pub learning_rate: Option<f64>,
     /// Initial dynamic loss scale instead of the preset's (MindSpore's `loss_scale_value`).
     #[arg(long, alias = "loss_scale_value", value_parser = positive_f32_range)]

@@ -52,7 +52,7 @@ struct StepCmd {
     batch: PathBuf,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_parser = crate::flags::positive_f32_range)]
+    #[arg(long, value_parser = crate::flags::learning_rate)]
     lr: Option<f64>,
     #[arg(long, default_value_t = 0)]
     step: i32,
