@@ -321,10 +321,18 @@ fn bad_input_is_a_clear_error() {
     );
     assert!(!out.exists(), "no output on error");
 
+    // A line shorter than its header would shift the label (counted from the end).
     std::fs::write(&input, "index\tquestion\tsentence\tlabel\n0\tonly two\n").unwrap();
     let e = err(&args("QNLI", &input, &out, 16));
     assert!(
-        e.contains("dev.tsv:2") && e.contains("column 2") && e.contains("2 column(s)"),
+        e.contains("dev.tsv:2") && e.contains("2 column(s) but the header has 4"),
+        "{e}"
+    );
+    // Without a header (CoLA), the missing column is named.
+    std::fs::write(&input, "src\t1\n").unwrap();
+    let e = err(&args("CoLA", &input, &out, 16));
+    assert!(
+        e.contains("dev.tsv:1") && e.contains("column 3") && e.contains("2 column(s)"),
         "{e}"
     );
 
