@@ -31,16 +31,23 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Compile(a) => cli::compile_cmd::run(a),
-        Command::Graph(a) => cli::graph_cmd::run(a),
-        Command::Step(a) => cli::step::run(a),
-        Command::Verify(a) => cli::verify_cmd::run(a),
-        Command::Plot(a) => cli::plot_cmd::run(a),
-        Command::Data(a) => cli::data_cmd::run(a),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    // A panic is a bug: one line and exit 70, never a backtrace dump (runtime::interrupt).
+    let code = runtime::interrupt::run_catching_panics("tbc", || {
+        let result = match &cli.command {
+            Command::Compile(a) => cli::compile_cmd::run(a),
+            Command::Graph(a) => cli::graph_cmd::run(a),
+            Command::Step(a) => cli::step::run(a),
+            Command::Verify(a) => cli::verify_cmd::run(a),
+            Command::Plot(a) => cli::plot_cmd::run(a),
+            Command::Data(a) => cli::data_cmd::run(a),
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
 }

@@ -364,6 +364,24 @@ fn bad_input_is_a_clear_error() {
     );
     std::fs::write(&input, "index\tquestion\tsentence\tlabel\n").unwrap();
     assert!(err(&args("QNLI", &input, &out, 16)).contains("no data rows"));
+    std::fs::write(&input, "h\n0\ta\tb\tc\td\te\tf\tg\th\tnan\n").unwrap();
+    let e = err(&args("STS-B", &input, &out, 16));
+    assert!(
+        e.contains("dev.tsv:2") && e.contains("not a finite number"),
+        "{e}"
+    );
+    // The output (or schema) may not be the input.
+    let before = std::fs::read(&input).unwrap();
+    let e = err(&args("STS-B", &input, &input, 16));
+    assert!(e.contains("tbc never writes over its input"), "{e}");
+    let mut a = args("STS-B", &input, &out, 16);
+    a.schema_out = Some(input.clone());
+    assert!(err(&a).contains("tbc never writes over its input"));
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input is untouched"
+    );
     std::fs::write(&input, "h\n0\ta\tb\tc\td\te\tf\tg\th\tx.y\n").unwrap();
     let e = err(&args("STS-B", &input, &out, 16));
     assert!(

@@ -39,8 +39,8 @@ pub fn request() {
 /// Runs `body`; a panic inside it prints one line naming the bug, removes this process's
 /// temporaries and returns exit code 70 (EX_SOFTWARE), where unwinding into the generated C
 /// `main` would abort.
-pub fn run_catching_panics(body: impl FnOnce() -> i32) -> i32 {
-    std::panic::set_hook(Box::new(|info| {
+pub fn run_catching_panics(program: &'static str, body: impl FnOnce() -> i32) -> i32 {
+    std::panic::set_hook(Box::new(move |info| {
         let msg = info
             .payload()
             .downcast_ref::<&str>()
@@ -51,8 +51,10 @@ pub fn run_catching_panics(body: impl FnOnce() -> i32) -> i32 {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        // Before unwinding drops the guards that would only unregister them.
+        crate::temp_files::remove_active();
         eprintln!(
-            "error: internal error in the trainer: {msg}{at}. This is a bug in tbc; please report it with the command line. No file was left half-written."
+            "error: internal error in {program}: {msg}{at}. This is a bug in tbc; please report it with the command line. No file was left half-written."
         );
     }));
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(70);

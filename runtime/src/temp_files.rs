@@ -61,7 +61,17 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// Removes this process's temporaries still in progress (from a panic hook or on a signal).
 /// An export moved aside is moved back when its replacement never arrived.
 pub fn remove_active() {
-    for p in lock().drain(..) {
+    remove_active_under(Path::new("/"));
+}
+
+/// [`remove_active`] for the temporaries below `dir` only.
+pub fn remove_active_under(dir: &Path) {
+    let mut active = lock();
+    let (mine, rest): (Vec<PathBuf>, Vec<PathBuf>) =
+        active.drain(..).partition(|p| p.starts_with(dir));
+    *active = rest;
+    drop(active);
+    for p in mine {
         remove_or_restore(&p);
     }
 }
@@ -183,7 +193,7 @@ mod tests {
         assert!(mine.exists(), "a running process's temporary stays");
         assert!(d.path().join("keep.tmp1").exists());
         let r = Registered::new(&mine);
-        remove_active();
+        remove_active_under(d.path());
         drop(r);
         assert!(!mine.exists());
     }

@@ -73,7 +73,8 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     // Numeric flags: the range is in the message.
     for (flag, value, says) in [
         ("--learning-rate", "nan", "finite"),
-        ("--learning-rate", "-1e-5", "(0, 3.4e38]"),
+        ("--learning-rate", "-1e-5", "(0, 1]"),
+        ("--learning-rate", "5e5", "(0, 1]"),
         ("--loss-scale-value", "inf", "finite"),
         ("--data-sink-steps", "0", "at least 1"),
         ("--save-ckpt-step", "0", "at least 1"),
@@ -162,6 +163,56 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
         d,
     );
     assert!(err.contains(name) && err.contains("NaN"), "{err}");
+
+    // A resume checkpoint that lacks a trained tensor is an error, not a fresh start.
+    let with_ckpts = td1(d, "train.tfrecord", "o3", &["--save-ckpt-step", "1"]);
+    ok(&trainer, &args(&with_ckpts), d);
+    let ckdir = d.join("o3/tinybert_td_phase1_save_ckpt");
+    let newest = checkpoint::newest(&ckdir, checkpoint::Newest::Step)
+        .unwrap()
+        .unwrap();
+    let mut w = checkpoint::load_weights(&newest.weights).unwrap();
+    w.remove("bert.encoder.layer.0.output.dense.bias");
+    checkpoint::save_weights(&newest.weights, &w).unwrap();
+    let mut resume = with_ckpts.clone();
+    resume.push("--resume".into());
+    let err = fail(&trainer, &args(&resume), d);
+    assert!(
+        err.contains("lacks 1 student tensor(s)")
+            && err.contains("bert.encoder.layer.0.output.dense.bias"),
+        "{err}"
+    );
+
+    // `trainer step` checks a safetensors batch: an id past the vocabulary, by element.
+    let mut batch =
+        runtime::tensor_io::read(&tbc_tests::tiny_dir().join("batch.safetensors")).unwrap();
+    let ids = batch.get_mut("input_ids").unwrap();
+    ids.bytes[4 * 19..4 * 20].copy_from_slice(&5000i32.to_le_bytes());
+    let bad_batch = d.join("bad_batch.safetensors");
+    let tensors: Vec<(String, RawTensor)> = batch.into_iter().collect();
+    runtime::tensor_io::write(&bad_batch, &tensors, &Default::default()).unwrap();
+    let err = fail(
+        &trainer,
+        &[
+            "step",
+            "--phase",
+            "td1",
+            "--weights",
+            &tbc_tests::tiny_dir()
+                .join("weights.safetensors")
+                .display()
+                .to_string(),
+            "--batch",
+            &s("bad_batch.safetensors"),
+            "--out",
+            &s("step_out.safetensors"),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("'input_ids' holds 5000 at element 19") && err.contains("vocab_size"),
+        "{err}"
+    );
 
     // Exports never replace an input.
     let err = fails(

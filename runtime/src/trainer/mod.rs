@@ -33,5 +33,5 @@ pub unsafe extern "C" fn tbc_trainer_main(
         .collect();
     let kernels = CompiledKernels::from_table(table, n_kernels as usize);
     let plans = std::slice::from_raw_parts(plans, plans_len as usize);
-    crate::interrupt::run_catching_panics(|| trainer_main(args, &kernels, plans))
+    crate::interrupt::run_catching_panics("the trainer", || trainer_main(args, &kernels, plans))
 }
