@@ -306,7 +306,8 @@ class Campaign:
             note = (note or "") + " refused a valid input"
         r = {"class": cls, "input": what, "expect": expect, "outcome": outcome, "rc": rc,
              "cmd": " ".join(shlex.quote(str(a)) for a in argv), "temporaries": temps,
-             "message": lines[-1][:400] if lines else "", "note": note}
+             "message": next((l for l in reversed(lines) if l.startswith("error")), lines[-1] if lines else "")[:400],
+             "note": note}
         if outcome in ("panic/abort", "silent acceptance", "timeout") or temps or note:
             r["stderr_head"], r["stderr_tail"] = lines[:8], lines[-3:]
         self.results.append(r)
@@ -505,7 +506,8 @@ class Campaign:
         kinds = ["truncated", "random bytes", "header length", "header bytes", "dtype", "shape", "offsets",
                  "NaN/Inf value", "renamed tensor", "missing tensor", "converted dtype"]
         for i in range(88):
-            kind, (tname, (src, command, reads)) = kinds[i % len(kinds)], rng.choice(list(targets.items()))
+            kind = kinds[i % len(kinds)]  # every kind meets every target in turn
+            tname, (src, command, reads) = list(targets.items())[(i // len(kinds) + i % len(kinds)) % len(targets)]
             d, raw = self.case_dir(), (b / src).read_bytes()
             tensors, meta = load_tensors(b / src)
             name = rng.choice(sorted(n for n in tensors if reads(n)))
@@ -577,8 +579,12 @@ class Campaign:
         names = sorted(n for n in student if not n.startswith("fit_dense"))
         kinds = ["NaN in eval checkpoint", "NaN in export checkpoint", "eval checkpoint lacks a tensor",
                  "resume: weights lack a tensor", "resume: NaN in weights", "resume: state lacks a moment",
-                 "resume: NaN/negative moment", "resume: state metadata", "resume: truncated state"]
-        for i in range(45):
+                 "resume: NaN/negative moment", "resume: state metadata", "resume: truncated state",
+                 "resume: state metadata"]
+        metadata_edits = iter([("batch", 8), ("seq_len", 32), ("phase", "gd"), ("global_step", 99), ("steps_per_epoch", 0),
+                               ("scalars", {}), ("state.loss_scale", -1.0), ("state.loss_scale", 1e39),
+                               ("state.step", -3.0), ("state.loss_scale", 0.0)])
+        for i in range(50):
             kind, d = kinds[i % len(kinds)], self.case_dir()
             if not kind.startswith("resume"):
                 t = {k: list(v) for k, v in student.items()}
@@ -610,9 +616,7 @@ class Campaign:
                 del t[name]
             elif kind == "resume: state metadata":
                 st = json.loads(m["tbc_state"])
-                key, val = rng.choice([("batch", 8), ("seq_len", 32), ("phase", "gd"), ("global_step", 99),
-                                       ("steps_per_epoch", 0), ("scalars", {}), ("state.loss_scale", -1.0),
-                                       ("state.loss_scale", 1e39), ("state.step", -3.0)])
+                key, val = next(metadata_edits)
                 (st["scalars"] if key.startswith("state.") else st)[key] = val
                 m = dict(m, tbc_state=json.dumps(st))
                 name = f"{key} = {val}"
@@ -648,7 +652,7 @@ class Campaign:
                       "mask not 0/1": ("input_mask", [2, -1, 255])}
         for i in range(108):
             kind = kind_list[i % len(kind_list)]
-            tname = rng.choice(kinds[kind])
+            tname = kinds[kind][(i // len(kind_list)) % len(kinds[kind])]
             base, command = targets[tname]
             rows = copy.deepcopy(self.rows[base])
             good, d = tfrecord(rows), self.case_dir()
@@ -947,7 +951,7 @@ class Campaign:
     def flags_class(self):
         cls = "7 numeric flags"
         count = lambda v: v == str(2**62)  # whole numbers >= 1 (2^64 does not fit u64)
-        u64 = lambda v: v in ("0", str(2**62))
+        u64 = lambda v: v in ("0", str(2**62))  # seeds, patience
         f32pos = lambda v: v in (str(2**62), str(2**64))  # (0, 3.4e38]
         never = lambda v: False
         maybe = {}  # (flag, value) whose validity the campaign does not decide
@@ -959,7 +963,7 @@ class Campaign:
             ("general-distill", "--data-sink-steps", count, lambda d, o: self.gd(d, {"--enable-data-sink": "true", **o})),
             ("finetune", "--epoch-size", count, self.ft),
             ("trainer step", "--lr", never, self.tstep), ("trainer step", "--loss-scale", f32pos, self.tstep),
-            ("trainer step", "--step", u64, self.tstep),
+            ("trainer step", "--step", lambda v: v == "0", self.tstep),
             ("trainer step", "--decay-steps", lambda v: v in ("inf", "1e308", str(2**62), str(2**64)), self.tstep),
             ("tbc step", "--lr", never, lambda d, o: self.tstep(d, o, tbc=True)),
             ("tbc step", "--warmup-steps", lambda v: v in ("0", "1e308", str(2**62), str(2**64)), lambda d, o: self.tstep(d, o, tbc=True)),
@@ -968,7 +972,7 @@ class Campaign:
             ("tbc data pretrain", "--max-seq-length", never, self.pretrain),
         ]
         maybe.update({("--lr", str(2**62)): 1, ("--lr", str(2**64)): 1, ("--warmup-steps", "1e308"): 1,
-                      ("--data-sink-steps", str(2**62)): 1})
+                      ("--data-sink-steps", str(2**62)): 1, ("--step", str(2**62)): 1})
         for prog, flag, valid, command in sites:
             for v in NUMBERS:
                 if flag.endswith("epoch-size") and v == str(2**62):
@@ -1059,6 +1063,8 @@ class Campaign:
                 lost = [str(p.relative_to(d)) for p, v in inputs.items() if not p.is_file() or p.read_bytes() != v]
                 if lost:
                     return "silent acceptance", f"input(s) replaced or removed: {lost}"
+                if rc == 0 and link and not (d / "alias").is_symlink():
+                    return None, "wrote over the symlink itself; the input it named is intact"
                 return check(rc, out, err) if check else (None, None)
             self.run(cls, what + (" (through a symlink)" if link and (d / "alias").is_symlink() else ""), argv, expect, d, damage)
 

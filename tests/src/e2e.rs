@@ -6,7 +6,7 @@ use runtime::checkpoint;
 use runtime::data::example::{Example, Feature};
 use runtime::data::tfrecord::Writer;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A tiny trainer with every phase; `student` overrides the tiny student config.
@@ -128,4 +128,42 @@ pub fn fail(trainer: &Path, args: &[&str], cwd: &Path) -> String {
         "trainer {args:?} panicked: {err}"
     );
     err
+}
+
+/// A temporary directory holding a tiny trainer of every phase (`preset`), `rows` records of
+/// training data in `train.tfrecord` and the fixture's models in `teacher.safetensors` and
+/// `student.safetensors`: the start of most end-to-end tests.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+    pub trainer: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(preset: &str, rows: usize, seed: u64) -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let trainer = d.join("trainer");
+        compile(preset, None, &trainer);
+        write_data(&d.join("train.tfrecord"), rows, seed);
+        fixture_model("teacher", &d.join("teacher.safetensors"));
+        fixture_model("student", &d.join("student.safetensors"));
+        Workdir { dir, trainer }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Replaces the teacher in `path` with one whose embedding LayerNorm bias is near f32's
+/// maximum: finite weights whose activations overflow, so every gradient overflows.
+pub fn make_teacher_overflow(path: &Path) {
+    let mut t = checkpoint::load_weights(path).unwrap();
+    let name = "bert.embeddings.LayerNorm.bias";
+    let n = t[name].numel();
+    t.insert(
+        name.into(),
+        runtime::tensor_io::RawTensor::from_f64(plan::ElemType::F32, vec![n], &vec![3e38; n]),
+    );
+    checkpoint::save_weights(path, &t).unwrap();
 }

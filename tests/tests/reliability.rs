@@ -61,14 +61,9 @@ fn temporaries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let trainer = d.join("trainer");
-    compile("mindspore", None, &trainer);
-    write_data(&d.join("train.tfrecord"), 8, 5);
-    fixture_model("teacher", &d.join("teacher.safetensors"));
-    fixture_model("student", &d.join("student.safetensors"));
-    let fails = |data: &str, extra: &[&str]| fail(&trainer, &args(&td1(d, data, "o", extra)), d);
+    let w = Workdir::new("mindspore", 8, 5);
+    let (d, trainer) = (w.path(), &w.trainer);
+    let fails = |data: &str, extra: &[&str]| fail(trainer, &args(&td1(d, data, "o", extra)), d);
 
     // Numeric flags: the range is in the message.
     for (flag, value, says) in [
@@ -87,7 +82,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
         );
     }
     let zero_epochs = td1_epochs(d, "train.tfrecord", "o", "0", &[]);
-    let err = fail(&trainer, &args(&zero_epochs), d);
+    let err = fail(trainer, &args(&zero_epochs), d);
     assert!(err.contains("at least 1"), "{err}");
 
     // Data: a token id past the vocabulary (100) in record 5, named with file, record, feature.
@@ -117,7 +112,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     });
     let s = |p: &str| d.join(p).display().to_string();
     let err = fail(
-        &trainer,
+        trainer,
         &[
             "finetune",
             "--load-teacher-ckpt-path",
@@ -146,7 +141,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     );
     checkpoint::save_weights(&d.join("nan_teacher.safetensors"), &t).unwrap();
     let err = fail(
-        &trainer,
+        trainer,
         &args(&td1(d, "train.tfrecord", "o", &[]))
             .iter()
             .map(|a| {
@@ -166,7 +161,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
 
     // A resume checkpoint that lacks a trained tensor is an error, not a fresh start.
     let with_ckpts = td1(d, "train.tfrecord", "o3", &["--save-ckpt-step", "1"]);
-    ok(&trainer, &args(&with_ckpts), d);
+    ok(trainer, &args(&with_ckpts), d);
     let ckdir = d.join("o3/tinybert_td_phase1_save_ckpt");
     let newest = checkpoint::newest(&ckdir, checkpoint::Newest::Step)
         .unwrap()
@@ -176,7 +171,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     checkpoint::save_weights(&newest.weights, &w).unwrap();
     let mut resume = with_ckpts.clone();
     resume.push("--resume".into());
-    let err = fail(&trainer, &args(&resume), d);
+    let err = fail(trainer, &args(&resume), d);
     assert!(
         err.contains("lacks 1 student tensor(s)")
             && err.contains("bert.encoder.layer.0.output.dense.bias"),
@@ -192,7 +187,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     let tensors: Vec<(String, RawTensor)> = batch.into_iter().collect();
     runtime::tensor_io::write(&bad_batch, &tensors, &Default::default()).unwrap();
     let err = fail(
-        &trainer,
+        trainer,
         &[
             "step",
             "--phase",
@@ -224,7 +219,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
         "{err}"
     );
     let err = fail(
-        &trainer,
+        trainer,
         &[
             "export-hf",
             "--ckpt",
@@ -245,7 +240,7 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
     std::fs::write(data.join("train.mindrecord.db"), b"not a tfrecord").unwrap();
     std::fs::create_dir_all(d.join("o2")).unwrap();
     std::fs::write(d.join("o2/.metrics.jsonl.tmp4194305"), b"stale").unwrap();
-    let out = ok(&trainer, &args(&td1(d, "data", "o2", &[])), d);
+    let out = ok(trainer, &args(&td1(d, "data", "o2", &[])), d);
     assert!(
         out.contains("8 rows from 1 file(s): imdb_train.tfrecord"),
         "{out}"
@@ -256,24 +251,11 @@ fn bad_values_and_unsafe_outputs_are_refused_before_the_first_step() {
 
 #[test]
 fn overflow_at_loss_scale_one_stops_the_run_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let trainer = d.join("trainer");
-    compile("mindspore", None, &trainer);
-    write_data(&d.join("train.tfrecord"), 24, 4);
-    fixture_model("teacher", &d.join("teacher.safetensors"));
-    fixture_model("student", &d.join("student.safetensors"));
-    // A finite teacher whose activations overflow f32: every gradient overflows.
-    let mut t = checkpoint::load_weights(&d.join("teacher.safetensors")).unwrap();
-    let name = "bert.embeddings.LayerNorm.bias";
-    let n = t[name].numel();
-    t.insert(
-        name.into(),
-        RawTensor::from_f64(plan::ElemType::F32, vec![n], &vec![3e38; n]),
-    );
-    checkpoint::save_weights(&d.join("teacher.safetensors"), &t).unwrap();
+    let w = Workdir::new("mindspore", 24, 4);
+    let (d, trainer) = (w.path(), &w.trainer);
+    make_teacher_overflow(&d.join("teacher.safetensors"));
     let extra = ["--loss-scale-value", "2", "--overflow-patience", "3"];
-    let err = fail(&trainer, &args(&td1(d, "train.tfrecord", "o", &extra)), d);
+    let err = fail(trainer, &args(&td1(d, "train.tfrecord", "o", &extra)), d);
     // Step 1 at scale 2 halves it; steps 2..=4 overflow at scale 1.
     assert!(
         err.contains("steps 2..=4 all overflowed at loss scale 1"),
@@ -283,13 +265,8 @@ fn overflow_at_loss_scale_one_stops_the_run_with_a_clear_error() {
 
 #[test]
 fn sigint_stops_between_steps_a_busy_output_dir_is_refused_and_resume_continues() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let trainer = d.join("trainer");
-    compile("mindspore", None, &trainer);
-    write_data(&d.join("train.tfrecord"), 64, 4);
-    fixture_model("teacher", &d.join("teacher.safetensors"));
-    fixture_model("student", &d.join("student.safetensors"));
+    let w = Workdir::new("mindspore", 64, 4);
+    let (d, trainer) = (w.path(), &w.trainer);
     // 16 steps per epoch × 100 000 epochs: far longer than the test waits.
     let long = td1_epochs(
         d,
@@ -299,7 +276,7 @@ fn sigint_stops_between_steps_a_busy_output_dir_is_refused_and_resume_continues(
         &["--save-ckpt-step", "7"],
     );
     let start = |a: &[String]| {
-        Command::new(&trainer)
+        Command::new(trainer)
             .args(a)
             .current_dir(d)
             .stdout(Stdio::piped())
@@ -325,7 +302,7 @@ fn sigint_stops_between_steps_a_busy_output_dir_is_refused_and_resume_continues(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let busy = fail(&trainer, &args(&long), d);
+    let busy = fail(trainer, &args(&long), d);
     assert!(busy.contains("in use by another tbc run"), "{busy}");
     let kill = |pid: u32, sig: &str| {
         Command::new("kill")
@@ -369,13 +346,8 @@ fn newest_checkpoint(dir: &Path) -> (u64, Vec<(String, Vec<u8>)>) {
 
 #[test]
 fn sigint_then_twenty_sigkills_each_resumed_end_bit_identical_to_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let trainer = d.join("trainer");
-    compile("mindspore", None, &trainer);
-    write_data(&d.join("train.tfrecord"), 40, 9);
-    fixture_model("teacher", &d.join("teacher.safetensors"));
-    fixture_model("student", &d.join("student.safetensors"));
+    let w = Workdir::new("mindspore", 40, 9);
+    let (d, trainer) = (w.path(), &w.trainer);
     // 10 batches × 40 epochs, a checkpoint every step, shuffled.
     let run_args = |out: &str| {
         td1_epochs(
@@ -394,7 +366,7 @@ fn sigint_then_twenty_sigkills_each_resumed_end_bit_identical_to_an_uninterrupte
         )
     };
     let reference = run_args("uninterrupted");
-    ok(&trainer, &args(&reference), d);
+    ok(trainer, &args(&reference), d);
     let ckpts = "tinybert_td_phase1_save_ckpt";
     let (steps, expected) = newest_checkpoint(&d.join("uninterrupted").join(ckpts));
     assert_eq!(steps, 400);
@@ -402,7 +374,7 @@ fn sigint_then_twenty_sigkills_each_resumed_end_bit_identical_to_an_uninterrupte
     let mut resumed = run_args("interrupted");
     resumed.push("--resume".into());
     let start = || {
-        Command::new(&trainer)
+        Command::new(trainer)
             .args(&resumed)
             .current_dir(d)
             .stdout(Stdio::null())

@@ -587,26 +587,13 @@ fn check_resume(
 
 #[test]
 fn injected_overflow_skips_the_update_halves_the_scale_and_keeps_the_lr_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let trainer = d.join("trainer");
-    compile("mindspore", None, &trainer);
-    write_data(&d.join("train.tfrecord"), 4, 4);
-    fixture_model("teacher", &d.join("teacher.safetensors"));
-    fixture_model("student", &d.join("student.safetensors"));
+    let w = Workdir::new("mindspore", 4, 4);
+    let (d, trainer) = (w.path(), &w.trainer);
     let s = |p: &str| d.join(p).display().to_string();
-    // The injection: a teacher whose embedding LayerNorm bias is near f32's maximum makes the
-    // hidden-state loss and every gradient overflow in the first step.
-    let mut t = checkpoint::load_weights(&d.join("teacher.safetensors")).unwrap();
-    let name = "bert.embeddings.LayerNorm.bias";
-    let n = t[name].numel();
-    t.insert(
-        name.into(),
-        runtime::tensor_io::RawTensor::from_f64(plan::ElemType::F32, vec![n], &vec![3e38; n]),
-    );
-    checkpoint::save_weights(&d.join("teacher.safetensors"), &t).unwrap();
+    // The injection: the hidden-state loss and every gradient overflow in the first step.
+    make_teacher_overflow(&d.join("teacher.safetensors"));
     let out = ok(
-        &trainer,
+        trainer,
         &[
             "task-distill",
             "--td-phase",
