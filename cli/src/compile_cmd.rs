@@ -85,6 +85,16 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         bail!("--phases is empty (expected a list such as gd,td1,td2,eval)");
     }
     // Resolved once: configs and preset do not depend on the phase.
+    if let Some(out) = &args.output {
+        let inputs: Vec<&std::path::Path> =
+            [&args.configs.teacher_config, &args.configs.student_config]
+                .into_iter()
+                .flatten()
+                .map(|p| p.as_path())
+                .collect();
+        runtime::train::run_guard::refuse_output_over_inputs("-o", out, &inputs)
+            .map_err(|e| anyhow!(e))?;
+    }
     let r = args.configs.resolve()?;
     let (teacher_raw, student_raw) = args.configs.raw_texts(&r.preset)?;
     let req = CompileRequest {

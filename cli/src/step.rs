@@ -39,7 +39,7 @@ pub struct StepArgs {
     #[arg(long, value_parser = runtime::flags::learning_rate)]
     pub lr: Option<f64>,
     /// Optimizer step counter (drives the schedule).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = runtime::flags::step_counter)]
     pub step: i32,
     /// Current loss scale; default: the preset's initial scale for the phase (1 without scaling).
     #[arg(long, value_parser = runtime::flags::positive_f32_range)]
@@ -56,6 +56,12 @@ pub struct StepArgs {
 }
 
 pub fn run(args: &StepArgs) -> Result<()> {
+    runtime::train::run_guard::refuse_output_over_inputs(
+        "--out",
+        &args.out,
+        &[args.weights.as_path(), args.batch.as_path()],
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     let r = args.model.resolve()?;
     let batch = runtime::tensor_io::read(&args.batch)?;
     let ids = batch

@@ -49,6 +49,28 @@ pub fn learning_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The most tokens a row may have (far above any BERT's 512 positions; bounds the buffers).
+pub const MAX_SEQ_LENGTH: usize = 1 << 16;
+
+/// A sequence length: a whole number in 1..=65536.
+pub fn seq_length(s: &str) -> Result<usize, String> {
+    let n = positive_usize(s)?;
+    if n > MAX_SEQ_LENGTH {
+        return Err(format!("must be at most {MAX_SEQ_LENGTH}, found {n}"));
+    }
+    Ok(n)
+}
+
+/// A step counter: a whole number in 0..=2^31-1 (the graphs hold it as i32).
+pub fn step_counter(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number in 0..=2147483647, found '{s}'"
+        )),
+    }
+}
+
 /// A finite number >= 0 (warmup steps).
 pub fn non_negative(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
@@ -88,6 +110,12 @@ mod tests {
         }
         assert!(positive_f32_range("nan").unwrap_err().contains("finite"));
         assert!(positive_f32_range("0").unwrap_err().contains("(0, 3.4e38]"));
+        assert_eq!(seq_length("128"), Ok(128));
+        assert!(seq_length("4611686018427387904")
+            .unwrap_err()
+            .contains("at most 65536"));
+        assert_eq!(step_counter("0"), Ok(0));
+        assert!(step_counter("-1").is_err() && step_counter("2147483648").is_err());
         assert_eq!(learning_rate("5e-5"), Ok(5e-5));
         assert!(learning_rate("5e5").unwrap_err().contains("(0, 1]"));
         assert_eq!(non_negative("0"), Ok(0.0));

@@ -7,19 +7,30 @@ use std::sync::Arc;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the SIGINT/SIGTERM handlers: the first signal sets the flag the training loop reads
-/// between steps; the second exits with 130 after removing this process's temporaries.
+/// Installs the SIGINT/SIGTERM handling: a thread receives the signals; the first sets the flag
+/// the training loop reads between steps, the second removes this process's temporaries (and
+/// the output directory's lock) and exits with 130 at once.
 pub fn install_signal_handlers() -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Registered first, so it runs when `flag` is already set: the second signal.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
-            .map_err(|e| format!("cannot install a handler for signal {sig}: {e}"))?;
-        signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| format!("cannot install a handler for signal {sig}: {e}"))?;
+    if FLAG.get().is_some() {
+        return Ok(());
     }
-    // The training loop polls `requested()`, which reads the shared flag.
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
+    let seen = flag.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if seen.swap(true, Ordering::SeqCst) {
+                    crate::temp_files::remove_active();
+                    eprintln!("interrupted twice: stopping now (temporary files removed; --resume continues from the newest checkpoint)");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     FLAG.set(flag).ok();
     Ok(())
 }

@@ -995,8 +995,8 @@ class Campaign:
             shutil.copytree(b / "cls", d / "data")
             shutil.copy(b / "eval_model.safetensors", d / "ckpt.safetensors")
             shutil.copy(b / "cls.tsv", d / "in.tsv")
-            link = rng.random() < 0.3
-            alias = lambda p: (d / "alias").symlink_to(p) or d / "alias" if link else p
+            use_link = rng.random() < 0.3  # name the output through a symlink to the input
+            alias = lambda p: (d / "alias").symlink_to(p) or d / "alias" if use_link else p
             kind, expect, check = i % 21, REFUSE, None
             if kind == 0:
                 what, argv = "finetune --export-hf onto the teacher directory", self.ft(d, {"--load-teacher-ckpt-path": d / "tdir", "--export-hf": alias(d / "tdir")})
@@ -1059,15 +1059,16 @@ class Campaign:
                 (d / "m.jsonl").write_text((self.work / "run_td/o/metrics.jsonl").read_text())
                 what, argv = "tbc plot --output onto --metrics", [self.tbc, "plot", "--metrics", d / "m.jsonl", "--output", alias(d / "m.jsonl")]
             inputs = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and not p.is_symlink()}
+            link = (d / "alias").is_symlink()
 
-            def damage(rc, out, err, inputs=inputs, check=check):
+            def damage(rc, out, err, inputs=inputs, check=check, link=link):
                 lost = [str(p.relative_to(d)) for p, v in inputs.items() if not p.is_file() or p.read_bytes() != v]
                 if lost:
                     return "silent acceptance", f"input(s) replaced or removed: {lost}"
                 if rc == 0 and link and not (d / "alias").is_symlink():
                     return None, "wrote over the symlink itself; the input it named is intact"
                 return check(rc, out, err) if check else (None, None)
-            self.run(cls, what + (" (through a symlink)" if link and (d / "alias").is_symlink() else ""), argv, expect, d, damage)
+            self.run(cls, what + (" (through a symlink)" if link else ""), argv, expect, d, damage)
 
     # -- 9. faults ------------------------------------------------------------------------------------
 
@@ -1075,7 +1076,7 @@ class Campaign:
         cls, rng = "9 faults (SIGKILL/SIGINT)", self.rng
         ck = "tinybert_td_phase1_save_ckpt"
         reference = (self.work / f"run_long/o/{ck}/tiny_bert_360_1.safetensors").read_bytes()
-        plans = ["SIGKILL"] * 16 + ["SIGINT"] * 6 + ["SIGTERM"] * 3 + ["SIGINT twice"] * 3 + ["SIGKILL twice"] * 2
+        plans = ["SIGKILL"] * 14 + ["SIGINT"] * 5 + ["SIGTERM"] * 3 + ["SIGINT twice"] * 6 + ["SIGKILL twice"] * 2
         for i, how in enumerate(plans):
             d = self.case_dir()
             argv = self.long_td1(d, {"--max-ckpt-num": rng.choice([1, 2, 3])})
@@ -1089,8 +1090,8 @@ class Campaign:
                 time.sleep(rng.uniform(0.0, 1.2))
                 sig = signal.SIGKILL if how.startswith("SIGKILL") else signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
                 p.send_signal(sig)
-                if how == "SIGINT twice":
-                    time.sleep(0.005)
+                if how == "SIGINT twice":  # 2-20 ms later: sooner, the kernel merges the two
+                    time.sleep(rng.uniform(0.002, 0.02))
                     p.send_signal(sig)
                 try:
                     _, err = p.communicate(timeout=self.timeout)

@@ -38,7 +38,7 @@ pub struct GlueArgs {
     #[command(flatten)]
     pub tokenizer: TokenizerArgs,
     /// Sequence length of every row (padded with zeros).
-    #[arg(long)]
+    #[arg(long, value_parser = runtime::flags::seq_length)]
     pub max_seq_length: usize,
     /// The TSV file (e.g. MNLI's dev_matched.tsv).
     #[arg(long)]
@@ -302,7 +302,10 @@ pub fn run(a: &GlueArgs) -> Result<Output> {
         bail!("--max-seq-length must be at least 3 ([CLS] a [SEP] b [SEP] needs room)");
     }
     let l = layout(a)?;
-    super::refuse_overwriting_inputs(&[a.input.as_path()], &a.output, a.schema_out.as_deref())?;
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.tokenizer.vocab.as_deref());
+    inputs.extend(a.tokenizer.tokenizer.as_deref());
+    super::refuse_overwriting_inputs(&inputs, &a.output, a.schema_out.as_deref())?;
     let tok = a.tokenizer.load()?;
     let text = std::fs::read_to_string(&a.input)
         .with_context(|| format!("cannot read {}", a.input.display()))?;

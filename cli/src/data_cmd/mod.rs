@@ -127,8 +127,9 @@ pub fn refuse_overwriting_inputs(
     output: &Path,
     schema_out: Option<&Path>,
 ) -> Result<()> {
+    // The same file, or an output that contains an input (a model directory).
     let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
+        (Ok(x), Ok(y)) => x == y || x.starts_with(&y),
         _ => false,
     };
     for &input in inputs {

@@ -27,7 +27,7 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub tokenizer: TokenizerArgs,
     /// Sequence length of every row.
-    #[arg(long)]
+    #[arg(long, value_parser = runtime::flags::seq_length)]
     pub max_seq_length: usize,
     /// Text files: one sentence per line, documents separated by blank lines.
     #[arg(long, num_args = 1.., required = true)]
@@ -97,7 +97,9 @@ pub fn run(a: &PretrainArgs) -> Result<Output> {
     if a.max_seq_length < 4 {
         bail!("--max-seq-length must be at least 4 ([CLS] a [SEP] b [SEP] needs room)");
     }
-    let inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
+    let mut inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
+    inputs.extend(a.tokenizer.vocab.as_deref());
+    inputs.extend(a.tokenizer.tokenizer.as_deref());
     super::refuse_overwriting_inputs(&inputs, &a.output, a.schema_out.as_deref())?;
     let tokenizer = a.tokenizer.load()?;
     let tok = &tokenizer;

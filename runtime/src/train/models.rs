@@ -42,13 +42,84 @@ fn model_path(path: &Path) -> Result<PathBuf, String> {
     resolve_checkpoint(path)
 }
 
-/// Loads what `path` has of `expected`; returns the tensors and the names it lacks.
+/// Loads what `path` has of `expected`; returns the tensors and the names it lacks. A model
+/// directory's `config.json` must describe the model this trainer was compiled for (`compiled`,
+/// the manifest's config), or the weights would be read under another architecture.
 fn load(
     path: &Path,
     expected: &[(String, Vec<usize>)],
+    compiled: &serde_json::Value,
 ) -> Result<(TensorMap, Vec<String>), String> {
     let loaded = crate::hf::load_model(path, expected).map_err(|e| e.to_string())?;
+    if let Some(cfg) = &loaded.config {
+        check_config_matches(cfg, compiled, &path.join("config.json"))?;
+    }
     Ok((loaded.tensors, loaded.missing))
+}
+
+/// The sizes and numerics of a model directory's config against the compiled model's.
+fn check_config_matches(
+    cfg: &crate::hf::BertConfig,
+    compiled: &serde_json::Value,
+    file: &Path,
+) -> Result<(), String> {
+    let c = crate::hf::BertConfig::from_value(compiled, Path::new("the trainer's manifest"))
+        .map_err(|e| e.to_string())?;
+    let sizes = [
+        ("vocab_size", cfg.vocab_size, c.vocab_size),
+        ("hidden_size", cfg.hidden_size, c.hidden_size),
+        (
+            "num_hidden_layers",
+            cfg.num_hidden_layers,
+            c.num_hidden_layers,
+        ),
+        (
+            "num_attention_heads",
+            cfg.num_attention_heads,
+            c.num_attention_heads,
+        ),
+        (
+            "intermediate_size",
+            cfg.intermediate_size,
+            c.intermediate_size,
+        ),
+        (
+            "max_position_embeddings",
+            cfg.max_position_embeddings,
+            c.max_position_embeddings,
+        ),
+        ("type_vocab_size", cfg.type_vocab_size, c.type_vocab_size),
+    ];
+    let mut differ: Vec<String> = sizes
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(k, a, b)| format!("{k} {a} (compiled: {b})"))
+        .collect();
+    if let (Some(a), Some(b)) = (cfg.labels(), c.labels()) {
+        if a != b {
+            differ.push(format!("num_labels {a} (compiled: {b})"));
+        }
+    }
+    if cfg.hidden_act != c.hidden_act {
+        differ.push(format!(
+            "hidden_act {} (compiled: {})",
+            cfg.hidden_act, c.hidden_act
+        ));
+    }
+    if cfg.layer_norm_eps != c.layer_norm_eps {
+        differ.push(format!(
+            "layer_norm_eps {} (compiled: {})",
+            cfg.layer_norm_eps, c.layer_norm_eps
+        ));
+    }
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: {}; this trainer was compiled for another model (recompile with this config.json)",
+        file.display(),
+        differ.join(", ")
+    ))
 }
 
 fn set_all(
@@ -72,10 +143,11 @@ pub fn load_required(
     prefix: &str,
     path: &Path,
     phase: &str,
+    compiled: &serde_json::Value,
 ) -> Result<(), String> {
     let path = model_path(path)?;
     let exp = expected(session, prefix);
-    let (tensors, missing) = load(&path, &exp)?;
+    let (tensors, missing) = load(&path, &exp, compiled)?;
     if !missing.is_empty() {
         let head = if missing.iter().any(|n| n.starts_with("classifier.")) {
             " (phase td2 needs a fine-tuned teacher with a classifier: make one with `./trainer finetune`)"
@@ -113,7 +185,12 @@ pub fn load_trained(
         ModelSource::Init => (TensorMap::new(), None),
         ModelSource::Checkpoint { path, .. } => {
             let path = model_path(path)?;
-            let (mut t, _) = load(&path, &exp)?;
+            let compiled = if prefix == "teacher" {
+                &m.teacher_config
+            } else {
+                &m.student_config
+            };
+            let (mut t, _) = load(&path, &exp, compiled)?;
             // MindSpore never saves fit_dense, so each phase starts with a fresh one (§2.4).
             if !m.carry_fit_dense {
                 t.retain(|n, _| !n.starts_with("fit_dense."));
@@ -133,6 +210,27 @@ pub fn load_trained(
             return Err(format!(
                 "{}: holds none of the {prefix}'s encoder parameters (expected Hugging Face BERT names such as bert.encoder.layer.0.attention.self.query.weight)",
                 origin.display()
+            ));
+        }
+        // Only the heads a checkpoint may lack start fresh (a gd student has no pooler or
+        // classifier; the mindspore preset never saves fit_dense): a missing encoder or
+        // embedding tensor means a wrong or damaged file.
+        let fresh_allowed = |n: &str| {
+            ["bert.pooler.", "classifier.", "fit_dense."]
+                .iter()
+                .any(|p| n.starts_with(p))
+        };
+        let must_have: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !fresh_allowed(n))
+            .collect();
+        if !must_have.is_empty() {
+            return Err(format!(
+                "{}: lacks {} {prefix} tensor(s) that cannot start fresh: {} (only the pooler, the classifier and fit_dense may be missing)",
+                origin.display(),
+                must_have.len(),
+                must_have.join(", ")
             ));
         }
         eprintln!(
@@ -162,10 +260,15 @@ pub fn load_trained(
 }
 
 /// The parameters an eval plan reads (`prefix.*`), all required.
-pub fn load_for_eval(session: &Session, prefix: &str, path: &Path) -> Result<TensorMap, String> {
+pub fn load_for_eval(
+    session: &Session,
+    prefix: &str,
+    path: &Path,
+    compiled: &serde_json::Value,
+) -> Result<TensorMap, String> {
     let path = model_path(path)?;
     let exp = expected(session, prefix);
-    let (tensors, missing) = load(&path, &exp)?;
+    let (tensors, missing) = load(&path, &exp, compiled)?;
     if !missing.is_empty() {
         return Err(format!(
             "{}: lacks {} tensor(s) the evaluated model needs: {}",

@@ -65,7 +65,7 @@ impl<'k> Trainer<'k> {
         let m = self.manifest();
         if trained == "student" {
             let t = teacher.expect("distillation phases have a teacher");
-            models::load_required(&mut s, "teacher", t, phase)?;
+            models::load_required(&mut s, "teacher", t, phase, &m.teacher_config)?;
         }
         models::load_trained(&mut s, trained, student, m, seed)?;
         let info = m
@@ -196,6 +196,9 @@ impl<'k> Trainer<'k> {
         let c = &a.common;
         let ckpt_dir = a.save_ckpt_path.as_deref().map_or(vec![], |d| vec![d]);
         let _guard = RunGuard::start(&c.output_dir, &ckpt_dir)?;
+        let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), a.data_dir.as_path()];
+        inputs.extend(c.schema_dir.as_deref());
+        refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.data_dir, c.schema_dir.as_deref(), false, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.data_dir);
@@ -258,15 +261,17 @@ impl<'k> Trainer<'k> {
         let export_parent: Vec<&Path> =
             a.task.export_hf.iter().filter_map(|d| d.parent()).collect();
         let _guard = RunGuard::start(&c.output_dir, &export_parent)?;
+        let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), train_dir];
+        inputs.extend(a.task.eval_data_dir.as_deref());
+        inputs.extend(a.load_gd_ckpt_path.as_deref());
+        inputs.extend(a.load_td1_ckpt_path.as_deref());
+        inputs.extend(a.task.tokenizer.as_deref());
+        inputs.extend(a.task.vocab.as_deref());
+        inputs.extend(c.schema_dir.as_deref());
         if let Some(dir) = &a.task.export_hf {
-            let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), train_dir];
-            inputs.extend(a.task.eval_data_dir.as_deref());
-            inputs.extend(a.load_gd_ckpt_path.as_deref());
-            inputs.extend(a.load_td1_ckpt_path.as_deref());
-            inputs.extend(a.task.tokenizer.as_deref());
-            inputs.extend(a.task.vocab.as_deref());
             refuse_output_over_inputs("--export-hf", dir, &inputs)?;
         }
+        refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         // A regression student (STS-B) learns from the labels in phase 2.
         let labeled = p2
@@ -378,7 +383,9 @@ impl<'k> Trainer<'k> {
         inputs.extend(a.task.eval_data_dir.as_deref());
         inputs.extend(a.task.tokenizer.as_deref());
         inputs.extend(a.task.vocab.as_deref());
+        inputs.extend(c.schema_dir.as_deref());
         refuse_output_over_inputs("--export-hf", &export_dir, &inputs)?;
+        refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
         let mut logger = Logger::new(Some(&c.metrics_path()))?;
         let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.train_data_dir);
@@ -430,6 +437,13 @@ impl<'k> Trainer<'k> {
     }
 
     pub fn eval(&self, a: &EvalArgs) -> Result<(), String> {
+        if let Some(out) = &a.dump_logits {
+            let mut inputs = vec![a.eval_data_dir.as_path()];
+            inputs.extend(a.load_td1_ckpt_path.as_deref());
+            inputs.extend(a.load_teacher_ckpt_path.as_deref());
+            inputs.extend(a.schema_dir.as_deref());
+            refuse_output_over_inputs("--dump-logits", out, &inputs)?;
+        }
         let (plan, source, prefix) = match (&a.load_td1_ckpt_path, &a.load_teacher_ckpt_path) {
             (Some(s), None) => ("eval", s, "student"),
             (None, Some(t)) => ("eval_teacher", t, "teacher"),
@@ -456,7 +470,12 @@ impl<'k> Trainer<'k> {
             &a.task_name,
             self.manifest(),
         )?;
-        let params = models::load_for_eval(ev.session(), prefix, source)?;
+        let compiled = if prefix == "teacher" {
+            &self.manifest().teacher_config
+        } else {
+            &self.manifest().student_config
+        };
+        let params = models::load_for_eval(ev.session(), prefix, source, compiled)?;
         ev.keep_logits(a.dump_logits.is_some());
         let r = super::driver::Evaluator::evaluate(&mut ev, &params)?;
         let bar = "=".repeat(62);

@@ -13,6 +13,8 @@ pub struct RunGuard {
     lock: Option<File>,
     lock_path: PathBuf,
     created: Option<PathBuf>,
+    /// A second signal or a panic removes the lock file with the temporaries.
+    _registered: crate::temp_files::Registered,
 }
 
 impl Drop for RunGuard {
@@ -65,6 +67,7 @@ impl RunGuard {
         crate::temp_files::sweep_and_report(&refs);
         let guard = RunGuard {
             lock: Some(lock),
+            _registered: crate::temp_files::Registered::new(&lock_path),
             lock_path,
             created,
         };

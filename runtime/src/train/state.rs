@@ -3,7 +3,7 @@
 //! seed), the cumulative step (which is also the data cursor: batch `step % steps_per_epoch`
 //! of data epoch `step / steps_per_epoch`) and the best evaluation so far.
 
-use super::session::Session;
+use super::session::{Session, STATE_NAMES};
 use crate::checkpoint::{self, CheckpointDir, CheckpointPair, Moments, Newest, TensorMap};
 use plan::manifest::Manifest;
 use serde::{Deserialize, Serialize};
@@ -151,6 +151,17 @@ impl Checkpoints {
                 state.steps_per_epoch, expected.steps_per_epoch
             ));
         }
+        check_restored_state(&state, found, session)?;
+        if let Some((name, t)) = moments
+            .v
+            .iter()
+            .find(|(_, t)| t.to_f64().iter().any(|&x| x < 0.0))
+        {
+            return Err(format!(
+                "{what}: Adam second moment '{name}' holds negative values ({:?}…); the file is damaged",
+                t.to_f64().iter().find(|&&x| x < 0.0)
+            ));
+        }
         let weights = checkpoint::load_weights(&found.weights).map_err(err)?;
         // A resumed run continues exactly, so nothing may silently start fresh.
         for (prefix, have, file) in [
@@ -192,4 +203,40 @@ impl Checkpoints {
         }
         Ok(state)
     }
+}
+
+/// The trainer state of a checkpoint must be the one its name says and hold every state scalar
+/// the phase reads, each in its range: a damaged state would resume at the wrong step or with a
+/// nonsense loss scale.
+fn check_restored_state(
+    state: &TrainerState,
+    found: &CheckpointPair,
+    session: &Session,
+) -> Result<(), String> {
+    let what = found.state.display();
+    if u128::from(state.global_step) != found.step() {
+        return Err(format!(
+            "{what}: records step {} but the checkpoint is step {}; the file is damaged",
+            state.global_step,
+            found.step()
+        ));
+    }
+    for name in STATE_NAMES {
+        if !session.plan().inputs.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let Some(&v) = state.scalars.get(name) else {
+            return Err(format!("{what}: lacks the state scalar '{name}'"));
+        };
+        let ok = match name {
+            "state.loss_scale" => v.is_finite() && v > 0.0 && v <= f32::MAX as f64,
+            _ => v.is_finite() && v >= 0.0 && v.fract() == 0.0,
+        };
+        if !ok {
+            return Err(format!(
+                "{what}: state scalar '{name}' is {v}, which no run produces; the file is damaged"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -54,7 +54,7 @@ struct StepCmd {
     out: PathBuf,
     #[arg(long, value_parser = crate::flags::learning_rate)]
     lr: Option<f64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::flags::step_counter)]
     step: i32,
     #[arg(long, value_parser = crate::flags::positive_f32_range)]
     loss_scale: Option<f64>,
@@ -130,6 +130,11 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
 }
 
 fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> Result<(), String> {
+    crate::train::run_guard::refuse_output_over_inputs(
+        "--out",
+        &cmd.out,
+        &[cmd.weights.as_path(), cmd.batch.as_path()],
+    )?;
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     let plan = plans.iter().find(|p| p.name == cmd.phase).ok_or_else(|| {
         format!(
