@@ -100,16 +100,15 @@ fn check_config_matches(
             differ.push(format!("num_labels {a} (compiled: {b})"));
         }
     }
-    if cfg.hidden_act != c.hidden_act {
-        differ.push(format!(
-            "hidden_act {} (compiled: {})",
-            cfg.hidden_act, c.hidden_act
-        ));
+    // Numerics only where the file states them: an omitted value is what the compiler took
+    // from the preset.
+    if let Some(act) = cfg.file.hidden_act.as_ref().filter(|a| **a != c.hidden_act) {
+        differ.push(format!("hidden_act {act} (compiled: {})", c.hidden_act));
     }
-    if cfg.layer_norm_eps != c.layer_norm_eps {
+    if let Some(eps) = cfg.file.layer_norm_eps.filter(|e| *e != c.layer_norm_eps) {
         differ.push(format!(
-            "layer_norm_eps {} (compiled: {})",
-            cfg.layer_norm_eps, c.layer_norm_eps
+            "layer_norm_eps {eps} (compiled: {})",
+            c.layer_norm_eps
         ));
     }
     if differ.is_empty() {
@@ -304,4 +303,34 @@ pub fn export(
     crate::hf::export_hf_classifier(dir, config, &weights, tok.as_ref(), None)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(v: serde_json::Value) -> crate::hf::BertConfig {
+        crate::hf::BertConfig::from_value(&v, Path::new("config.json")).unwrap()
+    }
+
+    /// A model directory's config must be the compiled one where it says something; what it
+    /// omits is the compiler's choice.
+    #[test]
+    fn a_model_directory_config_must_match_the_compiled_model() {
+        let compiled = serde_json::json!({"vocab_size": 100, "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+            "max_position_embeddings": 32, "hidden_act": "gelu_new", "layer_norm_eps": 1e-7});
+        let mut same = compiled.clone();
+        same.as_object_mut().unwrap().remove("hidden_act");
+        assert!(check_config_matches(&config(same), &compiled, Path::new("c.json")).is_ok());
+        let mut other = compiled.clone();
+        other["max_position_embeddings"] = 15.into();
+        other["hidden_act"] = "gelu".into();
+        let err = check_config_matches(&config(other), &compiled, Path::new("c.json")).unwrap_err();
+        assert!(
+            err.contains("max_position_embeddings 15 (compiled: 32)")
+                && err.contains("hidden_act gelu (compiled: gelu_new)"),
+            "{err}"
+        );
+    }
 }

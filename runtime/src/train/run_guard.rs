@@ -90,11 +90,17 @@ pub fn refuse_output_over_inputs(
         let Ok(inp) = std::fs::canonicalize(input) else {
             continue;
         };
-        if inp == out || inp.starts_with(&out) {
+        // The input itself, a directory holding it, or an existing file inside an input
+        // directory (a model's weights, a data file).
+        if inp == out || inp.starts_with(&out) || (out.is_file() && out.starts_with(&inp)) {
             return Err(format!(
                 "{flag} {} would replace {}, which this run reads; choose another output path",
                 output.display(),
-                input.display()
+                if inp == out || inp.starts_with(&out) {
+                    input.display().to_string()
+                } else {
+                    format!("a file in {}", input.display())
+                }
             ));
         }
     }
