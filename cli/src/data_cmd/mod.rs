@@ -120,28 +120,27 @@ fn write_dataset(
     })
 }
 
-/// Refuses an output (data file or schema) that is one of the inputs, directly or through links:
-/// writing it would destroy the input.
+/// Refuses a data file or schema output that would replace one of `inputs` (the shared rule,
+/// `runtime::train::run_guard::refuse_output_over_inputs`). A tokenizer directory counts by the
+/// files it holds, so data may still be written into a model directory.
 pub fn refuse_overwriting_inputs(
     inputs: &[&Path],
     output: &Path,
     schema_out: Option<&Path>,
 ) -> Result<()> {
-    // The same file, or an output that contains an input (a model directory).
-    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y || x.starts_with(&y),
-        _ => false,
-    };
+    use runtime::train::run_guard::refuse_output_over_inputs;
+    let mut files: Vec<PathBuf> = Vec::new();
     for &input in inputs {
-        for out in std::iter::once(output).chain(schema_out) {
-            if same(input, out) {
-                anyhow::bail!(
-                    "{} is the input {}: choose another output path (tbc never writes over its input)",
-                    out.display(),
-                    input.display()
-                );
-            }
+        if input.is_dir() {
+            files.extend(["tokenizer.json", "vocab.txt"].map(|f| input.join(f)));
+        } else {
+            files.push(input.to_path_buf());
         }
+    }
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    refuse_output_over_inputs("--output", output, &files).map_err(anyhow::Error::msg)?;
+    if let Some(schema) = schema_out {
+        refuse_output_over_inputs("--schema-out", schema, &files).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

@@ -94,7 +94,7 @@ pub fn refuse_output_over_inputs(
         // directory (a model's weights, a data file).
         if inp == out || inp.starts_with(&out) || (out.is_file() && out.starts_with(&inp)) {
             return Err(format!(
-                "{flag} {} would replace {}, which this run reads; choose another output path",
+                "{flag} {} would replace {}, which this run reads (tbc never writes over its input); choose another output path",
                 output.display(),
                 if inp == out || inp.starts_with(&out) {
                     input.display().to_string()

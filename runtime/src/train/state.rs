@@ -152,14 +152,12 @@ impl Checkpoints {
             ));
         }
         check_restored_state(&state, found, session)?;
-        if let Some((name, t)) = moments
-            .v
-            .iter()
-            .find(|(_, t)| t.to_f64().iter().any(|&x| x < 0.0))
-        {
+        // One pass per tensor: the first negative value names the damage.
+        let negative = (moments.v.iter())
+            .find_map(|(name, t)| Some((name, t.to_f64().into_iter().find(|&x| x < 0.0)?)));
+        if let Some((name, x)) = negative {
             return Err(format!(
-                "{what}: Adam second moment '{name}' holds negative values ({:?}…); the file is damaged",
-                t.to_f64().iter().find(|&&x| x < 0.0)
+                "{what}: Adam second moment '{name}' holds negative values ({x}…); the file is damaged"
             ));
         }
         let weights = checkpoint::load_weights(&found.weights).map_err(err)?;
