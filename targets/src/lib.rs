@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod link;
 pub mod registry;
+pub mod scalar;
 pub mod toolchain;
 
 pub use registry::{target_by_name, TargetOptions, TARGET_NAMES};

@@ -20,8 +20,9 @@
 
 use super::partition::Part;
 use super::{ArgLayout, KernelFunc, LowerError, LowerOptions};
+use crate::scalar::{self, float_lit, mem_ty, reg_ty, MathSpelling, ScalarSink};
 use compiler::kernel_analysis::{KernelAnalysis, LoopNest};
-use ir::{BinaryOp, CmpOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
+use ir::{DType, Graph, Op, ReduceKind, ValueId};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -30,25 +31,6 @@ use std::fmt::Write as _;
 /// LayerNorm rows of 768 in three steps).
 pub(crate) const INNER_TILE: usize = 64;
 pub(crate) const INNER_REDUCTION_TILE: usize = 256;
-
-/// Element type in registers.
-pub(crate) fn reg_ty(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        DType::I32 => "i32",
-        DType::Bool => "i1",
-        _ => unreachable!("checked by validate"),
-    }
-}
-
-/// Element type in memory (memref / tensor element type).
-pub fn mem_ty(d: DType) -> &'static str {
-    match d {
-        DType::Bool => "i8",
-        other => reg_ty(other),
-    }
-}
 
 fn shape_prefix(shape: &[usize]) -> String {
     shape.iter().map(|d| format!("{d}x")).collect()
@@ -60,38 +42,6 @@ pub(crate) fn tensor_ty(shape: &[usize], d: DType) -> String {
 
 pub(crate) fn memref_ty(shape: &[usize], d: DType) -> String {
     format!("memref<{}{}>", shape_prefix(shape), mem_ty(d))
-}
-
-/// An MLIR float literal that parses back to exactly `v` rounded to `d`.
-pub(crate) fn float_lit(v: f64, d: DType) -> String {
-    match d {
-        DType::F32 => {
-            let x = v as f32;
-            if x.is_finite() {
-                let s = decimal(format!("{x:e}"));
-                // MLIR parses through f64 (strtod) and then rounds to f32: check that path.
-                if s.parse::<f64>().map(|p| p as f32 == x).unwrap_or(false) {
-                    return s;
-                }
-            }
-            format!("0x{:08X}", x.to_bits())
-        }
-        _ => {
-            if v.is_finite() {
-                decimal(format!("{v:e}"))
-            } else {
-                format!("0x{:016X}", v.to_bits())
-            }
-        }
-    }
-}
-
-/// `1e0` → `1.0e0` (MLIR float literals need a dot).
-fn decimal(s: String) -> String {
-    match s.find('e') {
-        Some(i) if !s[..i].contains('.') => format!("{}.0{}", &s[..i], &s[i..]),
-        _ => s,
-    }
 }
 
 /// A loop dimension of the enclosing generic plus a constant offset (from slices).
@@ -264,6 +214,26 @@ struct Member {
     output: Option<usize>,
 }
 
+/// A `linalg.generic` body as a [`ScalarSink`].
+struct CpuBody<'s, 'g> {
+    e: &'s mut Emitter<'g>,
+    b: &'s mut Body,
+}
+
+impl ScalarSink for CpuBody<'_, '_> {
+    fn op(&mut self, rhs: String) -> String {
+        self.e.op(self.b, rhs)
+    }
+
+    fn constant(&mut self, lit: String, ty: &str) -> String {
+        self.e.body_const(self.b, lit, ty)
+    }
+
+    fn spelling(&self) -> MathSpelling {
+        MathSpelling::MathDialect
+    }
+}
+
 impl<'g> Emitter<'g> {
     /// The shape of node `v` in this function (a chunk of the partition axis).
     fn shape_of(&self, v: usize) -> Vec<usize> {
@@ -338,26 +308,22 @@ impl<'g> Emitter<'g> {
         v
     }
 
+    /// The scalar sink that appends to `b`.
+    fn sink<'s>(&'s mut self, b: &'s mut Body) -> CpuBody<'s, 'g> {
+        CpuBody { e: self, b }
+    }
+
     pub(crate) fn fconst(&mut self, b: &mut Body, v: f64, d: DType) -> String {
-        self.body_const(b, float_lit(v, d), reg_ty(d))
+        scalar::fconst(&mut self.sink(b), v, d)
     }
 
     pub(crate) fn iconst(&mut self, b: &mut Body, v: i64, ty: &str) -> String {
-        self.body_const(b, v.to_string(), ty)
-    }
-
-    fn bconst(&mut self, b: &mut Body, v: bool) -> String {
-        self.body_const(b, v.to_string(), "i1")
+        scalar::iconst(&mut self.sink(b), v, ty)
     }
 
     /// A constant of dtype `d` in registers.
     fn const_of(&mut self, b: &mut Body, value: f64, d: DType) -> String {
-        match d {
-            DType::F32 | DType::F64 => self.fconst(b, value, d),
-            DType::I32 => self.iconst(b, value as i32 as i64, "i32"),
-            DType::Bool => self.bconst(b, value != 0.0),
-            _ => unreachable!(),
-        }
+        scalar::const_of(&mut self.sink(b), value, d)
     }
 
     fn top_const(&mut self, lit: String, ty: &str) -> String {
@@ -508,18 +474,18 @@ impl<'g> Emitter<'g> {
             }
             Op::Unary(u) => {
                 let x = self.eval(b, arg(0), ix)?;
-                self.unary(b, *u, &x, g.ty(arg(0)).dtype)
+                scalar::unary(&mut self.sink(b), *u, &x, g.ty(arg(0)).dtype)
             }
             Op::Binary(op) => {
                 let x = self.eval(b, arg(0), ix)?;
                 let y = self.eval(b, arg(1), ix)?;
-                self.binary(b, *op, &x, &y, d)
+                scalar::binary(&mut self.sink(b), *op, &x, &y, d)
             }
             Op::Compare(c) => {
                 let x = self.eval(b, arg(0), ix)?;
                 let y = self.eval(b, arg(1), ix)?;
                 let od = g.ty(arg(0)).dtype;
-                self.compare(b, *c, &x, &y, od)
+                scalar::compare(&mut self.sink(b), *c, &x, &y, od)
             }
             Op::Select => {
                 let c = self.eval(b, arg(0), ix)?;
@@ -529,7 +495,7 @@ impl<'g> Emitter<'g> {
             }
             Op::Cast => {
                 let x = self.eval(b, arg(0), ix)?;
-                self.cast(b, &x, g.ty(arg(0)).dtype, d)
+                scalar::cast(&mut self.sink(b), &x, g.ty(arg(0)).dtype, d)
             }
             Op::Broadcast { dims } => {
                 let inner: Vec<Ix> = dims.iter().map(|&r| ix[r]).collect();
@@ -565,147 +531,6 @@ impl<'g> Emitter<'g> {
                 return Err(self.internal(v, "is not a loop op"))
             }
         })
-    }
-
-    /// Unary op `u` on `x` of dtype `d` (the operand's dtype).
-    fn unary(&mut self, b: &mut Body, u: UnaryOp, x: &str, d: DType) -> String {
-        let t = reg_ty(d);
-        match (u, d) {
-            (UnaryOp::StopGradient, _) => x.to_string(),
-            (UnaryOp::Not, _) => {
-                let one = self.bconst(b, true);
-                self.op(b, format!("arith.xori {x}, {one} : i1"))
-            }
-            (UnaryOp::Neg, DType::I32) => {
-                let z = self.iconst(b, 0, "i32");
-                self.op(b, format!("arith.subi {z}, {x} : i32"))
-            }
-            (UnaryOp::Abs, DType::I32) => {
-                let z = self.iconst(b, 0, "i32");
-                let n = self.op(b, format!("arith.subi {z}, {x} : i32"));
-                let neg = self.op(b, format!("arith.cmpi slt, {x}, {z} : i32"));
-                self.op(b, format!("arith.select {neg}, {n}, {x} : i32"))
-            }
-            (UnaryOp::IsFinite, DType::I32) => self.bconst(b, true),
-            (UnaryOp::IsFinite, _) => {
-                let a = self.op(b, format!("math.absf {x} : {t}"));
-                let inf = self.fconst(b, f64::INFINITY, d);
-                self.op(b, format!("arith.cmpf olt, {a}, {inf} : {t}"))
-            }
-            (UnaryOp::Neg, _) => self.op(b, format!("arith.negf {x} : {t}")),
-            (UnaryOp::Abs, _) => self.op(b, format!("math.absf {x} : {t}")),
-            (UnaryOp::Sqrt, _) => self.op(b, format!("math.sqrt {x} : {t}")),
-            (UnaryOp::Rsqrt, _) => {
-                let s = self.op(b, format!("math.sqrt {x} : {t}"));
-                let one = self.fconst(b, 1.0, d);
-                self.op(b, format!("arith.divf {one}, {s} : {t}"))
-            }
-            (UnaryOp::Exp, DType::F32) => self.exp_f32(b, x),
-            (UnaryOp::Log, DType::F32) => self.log_f32(b, x),
-            (UnaryOp::Tanh, DType::F32) => self.tanh_f32(b, x),
-            (UnaryOp::Erf, DType::F32) => self.erf_f32(b, x),
-            (UnaryOp::Exp, _) => self.op(b, format!("math.exp {x} : {t}")),
-            (UnaryOp::Log, _) => self.op(b, format!("math.log {x} : {t}")),
-            (UnaryOp::Tanh, _) => self.op(b, format!("math.tanh {x} : {t}")),
-            (UnaryOp::Erf, _) => self.op(b, format!("math.erf {x} : {t}")),
-        }
-    }
-
-    fn binary(&mut self, b: &mut Body, op: BinaryOp, x: &str, y: &str, d: DType) -> String {
-        let t = reg_ty(d);
-        let name = match (op, d) {
-            (BinaryOp::And, _) | (BinaryOp::Min, DType::Bool) => "arith.andi",
-            (BinaryOp::Or, _) | (BinaryOp::Max, DType::Bool) => "arith.ori",
-            (BinaryOp::Add, DType::I32) => "arith.addi",
-            (BinaryOp::Sub, DType::I32) => "arith.subi",
-            (BinaryOp::Mul, DType::I32) => "arith.muli",
-            (BinaryOp::Div, DType::I32) => "arith.divsi",
-            (BinaryOp::Max, DType::I32) => "arith.maxsi",
-            (BinaryOp::Min, DType::I32) => "arith.minsi",
-            (BinaryOp::Add, _) => "arith.addf",
-            (BinaryOp::Sub, _) => "arith.subf",
-            (BinaryOp::Mul, _) => "arith.mulf",
-            (BinaryOp::Div, _) => "arith.divf",
-            (BinaryOp::Max, _) => "arith.maximumf",
-            (BinaryOp::Min, _) => "arith.minimumf",
-        };
-        self.op(b, format!("{name} {x}, {y} : {t}"))
-    }
-
-    fn compare(&mut self, b: &mut Body, c: CmpOp, x: &str, y: &str, od: DType) -> String {
-        let t = reg_ty(od);
-        match od {
-            DType::F32 | DType::F64 => {
-                let p = match c {
-                    CmpOp::Eq => "oeq",
-                    CmpOp::Ne => "une",
-                    CmpOp::Lt => "olt",
-                    CmpOp::Le => "ole",
-                    CmpOp::Gt => "ogt",
-                    CmpOp::Ge => "oge",
-                };
-                self.op(b, format!("arith.cmpf {p}, {x}, {y} : {t}"))
-            }
-            _ => {
-                let signed = od != DType::Bool;
-                let p = match (c, signed) {
-                    (CmpOp::Eq, _) => "eq",
-                    (CmpOp::Ne, _) => "ne",
-                    (CmpOp::Lt, true) => "slt",
-                    (CmpOp::Le, true) => "sle",
-                    (CmpOp::Gt, true) => "sgt",
-                    (CmpOp::Ge, true) => "sge",
-                    (CmpOp::Lt, false) => "ult",
-                    (CmpOp::Le, false) => "ule",
-                    (CmpOp::Gt, false) => "ugt",
-                    (CmpOp::Ge, false) => "uge",
-                };
-                self.op(b, format!("arith.cmpi {p}, {x}, {y} : {t}"))
-            }
-        }
-    }
-
-    /// `cast` with the interpreter's semantics (float → int saturates, NaN → 0; → bool is `≠ 0`).
-    fn cast(&mut self, b: &mut Body, x: &str, from: DType, to: DType) -> String {
-        if from == to {
-            return x.to_string();
-        }
-        let (f, t) = (reg_ty(from), reg_ty(to));
-        match (from, to) {
-            (DType::F32, DType::F64) => self.op(b, format!("arith.extf {x} : f32 to f64")),
-            (DType::F64, DType::F32) => self.op(b, format!("arith.truncf {x} : f64 to f32")),
-            (DType::I32, DType::F32 | DType::F64) => {
-                self.op(b, format!("arith.sitofp {x} : i32 to {t}"))
-            }
-            (DType::Bool, DType::F32 | DType::F64) => {
-                self.op(b, format!("arith.uitofp {x} : i1 to {t}"))
-            }
-            (DType::Bool, DType::I32) => self.op(b, format!("arith.extui {x} : i1 to i32")),
-            (DType::F32 | DType::F64, DType::Bool) => {
-                let z = self.fconst(b, 0.0, from);
-                self.op(b, format!("arith.cmpf une, {x}, {z} : {f}"))
-            }
-            (DType::I32, DType::Bool) => {
-                let z = self.iconst(b, 0, "i32");
-                self.op(b, format!("arith.cmpi ne, {x}, {z} : i32"))
-            }
-            (DType::F32 | DType::F64, DType::I32) => {
-                // Saturating like Rust's `as i32`: clamp, convert, fix the top end and NaN.
-                let lo = self.fconst(b, -2_147_483_648.0, from);
-                let top = self.fconst(b, 2_147_483_648.0, from);
-                let below = self.op(b, format!("arith.cmpf olt, {x}, {lo} : {f}"));
-                let xc = self.op(b, format!("arith.select {below}, {lo}, {x} : {f}"));
-                let above = self.op(b, format!("arith.cmpf oge, {x}, {top} : {f}"));
-                let nan = self.op(b, format!("arith.cmpf uno, {x}, {x} : {f}"));
-                let bad = self.op(b, format!("arith.ori {above}, {nan} : i1"));
-                let z = self.fconst(b, 0.0, from);
-                let xc = self.op(b, format!("arith.select {bad}, {z}, {xc} : {f}"));
-                let r = self.op(b, format!("arith.fptosi {xc} : {f} to i32"));
-                let max = self.iconst(b, i32::MAX as i64, "i32");
-                self.op(b, format!("arith.select {above}, {max}, {r} : i32"))
-            }
-            _ => unreachable!("dtypes checked by validate"),
-        }
     }
 
     /// Philox-4x32-10 uniform number for element `ix` of the random node `v` (bit-exact with
@@ -744,10 +569,6 @@ impl<'g> Emitter<'g> {
             Some(l) => self.op(b, format!("arith.index_cast {l} : index to i64")),
             None => self.iconst(b, 0, "i64"),
         };
-        let c32 = self.iconst(b, 32, "i64");
-        let c0 = self.op(b, format!("arith.trunci {lin64} : i64 to i32"));
-        let hi = self.op(b, format!("arith.shrui {lin64}, {c32} : i64"));
-        let c1 = self.op(b, format!("arith.trunci {hi} : i64 to i32"));
         let (seed_d, ctr_d) = (
             g.ty(g.node(v).inputs[0]).dtype,
             g.ty(g.node(v).inputs[1]).dtype,
@@ -755,44 +576,14 @@ impl<'g> Emitter<'g> {
         if seed_d != DType::I32 || ctr_d != DType::I32 {
             return Err(self.internal(v, "needs i32 seed and counter"));
         }
-        // counter (sign-extended to 64 bits): low word, high word.
-        let c2 = counter.to_string();
-        let c31 = self.iconst(b, 31, "i32");
-        let c3 = self.op(b, format!("arith.shrsi {counter}, {c31} : i32"));
-        let mut k0 = seed.to_string();
-        let mut k1 = self.iconst(b, op_id as i32 as i64, "i32");
-        let m0 = self.iconst(b, 0xD251_1F53, "i64");
-        let m1 = self.iconst(b, 0xCD9E_8D57, "i64");
-        let w0 = self.iconst(b, 0x9E37_79B9u32 as i32 as i64, "i32");
-        let w1 = self.iconst(b, 0xBB67_AE85u32 as i32 as i64, "i32");
-        let mut c = [c0, c1, c2, c3];
-        for round in 0..10 {
-            if round > 0 {
-                k0 = self.op(b, format!("arith.addi {k0}, {w0} : i32"));
-                k1 = self.op(b, format!("arith.addi {k1}, {w1} : i32"));
-            }
-            let mulhilo = |e: &mut Self, b: &mut Body, m: &str, a: &str| {
-                let a64 = e.op(b, format!("arith.extui {a} : i32 to i64"));
-                let p = e.op(b, format!("arith.muli {a64}, {m} : i64"));
-                let ph = e.op(b, format!("arith.shrui {p}, {c32} : i64"));
-                let hi = e.op(b, format!("arith.trunci {ph} : i64 to i32"));
-                let lo = e.op(b, format!("arith.trunci {p} : i64 to i32"));
-                (hi, lo)
-            };
-            let (hi0, lo0) = mulhilo(self, b, &m0, &c[0]);
-            let (hi1, lo1) = mulhilo(self, b, &m1, &c[2]);
-            let x0 = self.op(b, format!("arith.xori {hi1}, {} : i32", c[1]));
-            let x0 = self.op(b, format!("arith.xori {x0}, {k0} : i32"));
-            let x2 = self.op(b, format!("arith.xori {hi0}, {} : i32", c[3]));
-            let x2 = self.op(b, format!("arith.xori {x2}, {k1} : i32"));
-            c = [x0, lo1, x2, lo0];
-        }
-        let c8 = self.iconst(b, 8, "i32");
-        let bits = self.op(b, format!("arith.shrui {}, {c8} : i32", c[0]));
-        let t = reg_ty(d);
-        let f = self.op(b, format!("arith.uitofp {bits} : i32 to {t}"));
-        let scale = self.fconst(b, 1.0 / 16_777_216.0, d);
-        Ok(self.op(b, format!("arith.mulf {f}, {scale} : {t}")))
+        Ok(scalar::philox_uniform(
+            &mut self.sink(b),
+            &lin64,
+            seed,
+            counter,
+            op_id,
+            d,
+        ))
     }
 
     /// Register value → memory element (bool → i8).

@@ -51,14 +51,15 @@
 //! 187 ms on one thread (loops schedule: 331 ms), compiled as one module in ~30 s.
 
 pub(crate) mod lower;
-mod math;
+
 pub mod partition;
 pub mod trainer;
 pub use trainer::CpuTarget;
 
+pub use crate::scalar::mem_ty;
 use crate::toolchain::{self, ToolchainError};
 use ir::{DType, Graph};
-pub use lower::{mem_ty, OpTiling};
+pub use lower::OpTiling;
 use std::fmt::Write as _;
 
 /// Why a kernel could not be lowered or compiled.
