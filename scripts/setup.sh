@@ -58,3 +58,6 @@ for lib in libMLIRCAPIIR.a libMLIRCAPIRegisterEverything.a libMLIRCAPITarget.a; 
   [[ -f "$LLVM_PREFIX/lib/$lib" ]] || { log "missing $LLVM_PREFIX/lib/$lib (libmlir-22-dev)"; exit 1; }
 done
 log "LLVM/MLIR $version ready in $LLVM_PREFIX (static libraries; see .cargo/config.toml [env])"
+
+# ptxas from PyPI: `make test` assembles every generated GPU kernel (no GPU needed).
+bash "$(dirname "$0")/install-ptxas.sh"

@@ -3,6 +3,7 @@
 //! (inkwell, [`toolchain`]) and links the trainer ([`link`]).
 
 pub mod cpu;
+pub mod gpu;
 pub mod link;
 pub mod registry;
 pub mod scalar;

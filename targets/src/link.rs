@@ -301,7 +301,11 @@ pub fn glue_object(
     let target_machine = host_target_machine(cpu)?;
     let context = Context::create();
     let module = build_glue_module(&context, kernels, blobs)?;
-    Ok(optimize_to_object(&module, &target_machine)?)
+    Ok(optimize_to_object(
+        &module,
+        &target_machine,
+        crate::toolchain::LLVM_OPT_PIPELINE,
+    )?)
 }
 
 /// How [`link_executable_with`] runs the linker.

@@ -510,6 +510,16 @@ pub(crate) fn host_target_machine(cpu: &str) -> Result<TargetMachine, ToolchainE
 /// LLVM does not reject an unknown CPU name: it warns on stderr ("is not a
 /// recognized processor") and falls back to a generic CPU.
 pub fn compile_llvm_ir_to_object(llvm_ir: &str, cpu: &str) -> Result<Vec<u8>, ToolchainError> {
+    compile_llvm_ir_to_object_with(llvm_ir, cpu, LLVM_OPT_PIPELINE)
+}
+
+/// [`compile_llvm_ir_to_object`] with the LLVM pass pipeline `passes` (e.g. `default<O1>` for
+/// code that only has to be right, such as the CPU emulation of GPU kernels).
+pub fn compile_llvm_ir_to_object_with(
+    llvm_ir: &str,
+    cpu: &str,
+    passes: &str,
+) -> Result<Vec<u8>, ToolchainError> {
     let target_machine = host_target_machine(cpu)?;
 
     let context = LlvmContext::create();
@@ -521,26 +531,23 @@ pub fn compile_llvm_ir_to_object(llvm_ir: &str, cpu: &str) -> Result<Vec<u8>, To
         .verify()
         .map_err(|error| ToolchainError::LlvmVerify(error.to_string().trim().to_owned()))?;
 
-    optimize_to_object(&module, &target_machine)
+    optimize_to_object(&module, &target_machine, passes)
 }
 
-/// Sets `module`'s triple and data layout for `target_machine`, optimizes it with
-/// [`LLVM_OPT_PIPELINE`] and emits a position-independent ELF object: the last steps of every
+/// Sets `module`'s triple and data layout for `target_machine`, optimizes it with `passes`
+/// ([`LLVM_OPT_PIPELINE`] for everything tbc ships) and emits a position-independent ELF object: the last steps of every
 /// LLVM module tbc builds (kernels and the trainer's glue).
 pub(crate) fn optimize_to_object(
     module: &inkwell::module::Module,
     target_machine: &TargetMachine,
+    passes: &str,
 ) -> Result<Vec<u8>, ToolchainError> {
     module.set_triple(&target_machine.get_triple());
     module.set_data_layout(&target_machine.get_target_data().get_data_layout());
     module
-        .run_passes(
-            LLVM_OPT_PIPELINE,
-            target_machine,
-            PassBuilderOptions::create(),
-        )
+        .run_passes(passes, target_machine, PassBuilderOptions::create())
         .map_err(|error| ToolchainError::Optimize {
-            pipeline: LLVM_OPT_PIPELINE.to_owned(),
+            pipeline: passes.to_owned(),
             message: error.to_string(),
         })?;
     let object = target_machine

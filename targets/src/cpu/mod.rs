@@ -367,13 +367,22 @@ pub fn transform_script(funcs: &[KernelFunc]) -> String {
 /// descriptors of part `part` on its stack and calls `_mlir_ciface_<name>`, and of the constant
 /// `int64_t tbc_<name>_parts`.
 pub fn buffers_entry(f: &KernelFunc) -> String {
-    let name = &f.name;
+    buffers_entry_of(&f.name, &f.args, f.parts, f.part_chunk)
+}
+
+/// [`buffers_entry`] of a function `name` with memref arguments `layouts`, split into `parts`
+/// parts of `part_chunk` along its partition axis.
+pub fn buffers_entry_of(
+    name: &str,
+    layouts: &[ArgLayout],
+    parts: usize,
+    part_chunk: usize,
+) -> String {
     let mut s = format!(
-        "\n@tbc_{name}_parts = constant i64 {}\n\ndefine void @tbc_{name}(ptr %bufs, i64 %part) {{\nentry:\n",
-        f.parts
+        "\n@tbc_{name}_parts = constant i64 {parts}\n\ndefine void @tbc_{name}(ptr %bufs, i64 %part) {{\nentry:\n"
     );
     let mut args = Vec::new();
-    for (i, a) in f.args.iter().enumerate() {
+    for (i, a) in layouts.iter().enumerate() {
         let r = a.shape.len();
         let sty = if r == 0 {
             "{ ptr, ptr, i64 }".to_string()
@@ -408,8 +417,8 @@ pub fn buffers_entry(f: &KernelFunc) -> String {
         writeln!(s, "  store {sty} {last}, ptr %d{i}, align 8").unwrap();
         args.push(format!("ptr %d{i}"));
     }
-    if f.parts > 1 {
-        writeln!(s, "  %off = mul i64 %part, {}", f.part_chunk).unwrap();
+    if parts > 1 {
+        writeln!(s, "  %off = mul i64 %part, {part_chunk}").unwrap();
         args.push("i64 %off".to_string());
     }
     writeln!(s, "  call void @_mlir_ciface_{name}({})", args.join(", ")).unwrap();

@@ -98,12 +98,12 @@ fn ci32(s: &mut impl ScalarSink, v: i32) -> String {
     iconst(s, v as i64, "i32")
 }
 
-/// An f32 instruction that `arith` cannot spell: `math.<name>` (which lowers to one instruction
-/// on the CPU), or the PTX instruction `ptx` as inline assembly (`convert-gpu-to-nvvm` would make
-/// the `math` op a libdevice call). `ptx` names its result `$0` and the operands `$1…`.
-fn instruction(s: &mut impl ScalarSink, math: &str, ptx: &str, args: &[&str]) -> String {
+/// An f32 instruction as the MLIR op `mlir` (`math.fma`, `arith.maxnumf`: one instruction on
+/// the CPU), or as the PTX instruction `ptx` in inline assembly (`convert-gpu-to-nvvm` would make
+/// these ops libdevice calls). `ptx` names its result `$0` and the operands `$1…`.
+fn instruction(s: &mut impl ScalarSink, mlir: &str, ptx: &str, args: &[&str]) -> String {
     match s.spelling() {
-        MathSpelling::MathDialect => s.op(format!("math.{math} {} : f32", args.join(", "))),
+        MathSpelling::MathDialect => s.op(format!("{mlir} {} : f32", args.join(", "))),
         MathSpelling::Ptx => {
             let constraints = std::iter::once("=f")
                 .chain(args.iter().map(|_| "f"))
@@ -120,27 +120,37 @@ fn instruction(s: &mut impl ScalarSink, math: &str, ptx: &str, args: &[&str]) ->
 
 /// `x·y + z` rounded once.
 pub fn fma(s: &mut impl ScalarSink, x: &str, y: &str, z: &str) -> String {
-    instruction(s, "fma", "fma.rn.f32 $0, $1, $2, $3;", &[x, y, z])
+    instruction(s, "math.fma", "fma.rn.f32 $0, $1, $2, $3;", &[x, y, z])
 }
 
 /// `|x|` (sign bit cleared, NaN stays NaN).
 pub fn abs_f32(s: &mut impl ScalarSink, x: &str) -> String {
-    instruction(s, "absf", "abs.f32 $0, $1;", &[x])
+    instruction(s, "math.absf", "abs.f32 $0, $1;", &[x])
 }
 
 /// Correctly rounded square root.
 pub fn sqrt_f32(s: &mut impl ScalarSink, x: &str) -> String {
-    instruction(s, "sqrt", "sqrt.rn.f32 $0, $1;", &[x])
+    instruction(s, "math.sqrt", "sqrt.rn.f32 $0, $1;", &[x])
 }
 
 /// Round toward −∞.
 fn floor_f32(s: &mut impl ScalarSink, x: &str) -> String {
-    instruction(s, "floor", "cvt.rmi.f32.f32 $0, $1;", &[x])
+    instruction(s, "math.floor", "cvt.rmi.f32.f32 $0, $1;", &[x])
+}
+
+/// The larger of `x` and `y`, the other one when one is NaN (IEEE `maxNum`).
+fn maxnum_f32(s: &mut impl ScalarSink, x: &str, y: &str) -> String {
+    instruction(s, "arith.maxnumf", "max.f32 $0, $1, $2;", &[x, y])
+}
+
+/// The smaller of `x` and `y`, the other one when one is NaN (IEEE `minNum`).
+fn minnum_f32(s: &mut impl ScalarSink, x: &str, y: &str) -> String {
+    instruction(s, "arith.minnumf", "min.f32 $0, $1, $2;", &[x, y])
 }
 
 /// The magnitude of `x` with the sign of `y` (PTX's `copysign` takes the sign operand first).
 fn copysign_f32(s: &mut impl ScalarSink, x: &str, y: &str) -> String {
-    instruction(s, "copysign", "copysign.f32 $0, $2, $1;", &[x, y])
+    instruction(s, "math.copysign", "copysign.f32 $0, $2, $1;", &[x, y])
 }
 
 /// Horner evaluation of `coeffs` (highest degree first) at `x`, one fma per step.
@@ -175,8 +185,8 @@ pub fn exp_f32(s: &mut impl ScalarSink, x: &str) -> String {
     // Clamp (NaN-ignoring) so that n stays in [-150, 129]; NaN is restored at the end.
     let lo = c32(s, -104.0);
     let hi = c32(s, 88.8);
-    let xc = fop(s, "arith.maxnumf", x, &lo);
-    let xc = fop(s, "arith.minnumf", &xc, &hi);
+    let xc = maxnum_f32(s, x, &lo);
+    let xc = minnum_f32(s, &xc, &hi);
     let log2e = c32(s, std::f32::consts::LOG2_E);
     let half = c32(s, 0.5);
     let t = fop(s, "arith.mulf", &xc, &log2e);
@@ -296,7 +306,7 @@ pub fn tanh_f32(s: &mut impl ScalarSink, x: &str) -> String {
 pub fn erf_f32(s: &mut impl ScalarSink, x: &str) -> String {
     let four = c32(s, 4.0);
     let a = abs_f32(s, x);
-    let a = fop(s, "arith.minnumf", &a, &four);
+    let a = minnum_f32(s, &a, &four);
     let sq = fop(s, "arith.mulf", &a, &a);
     // |x| < 1: a + a·P(a²)
     let p = horner(s, &ERF_A, &sq);

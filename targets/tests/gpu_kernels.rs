@@ -1,0 +1,222 @@
+//! The GPU loop-kernel back end without a GPU.
+//!
+//! Every loop kernel of the tiny phases (both presets, batch 4, seq 16, f32) is built twice from
+//! one description: as a CPU emulation of its launches (loops over blocks, phases and threads
+//! around the same per-thread code) that runs here against the interpreter on the values a
+//! training step feeds it, and as PTX through MLIR's NVVM path, which `ptxas` assembles for
+//! sm_80 and sm_90 when it is installed (`scripts/install-ptxas.sh`; the test says so when it
+//! is not).
+
+use compiler::frontend::preset::{Phase, Preset};
+use ir::{DType, Graph, Tensor, TensorType};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use targets::gpu::{self, Flavor, GpuKernel};
+
+mod common;
+use common::*;
+
+/// The phases every test covers, with dropout on in the student where the phase trains.
+const PHASES: [(Phase, bool); 6] = [
+    (Phase::Gd, true),
+    (Phase::Td1, true),
+    (Phase::Td2, true),
+    (Phase::Ft, true),
+    (Phase::Eval, false),
+    (Phase::EvalTeacher, false),
+];
+
+fn presets() -> [(&'static str, Preset); 2] {
+    [
+        ("mindspore", Preset::mindspore()),
+        ("paper", Preset::paper()),
+    ]
+}
+
+/// Runs emulated kernel `k` on `inputs`: outputs and workspace start as 0xAB garbage (bools
+/// as 2) so an element no launch writes is caught.
+fn call_emulated(lib: &Loaded, k: &GpuKernel, graph: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut bufs: Vec<Buf> = inputs.iter().map(Buf::from_tensor).collect();
+    for p in &k.params[k.inputs..] {
+        let b = Buf::new(p.len.max(1) * p.dtype.size_bytes());
+        let fill = if p.dtype == DType::Bool { 2 } else { 0xAB };
+        // SAFETY: fill the allocated bytes.
+        unsafe { std::ptr::write_bytes(b.ptr, fill, b.layout.size()) };
+        bufs.push(b);
+    }
+    let ptrs: Vec<*mut u8> = bufs.iter().map(|b| b.ptr).collect();
+    let symbol = format!("tbc_emu_{}", k.name);
+    type Entry = unsafe extern "C" fn(*const *mut u8, i64);
+    // SAFETY: `compile_emulation` exports `tbc_emu_<name>(void *const *, int64_t)`; the buffers
+    // have the kernel's parameter sizes.
+    unsafe {
+        let f: Entry = *lib.lib.get::<Entry>(symbol.as_bytes()).unwrap();
+        f(ptrs.as_ptr(), 0);
+    }
+    let out_tys: Vec<TensorType> = graph
+        .outputs
+        .iter()
+        .map(|(_, v)| graph.ty(*v).clone())
+        .collect();
+    out_tys
+        .iter()
+        .enumerate()
+        .map(|(i, t)| bufs[k.inputs + i].to_tensor(t))
+        .collect()
+}
+
+/// The loop kernels of one tiny phase, run by the interpreter on a training step's values.
+fn phase_runs(preset: &Preset, phase: Phase, dropout: bool) -> Vec<Run> {
+    let (g, f) = tiny(preset, phase, dropout);
+    run_kernels(&g, &f, &realistic_feed(&g, 11))
+}
+
+/// The kernel text without its name: identical kernels (every layer has the same ones) are
+/// built and compiled once.
+fn kernel_key(g: &Graph) -> String {
+    let text = ir::text::print(g);
+    text.split_once('\n')
+        .map_or(text.clone(), |(_, rest)| rest.to_string())
+}
+
+#[test]
+fn every_loop_kernel_of_every_phase_matches_the_interpreter_in_emulation() {
+    for (pname, preset) in presets() {
+        let t0 = std::time::Instant::now();
+        // Every loop kernel of every phase, each distinct one built once.
+        let mut runs: Vec<(Phase, Run)> = Vec::new();
+        for (phase, dropout) in PHASES {
+            runs.extend(
+                phase_runs(&preset, phase, dropout)
+                    .into_iter()
+                    .map(|r| (phase, r)),
+            );
+        }
+        let mut unique: HashMap<String, usize> = HashMap::new();
+        let mut kernels: Vec<GpuKernel> = Vec::new();
+        let mut which = Vec::new();
+        for (_, r) in &runs {
+            let next = kernels.len();
+            let i = *unique.entry(kernel_key(&r.graph)).or_insert(next);
+            if i == next {
+                let name = format!("u{i}");
+                kernels.push(gpu::build(&r.graph, &name, Flavor::CpuEmulation).unwrap());
+            }
+            which.push(i);
+        }
+        let object = gpu::compile_emulation(&kernels, "native").unwrap_or_else(|e| {
+            let path = std::env::temp_dir().join("tbc_failed_emulation.mlir");
+            std::fs::write(&path, gpu::emulation_module_text(&kernels)).unwrap();
+            panic!("{e}\n(module written to {})", path.display())
+        });
+        let lib = link(&object);
+        let compiled_s = t0.elapsed().as_secs_f64();
+        let mut worst = Err::default();
+        for ((phase, r), &i) in runs.iter().zip(&which) {
+            let got = call_emulated(&lib, &kernels[i], &r.graph, &r.inputs);
+            worst = worst.max(check(
+                &r.graph,
+                &format!("{pname} {phase:?} k{}", r.index),
+                &got,
+                &r.outputs,
+            ));
+        }
+        let launches: usize = kernels.iter().map(|k| k.launches.len()).sum();
+        println!(
+            "{pname}: {} loop kernels of 6 phases ({} distinct, {launches} launches) match; worst norm-wise rel err {:.2e}, elementwise {:.2e}; built in {compiled_s:.1} s, {:.1} s in all",
+            runs.len(),
+            kernels.len(),
+            worst.norm,
+            worst.elem,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// `ptxas` from `$TBC_PTXAS`, the repo's tool folder, or PATH.
+fn ptxas() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var_os("TBC_PTXAS").map(PathBuf::from),
+        Some(root.join(".tools/ptxas/bin/ptxas")),
+        Some(PathBuf::from("ptxas")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn every_loop_kernel_of_every_phase_becomes_ptx_that_ptxas_accepts() {
+    let ptxas = ptxas();
+    if ptxas.is_none() {
+        println!("SKIPPED ptxas checks: ptxas not found (run scripts/install-ptxas.sh or set TBC_PTXAS); PTX is still generated");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (pname, preset) in presets() {
+        // Every distinct loop kernel of the six phases, in one module (as a trainer has them).
+        let mut unique: HashMap<String, ()> = HashMap::new();
+        let mut graphs: Vec<(String, Graph)> = Vec::new();
+        for (phase, dropout) in PHASES {
+            let (g, f) = tiny(&preset, phase, dropout);
+            for k in &f.kernels {
+                if k.kind != compiler::fusion::KernelKind::Loop {
+                    continue;
+                }
+                let name = format!("u{}", graphs.len());
+                let kg = compiler::exec::kernel_graph(&g, k, &name);
+                if unique.insert(kernel_key(&kg), ()).is_none() {
+                    graphs.push((name, kg));
+                }
+            }
+        }
+        let refs: Vec<(&Graph, &str)> = graphs.iter().map(|(n, g)| (g, n.as_str())).collect();
+        let kernels = gpu::build_all(&refs).unwrap();
+        let module = gpu::gpu_module_text(&kernels);
+        let launches: usize = kernels.iter().map(|k| k.launches.len()).sum();
+        for arch in gpu::GPU_ARCHS {
+            let ptx = gpu::compile_ptx(&module, arch).unwrap();
+            assert_eq!(ptx.matches(".entry ").count(), launches);
+            if ptx.contains("__nv_") {
+                std::fs::write("/tmp/tbc_libdevice.ptx", &ptx).unwrap();
+                panic!("libdevice call in the PTX (written to /tmp/tbc_libdevice.ptx)");
+            }
+            let Some(ptxas) = &ptxas else { continue };
+            let file = dir.path().join(format!("{pname}_{arch}.ptx"));
+            std::fs::write(&file, &ptx).unwrap();
+            let out = Command::new(ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-v")
+                .arg(&file)
+                .arg("-o")
+                .arg(file.with_extension("cubin"))
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "ptxas {arch} rejected {pname}:\n{log}"
+            );
+            let spills: usize = log
+                .lines()
+                .filter(|l| l.contains("bytes spill stores"))
+                .filter(|l| !l.contains(" 0 bytes spill stores"))
+                .count();
+            let max_regs = log
+                .lines()
+                .filter_map(|l| l.split("Used ").nth(1))
+                .filter_map(|r| r.split(' ').next()?.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0);
+            println!(
+                    "{pname} {arch}: {} distinct loop kernels of 6 phases, {launches} entries assembled; most registers {max_regs}; {spills} entries spill",
+                    kernels.len()
+                );
+            assert_eq!(spills, 0, "register spills:\n{log}");
+        }
+    }
+}
