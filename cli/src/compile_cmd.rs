@@ -12,7 +12,8 @@ use targets::{target_by_name, TargetOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompileArgs {
-    /// cpu | gpu | ascend (gpu and ascend stop after the plan stage until their back ends land)
+    /// cpu | gpu | ascend (gpu stops before link until the runtime's CUDA device lands; ascend
+    /// stops after the plan stage)
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
@@ -37,6 +38,13 @@ pub struct CompileArgs {
     /// CPU to generate code for: an LLVM CPU name (default x86-64-v3) or `native`.
     #[arg(long, default_value = "x86-64-v3")]
     pub cpu: String,
+    /// GPU architecture of the PTX (`--target gpu`): sm_80 (also runs on sm_90) or sm_90.
+    #[arg(long, default_value = "sm_80")]
+    pub gpu_arch: String,
+    /// Write the generated kernel code into DIR: `--emit ptx DIR` (`--target gpu`: one
+    /// `<phase>.ptx` and `<phase>.launches.json` per phase). Stops after codegen unless `-o`.
+    #[arg(long, num_args = 2, value_names = ["KIND", "DIR"])]
+    pub emit: Option<Vec<String>>,
 }
 
 /// Names `--dump-after` accepts: the stages and the simplify passes.
@@ -58,11 +66,32 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         &args.target,
         &TargetOptions {
             cpu: args.cpu.clone(),
+            gpu_arch: args.gpu_arch.clone(),
         },
     )
     .map_err(|e| anyhow!(e))?;
+    let emit_dir = match args.emit.as_deref() {
+        None => None,
+        Some([kind, dir]) => {
+            let expected = match args.target.as_str() {
+                "gpu" => "ptx",
+                other => bail!(
+                    "--emit: target {other} writes no kernel files (--target gpu --emit ptx DIR)"
+                ),
+            };
+            if kind != expected {
+                bail!(
+                    "--emit {kind}: target {} emits '{expected}' (--emit {expected} DIR)",
+                    args.target
+                );
+            }
+            Some(PathBuf::from(dir))
+        }
+        Some(_) => bail!("--emit takes two values: KIND DIR"),
+    };
     let until = match &args.compile_to {
         Some(s) => Stage::parse(s).map_err(|e| anyhow!(e))?,
+        None if emit_dir.is_some() && args.output.is_none() => Stage::Codegen,
         None => Stage::Link,
     };
     let known = dump_names();
@@ -114,6 +143,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         until,
         dump_after: &args.dump_after,
         output: args.output.as_deref().filter(|_| until == Stage::Link),
+        emit: emit_dir.as_deref(),
     };
     let start = std::time::Instant::now();
     let out = compile(&req, target.as_ref(), |phase, name, dump| {
@@ -133,6 +163,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
                 size as f64 / 1e6,
                 start.elapsed().as_secs_f64()
             );
+        }
+        CompileOutput::Emitted(files) => {
+            for f in &files {
+                eprintln!("wrote {}", f.display());
+            }
         }
         CompileOutput::Text(text) => match &args.output {
             Some(p) => crate::tensor_file::write_atomic(p, text.as_bytes())?,

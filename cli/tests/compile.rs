@@ -133,11 +133,11 @@ fn bad_flags_are_clear_errors() {
         !ok && err.contains("linking a trainer needs an output path: -o trainer"),
         "{err}"
     );
-    // gpu and ascend run the target-neutral stages in the driver and stop at their first
-    // back-end stage.
-    let (ok, _, err) = tbc(&["compile", "--target", "gpu", "--compile-to", "lower"]);
+    // ascend runs the target-neutral stages in the driver and stops at its first back-end
+    // stage; gpu stops at link.
+    let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--compile-to", "lower"]);
     assert!(
-        !ok && err.contains("target gpu: the lower stage is not built yet"),
+        !ok && err.contains("target ascend: the lower stage is not built yet"),
         "{err}"
     );
     assert!(!err.contains("panicked"));
@@ -222,4 +222,82 @@ fn missing_system_linker_is_a_clear_error() {
     let info = Command::new(&out_path).arg("info").output().unwrap();
     let info = String::from_utf8_lossy(&info.stdout).to_string();
     assert!(info.lines().any(|l| l.starts_with("eval ")), "{info}");
+}
+
+/// `--target gpu`: gpu-dialect MLIR at `lower`, PTX at `codegen` and with `--emit ptx DIR`; no
+/// trainer yet (a clear error, no file).
+#[test]
+fn gpu_target_writes_mlir_and_ptx_and_says_it_cannot_link_yet() {
+    let d = tempfile::tempdir().unwrap();
+    let models = [
+        "--teacher-config".to_string(),
+        micro("teacher.json"),
+        "--student-config".to_string(),
+        micro("student.json"),
+        "--batch".to_string(),
+        "2".to_string(),
+        "--seq-len".to_string(),
+        "4".to_string(),
+    ];
+    let gpu = |extra: &[&str]| {
+        let mut a: Vec<String> = ["compile", "--target", "gpu", "--phases", "td1,eval"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(models.iter().cloned());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        run(&a)
+    };
+    let (ok, out, err) = gpu(&["--compile-to", "lower"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("gpu.module @kernels") && out.contains("gpu.shuffle xor"));
+    let (ok, out, err) = gpu(&["--compile-to", "codegen", "--gpu-arch", "sm_90"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(".target sm_90") && out.contains(".entry td1_k"));
+    let dir = d.path().join("ptx");
+    let (ok, _, err) = gpu(&["--emit", "ptx", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for phase in ["td1", "eval"] {
+        let ptx = std::fs::read_to_string(dir.join(format!("{phase}.ptx"))).unwrap();
+        assert!(ptx.contains(".target sm_80"));
+        let table: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{phase}.launches.json"))).unwrap(),
+        )
+        .unwrap();
+        let entries: Vec<String> = table
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|k| k["launches"].as_array().unwrap().clone())
+            .map(|l| l["entry"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ptx.matches(".entry ").count(), entries.len());
+        for e in &entries {
+            assert!(
+                ptx.contains(&format!(".entry {e}(")),
+                "{e} missing from {phase}.ptx"
+            );
+        }
+    }
+    let trainer = d.path().join("trainer");
+    let (ok, _, err) = gpu(&["-o", trainer.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("target gpu: the link stage is not built yet"),
+        "{err}"
+    );
+    assert!(!trainer.exists());
+    let (ok, _, err) = gpu(&["--compile-to", "codegen", "--gpu-arch", "sm_70"]);
+    assert!(!ok && err.contains("unknown --gpu-arch 'sm_70'"), "{err}");
+    let (ok, _, err) = gpu(&["--compile-to", "plan", "--emit", "ptx", "x"]);
+    assert!(!ok && err.contains("--emit writes generated code"), "{err}");
+    let (ok, _, err) = gpu(&["--emit", "cubin", "x"]);
+    assert!(
+        !ok && err.contains("--emit cubin: target gpu emits 'ptx'"),
+        "{err}"
+    );
+    let (ok, _, err) = tbc(&["compile", "--emit", "ptx", "x"]);
+    assert!(
+        !ok && err.contains("--emit: target cpu writes no kernel files"),
+        "{err}"
+    );
 }

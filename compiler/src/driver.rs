@@ -39,6 +39,14 @@ pub trait Target {
     fn lower(&self, phase: &PhaseArtifacts) -> Result<String, TargetError>;
     /// The `codegen` stage's text of one phase (the target code of its loop kernels).
     fn codegen(&self, phase: &PhaseArtifacts) -> Result<String, TargetError>;
+    /// Writes the target code of every phase's kernels into `dir` (`--emit`); returns the files.
+    fn emit(&self, _phases: &[PhaseArtifacts], _dir: &Path) -> Result<Vec<PathBuf>, TargetError> {
+        Err(TargetError::NotBuilt {
+            target: self.name(),
+            stage: "emit",
+            why: "this target writes no separate kernel files (use --compile-to lower or codegen)",
+        })
+    }
     /// Compiles every phase's kernels and links them, the bundle and the runtime into `out`.
     fn link(
         &self,
@@ -99,12 +107,16 @@ pub struct CompileRequest<'a> {
     pub dump_after: &'a [String],
     /// The trainer executable, for `link`.
     pub output: Option<&'a Path>,
+    /// A directory for the target's kernel files (`--emit`), written after codegen.
+    pub emit: Option<&'a Path>,
 }
 
 /// What a compilation produced.
 pub enum CompileOutput {
     /// The text of the last stage (every phase, one after another).
     Text(String),
+    /// Kernel files written by `--emit` (the request stopped at `codegen`).
+    Emitted(Vec<PathBuf>),
     /// A linked trainer.
     Trainer {
         path: PathBuf,
@@ -127,6 +139,11 @@ pub fn compile(
             req.dtype,
             names(&needs.precisions)
         )));
+    }
+    if req.emit.is_some() && req.until < Stage::Codegen {
+        return Err(DriverError::Request(
+            "--emit writes generated code: it needs --compile-to codegen or link".into(),
+        ));
     }
     if req.until == Stage::Link && req.output.is_none() {
         return Err(DriverError::Request(
@@ -164,6 +181,12 @@ pub fn compile(
             step_defaults(req.preset, phase),
             &mut seen,
         ));
+    }
+    if let Some(dir) = req.emit {
+        let files = target.emit(&artifacts, dir)?;
+        if req.until == Stage::Codegen {
+            return Ok(CompileOutput::Emitted(files));
+        }
     }
     match req.until {
         Stage::Lower | Stage::Codegen => {

@@ -1,7 +1,8 @@
-//! The targets `tbc compile --target` knows, by name. `gpu` and `ascend` run the target-neutral
-//! stages and stop in the driver at their first back-end stage until their issues land.
+//! The targets `tbc compile --target` knows, by name. `ascend` runs the target-neutral stages
+//! and stops at its first back-end stage until its issue lands; `gpu` stops at `link`.
 
 use crate::cpu::CpuTarget;
+use crate::gpu::target::GpuTarget;
 use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
 use compiler::fusion::KernelKind;
 use ir::DType;
@@ -16,6 +17,8 @@ pub const TARGET_NAMES: [&str; 3] = ["cpu", "gpu", "ascend"];
 pub struct TargetOptions {
     /// The LLVM CPU the `cpu` target generates code for.
     pub cpu: String,
+    /// The GPU architecture the `gpu` target generates PTX for (`sm_80`, `sm_90`).
+    pub gpu_arch: String,
 }
 
 /// The target called `name`, or an error that lists the known ones.
@@ -27,11 +30,12 @@ pub fn target_by_name(name: &str, options: &TargetOptions) -> Result<Box<dyn Tar
                 cpu: options.cpu.clone(),
             }))
         }
-        "gpu" => Ok(Box::new(UnbuiltTarget {
-            name: "gpu",
-            why: "the GPU back end (MLIR to PTX, cuBLASLt, CUDA runtime) is the GPU target issue",
-            alignment: 256,
-        })),
+        "gpu" => {
+            crate::gpu::check_arch(&options.gpu_arch).map_err(|e| e.to_string())?;
+            Ok(Box::new(GpuTarget {
+                arch: options.gpu_arch.clone(),
+            }))
+        }
         "ascend" => Ok(Box::new(UnbuiltTarget {
             name: "ascend",
             why: "the Ascend C back end is the Ascend target issue",

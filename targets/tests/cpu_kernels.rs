@@ -13,7 +13,7 @@ use compiler::frontend::config::HfBertConfig;
 use compiler::frontend::preset::{Phase, Preset};
 use compiler::frontend::GraphSpec;
 use compiler::fusion::{Fusion, KernelKind};
-use ir::{Builder, DType, Graph, Interpreter, Op, Tensor, TensorType, UnaryOp, ValueId};
+use ir::{Builder, DType, Graph, Interpreter, Tensor, TensorType, UnaryOp, ValueId};
 use std::collections::HashMap;
 use std::path::Path;
 use targets::cpu::{self, Schedule};
@@ -211,83 +211,6 @@ fn every_loop_kernel_of_td1_matches_with_the_loops_schedule() {
 // ---------------------------------------------------------------------------------------------
 
 /// Op mnemonics of a kernel, without inputs and constants.
-fn ops(k: &Graph) -> Vec<&'static str> {
-    k.nodes
-        .iter()
-        .filter(|n| !matches!(n.op, Op::Input { .. } | Op::Constant { .. }))
-        .map(|n| n.op.mnemonic())
-        .collect()
-}
-
-fn count(k: &Graph, m: &str) -> usize {
-    ops(k).iter().filter(|o| **o == m).count()
-}
-
-/// The kernel classes the tests pick from a fused training graph.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Class {
-    BiasGeluTanh,
-    BiasGeluErf,
-    Softmax,
-    LayerNorm,
-    LayerNormBackward,
-    Loss,
-    Clip,
-    Adam,
-    Dropout,
-}
-
-impl Class {
-    const ALL: [Class; 9] = [
-        Class::BiasGeluTanh,
-        Class::BiasGeluErf,
-        Class::Softmax,
-        Class::LayerNorm,
-        Class::LayerNormBackward,
-        Class::Loss,
-        Class::Clip,
-        Class::Adam,
-        Class::Dropout,
-    ];
-
-    /// Which graph holds the class (GELU form and dropout depend on the preset/config).
-    fn source(self) -> (Preset, Phase, bool) {
-        match self {
-            Class::BiasGeluErf => (Preset::paper(), Phase::Td1, false),
-            Class::Dropout => (Preset::mindspore(), Phase::Td1, true),
-            Class::Loss => (Preset::mindspore(), Phase::Td2, false),
-            _ => (Preset::mindspore(), Phase::Td1, false),
-        }
-    }
-
-    fn matches(self, k: &Graph, out_names: &[Option<String>]) -> bool {
-        let has = |m: &str| count(k, m) > 0;
-        let named = |p: &str| out_names.iter().flatten().any(|n| n.starts_with(p));
-        let no_reduce = !ops(k).iter().any(|o| o.starts_with("reduce"));
-        match self {
-            Class::BiasGeluTanh => has("tanh") && has("broadcast") && no_reduce,
-            Class::BiasGeluErf => has("erf") && has("broadcast") && no_reduce,
-            Class::Softmax => has("reduce_max") && has("exp") && has("reduce_sum") && has("div"),
-            Class::LayerNorm => count(k, "reduce_mean") == 2 && has("rsqrt") && !has("exp"),
-            Class::LayerNormBackward => {
-                count(k, "reduce_sum") >= 2
-                    && has("neg")
-                    && k.outputs.iter().all(|(_, v)| k.ty(*v).rank() == 2)
-            }
-            Class::Loss => named("loss"),
-            Class::Clip => has("sqrt") && has("reduce_sum") && has("max") && has("div"),
-            Class::Adam => named("param.bert.encoder.layer.0.attention.self.query.weight"),
-            Class::Dropout => has("random_uniform"),
-        }
-    }
-}
-
-fn find_class(runs: &[Run], class: Class) -> &Run {
-    runs.iter()
-        .find(|r| class.matches(&r.graph, &r.out_names))
-        .unwrap_or_else(|| panic!("no {class:?} kernel"))
-}
-
 #[test]
 fn each_kernel_class_matches_on_real_and_random_inputs() {
     let mut graphs: Vec<((Preset, Phase, bool), Vec<Run>)> = Vec::new();

@@ -220,3 +220,86 @@ fn every_loop_kernel_of_every_phase_becomes_ptx_that_ptxas_accepts() {
         }
     }
 }
+
+/// Snapshots of the `gpu`-dialect MLIR and the sm_80 PTX of one kernel of each class (micro
+/// config: batch 2, seq 4).
+#[test]
+fn mlir_and_ptx_snapshots_of_each_kernel_class() {
+    for class in Class::ALL {
+        let (preset, phase, _) = class.source();
+        let (g, f) = fused_graph("micro", &preset, phase, 2, 4, true);
+        let runs = run_kernels(&g, &f, &realistic_feed(&g, 1));
+        let r = find_class(&runs, class);
+        let name = format!("{class:?}").to_lowercase();
+        let kernels = gpu::build_all(&[(&r.graph, name.as_str())]).unwrap();
+        let module = gpu::gpu_module_text(&kernels);
+        insta::assert_snapshot!(format!("gpu_mlir_{name}"), module);
+        let ptx = gpu::compile_ptx(&module, "sm_80").unwrap();
+        insta::assert_snapshot!(format!("gpu_ptx_{name}"), ptx);
+    }
+}
+
+/// Reductions of every kind over leading, trailing and all axes, small and large enough to
+/// take two passes, in emulation against the interpreter; and their PTX.
+#[test]
+fn reductions_of_every_shape_and_kind_match_in_one_and_two_passes() {
+    use ir::{Builder, ReduceKind};
+    let mut b = Builder::new("reductions");
+    let t = |d: DType, s: &[usize]| TensorType::new(d, s.to_vec());
+    let big = b.input("in0", t(DType::F32, &[96, 512]));
+    let small = b.input("in1", t(DType::F32, &[3, 5, 7]));
+    let ints = b.input("in2", t(DType::I32, &[40, 1000]));
+    let mut outs = Vec::new();
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+    ] {
+        outs.push(b.reduce(kind, big, &[0, 1])); // full: two passes (49 152 elements)
+        outs.push(b.reduce(kind, big, &[0])); // columns
+        outs.push(b.reduce(kind, big, &[1])); // rows
+        outs.push(b.reduce(kind, small, &[0, 2])); // non-contiguous axes, tails
+        if kind != ReduceKind::Mean {
+            outs.push(b.reduce(kind, ints, &[0, 1])); // i32, two passes
+        }
+    }
+    // A full reduction read by an element-wise nest (the gradient-norm clip shape).
+    let sq = b.mul(big, big);
+    let norm = b.reduce(ReduceKind::Sum, sq, &[0, 1]);
+    let norm = b.unary(ir::UnaryOp::Sqrt, norm);
+    let norm = b.broadcast(norm, &[96, 512], &[]);
+    outs.push(b.div(big, norm));
+    for (i, o) in outs.into_iter().enumerate() {
+        b.output(&format!("out{i}"), o);
+    }
+    let k = b.finish();
+    let inputs = random_inputs(&k, 3);
+    let named = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("in{i}"), t.clone()))
+        .collect();
+    let want: Vec<Tensor> = ir::Interpreter::run(&k, &named)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let built = gpu::build(&k, "red", Flavor::CpuEmulation).unwrap();
+    let split = built.workspace().iter().filter(|p| p.len > 1).count();
+    assert!(
+        split >= 8,
+        "expected two-pass reductions, workspace {:?}",
+        built.workspace()
+    );
+    let lib = link(&gpu::compile_emulation(std::slice::from_ref(&built), "native").unwrap());
+    let got = call_emulated(&lib, &built, &k, &inputs);
+    let worst = check(&k, "reductions", &got, &want);
+    println!(
+        "{} launches; worst norm-wise rel err {:.2e}",
+        built.launches.len(),
+        worst.norm
+    );
+    let module = gpu::gpu_module_text(&gpu::build_all(&[(&k, "red")]).unwrap());
+    gpu::compile_ptx(&module, "sm_90").unwrap();
+}

@@ -22,6 +22,7 @@
 //! every loop kernel of the tiny phases, and assemble the PTX with `ptxas` when it is installed.
 
 pub mod kernels;
+pub mod target;
 pub mod writer;
 
 pub use kernels::{build, GpuKernel, Launch};
@@ -60,7 +61,7 @@ pub enum GpuLowerError {
         #[source]
         source: ToolchainError,
     },
-    #[error("unknown GPU architecture '{0}' (known: sm_80, sm_90)")]
+    #[error("unknown --gpu-arch '{0}' (known: sm_80, sm_90; sm_80 PTX also runs on newer GPUs)")]
     Arch(String),
 }
 

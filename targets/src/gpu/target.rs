@@ -1,0 +1,125 @@
+//! The `gpu` [`Target`]: every loop kernel as `gpu`-dialect MLIR (`lower`) and PTX (`codegen`,
+//! `--emit ptx DIR`). Linking a GPU trainer needs the CUDA device of the runtime, which is not
+//! built yet: `link` says so.
+
+use super::{build_all, compile_ptx, gpu_module_text, launch_table, GpuKernel};
+use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
+use compiler::fusion::KernelKind;
+use ir::{DType, Graph};
+use plan::manifest::TrainerBundle;
+use std::path::{Path, PathBuf};
+
+/// NVIDIA GPUs, generating PTX for `arch` (`sm_80`, `sm_90`).
+pub struct GpuTarget {
+    pub arch: String,
+}
+
+fn failed(e: impl std::fmt::Display) -> TargetError {
+    TargetError::Failed(e.to_string())
+}
+
+/// The kernels of one phase built for the GPU.
+fn phase_kernels(a: &PhaseArtifacts) -> Result<Vec<GpuKernel>, TargetError> {
+    let refs: Vec<(&Graph, &str)> = a.kernels.iter().map(|(n, g)| (g, n.as_str())).collect();
+    build_all(&refs).map_err(failed)
+}
+
+/// The launch table of `kernels` as JSON: per kernel its buffers (inputs, outputs, workspace)
+/// and its launches in order — what a runtime needs besides the PTX.
+pub fn launch_table_json(kernels: &[GpuKernel]) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = kernels
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kernel": k.name,
+                "inputs": k.inputs,
+                "outputs": k.outputs,
+                "buffers": k.params.iter().map(|p| serde_json::json!({
+                    "dtype": p.dtype.name(),
+                    "elements": p.len,
+                })).collect::<Vec<_>>(),
+                "launches": k.launches.iter().map(|l| serde_json::json!({
+                    "entry": l.entry,
+                    "grid": l.grid,
+                    "block": l.threads,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+impl Target for GpuTarget {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    /// GEMMs through cuBLASLt, gathers and scatter-adds as runtime kernels; 256-byte buffers
+    /// (cuBLASLt's preferred alignment); f32 (mixed precision is not built yet).
+    fn needs(&self) -> TargetNeeds {
+        TargetNeeds {
+            library_kernels: vec![KernelKind::Gemm, KernelKind::Gather, KernelKind::ScatterAdd],
+            alignment: 256,
+            precisions: vec![DType::F32],
+        }
+    }
+
+    fn lower(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        Ok(gpu_module_text(&phase_kernels(a)?))
+    }
+
+    fn codegen(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        let kernels = phase_kernels(a)?;
+        let ptx = compile_ptx(&gpu_module_text(&kernels), &self.arch).map_err(failed)?;
+        Ok(format!("{}{ptx}", launch_table(&kernels)))
+    }
+
+    /// `<phase>.ptx` and `<phase>.launches.json` for every phase.
+    fn emit(&self, phases: &[PhaseArtifacts], dir: &Path) -> Result<Vec<PathBuf>, TargetError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        let mut written = Vec::new();
+        for a in phases {
+            let kernels = phase_kernels(a)?;
+            let ptx = compile_ptx(&gpu_module_text(&kernels), &self.arch).map_err(failed)?;
+            let table =
+                serde_json::to_string_pretty(&launch_table_json(&kernels)).map_err(failed)?;
+            for (file, text) in [
+                (format!("{}.ptx", a.plan.name), ptx),
+                (format!("{}.launches.json", a.plan.name), table),
+            ] {
+                let path = dir.join(file);
+                write_atomic(&path, text.as_bytes())?;
+                written.push(path);
+            }
+        }
+        Ok(written)
+    }
+
+    fn link(&self, _: &[PhaseArtifacts], _: &TrainerBundle, _: &Path) -> Result<(), TargetError> {
+        Err(TargetError::NotBuilt {
+            target: "gpu",
+            stage: "link",
+            why: "the runtime's CUDA device (cudarc, cuBLASLt) is not built yet; \
+                  `--compile-to codegen` and `--emit ptx DIR` give the kernels",
+        })
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary in the same directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| failed(format!("cannot write in {}: {e}", dir.display())))?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| failed(format!("cannot write {}: {}", path.display(), e.error)))?;
+    Ok(())
+}
