@@ -62,6 +62,8 @@ pub fn compile_tiny_trainer_configs(
         dump_after: vec![],
         output: Some(out.to_path_buf()),
         cpu: "x86-64-v3".into(),
+        gpu_arch: "sm_80".into(),
+        emit: None,
     };
     cli::compile_cmd::run(&args).unwrap();
 }
