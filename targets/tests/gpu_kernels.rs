@@ -271,7 +271,7 @@ fn reductions_of_every_shape_and_kind_match_in_one_and_two_passes() {
     let norm = b.broadcast(norm, &[96, 512], &[]);
     outs.push(b.div(big, norm));
     for (i, o) in outs.into_iter().enumerate() {
-        b.output(&format!("out{i}"), o);
+        b.output(format!("out{i}"), o);
     }
     let k = b.finish();
     let inputs = random_inputs(&k, 3);
