@@ -38,6 +38,10 @@ pub struct CompileArgs {
     /// CPU to generate code for: an LLVM CPU name (default x86-64-v3) or `native`.
     #[arg(long, default_value = "x86-64-v3")]
     pub cpu: String,
+    /// fp32, or mixed precision: fp16 | bf16 GEMMs (operands and results) with f32 master
+    /// weights, optimizer, softmax/LayerNorm statistics and losses (targets that have them).
+    #[arg(long, default_value = "fp32", value_parser = compiler::passes::mixed_precision::Precision::parse)]
+    pub precision: compiler::passes::mixed_precision::Precision,
     /// GPU architecture of the PTX (`--target gpu`): sm_80 (also runs on sm_90) or sm_90.
     #[arg(long, default_value = "sm_80")]
     pub gpu_arch: String,
@@ -47,7 +51,7 @@ pub struct CompileArgs {
     pub emit: Option<Vec<String>>,
 }
 
-/// Names `--dump-after` accepts: the stages and the simplify passes.
+/// Names `--dump-after` accepts: the stages, the mixed-precision pass and the simplify passes.
 fn dump_names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Stage::ALL.iter().map(|s| s.name()).collect();
     v.extend(
@@ -55,6 +59,7 @@ fn dump_names() -> Vec<&'static str> {
             .iter()
             .map(|p| p.name()),
     );
+    v.push("mixed_precision");
     v.sort_unstable();
     v.dedup();
     v
@@ -140,6 +145,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         batch: args.batch,
         seq_len: args.seq_len,
         dtype: ir::DType::F32,
+        precision: args.precision,
         until,
         dump_after: &args.dump_after,
         output: args.output.as_deref().filter(|_| until == Stage::Link),

@@ -133,6 +133,7 @@ impl Resolved {
             batch,
             seq_len,
             dtype: self.dtype,
+            precision: Default::default(),
         };
         Ok(build_graph(&spec)?)
     }

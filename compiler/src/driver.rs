@@ -101,6 +101,8 @@ pub struct CompileRequest<'a> {
     pub batch: usize,
     pub seq_len: usize,
     pub dtype: DType,
+    /// Full or mixed precision (`--precision`).
+    pub precision: crate::passes::mixed_precision::Precision,
     /// The last stage to run.
     pub until: Stage,
     /// Stages and passes whose result is also handed to the dump callback.
@@ -140,6 +142,17 @@ pub fn compile(
             names(&needs.precisions)
         )));
     }
+    if let Some(low) = req.precision.gemm_dtype() {
+        if !needs.precisions.contains(&low) {
+            return Err(DriverError::Request(format!(
+                "target {} has no {} GEMMs for --precision {} (it computes in {})",
+                target.name(),
+                low,
+                req.precision,
+                names(&needs.precisions)
+            )));
+        }
+    }
     if req.emit.is_some() && req.until < Stage::Codegen {
         return Err(DriverError::Request(
             "--emit writes generated code: it needs --compile-to codegen or link".into(),
@@ -162,6 +175,7 @@ pub fn compile(
             batch: req.batch,
             seq_len: req.seq_len,
             dtype: req.dtype,
+            precision: req.precision,
         };
         let compiled = compile_aligned(
             &spec,

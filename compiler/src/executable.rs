@@ -90,7 +90,7 @@ pub fn executable_plan(
                         m: out[r - 2],
                         n: out[r - 1],
                         k: k_dim,
-                        precision: GemmPrecision::uniform(node.ty.dtype),
+                        precision: gemm_precision(node.ty.dtype),
                         epilogue: None,
                     }
                 }
@@ -159,4 +159,17 @@ pub fn donations(inputs: &[Slot], outputs: &[Slot]) -> Vec<Donation> {
             })
         })
         .collect()
+}
+
+/// A GEMM's precision from its result type: f32 and f64 throughout; 16-bit operands and result
+/// (the mixed-precision pass) multiply exactly and accumulate in f32.
+fn gemm_precision(d: ir::DType) -> GemmPrecision {
+    match d {
+        ir::DType::F16 | ir::DType::BF16 => GemmPrecision {
+            input: d,
+            compute: d,
+            accumulate: ir::DType::F32,
+        },
+        _ => GemmPrecision::uniform(d),
+    }
 }

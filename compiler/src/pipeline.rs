@@ -4,10 +4,11 @@
 
 use crate::frontend::{build_forward_graph, build_graph, FrontendError, GraphSpec};
 use crate::fusion::{fuse, Fusion};
+use crate::passes::mixed_precision::MixedPrecision;
 use crate::passes::simplify::{simplify_pipeline, Simplify};
 use crate::passes::{run_passes, Pass};
 use crate::plan::{plan_aligned, MemoryPlan};
-use ir::Graph;
+use ir::{DType, Graph};
 
 /// The stages, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,6 +150,19 @@ pub fn compile_aligned(
             Stage::Frontend.name(),
             ir::text::print(&build_forward_graph(spec)?),
         );
+    }
+    if let Some(low) = spec.precision.gemm_dtype() {
+        if spec.dtype != DType::F32 {
+            return Err(FrontendError(format!(
+                "--precision {} needs an f32 graph, not {}",
+                spec.precision, spec.dtype
+            )));
+        }
+        let pass = MixedPrecision { low };
+        graph = pass.run(graph);
+        if wants(pass.name()) {
+            dump(pass.name(), ir::text::print(&graph));
+        }
     }
     out.graph = graph.clone();
     stage_done(Stage::Autodiff, &out, &mut dump);

@@ -734,6 +734,7 @@ fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType, dropout: Option<f64>)
         batch: 4,
         seq_len: 16,
         dtype,
+        precision: Default::default(),
     })
     .unwrap()
 }
@@ -837,6 +838,7 @@ fn real_td1_graph() {
         batch: 32,
         seq_len: 64,
         dtype: DType::F32,
+        precision: Default::default(),
     })
     .unwrap();
     let start = std::time::Instant::now();

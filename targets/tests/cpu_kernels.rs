@@ -1097,6 +1097,7 @@ fn bench_td1_step_loop_kernels() {
         batch: 32,
         seq_len: 64,
         dtype: DType::F32,
+        precision: Default::default(),
     };
     let c = compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Fuse, &[], |_, _| {})
         .unwrap();

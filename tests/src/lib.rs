@@ -64,6 +64,7 @@ pub fn compile_tiny_trainer_configs(
         cpu: "x86-64-v3".into(),
         gpu_arch: "sm_80".into(),
         emit: None,
+        precision: Default::default(),
     };
     cli::compile_cmd::run(&args).unwrap();
 }
@@ -118,6 +119,7 @@ fn with_tiny_spec_head<R>(
         batch: 4,
         seq_len: 16,
         dtype,
+        precision: Default::default(),
     })
 }
 
@@ -129,6 +131,24 @@ pub fn tiny_graph(preset: &Preset, phase: Phase, dtype: DType) -> Graph {
 pub fn tiny_graph_head(preset: &Preset, phase: Phase, dtype: DType, head: Head) -> Graph {
     with_tiny_spec_head(preset, phase, dtype, head, |spec| {
         build_graph(spec).unwrap()
+    })
+}
+
+/// The tiny f32 graph of `phase` (classes head) after autodiff and the mixed-precision pass of
+/// `precision`, as the pipeline makes it.
+pub fn tiny_graph_precision(
+    preset: &Preset,
+    phase: Phase,
+    precision: compiler::passes::mixed_precision::Precision,
+) -> Graph {
+    with_tiny_spec(preset, phase, DType::F32, |spec| {
+        let spec = GraphSpec {
+            precision,
+            ..spec.clone()
+        };
+        compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Autodiff, &[], |_, _| {})
+            .unwrap()
+            .graph
     })
 }
 

@@ -23,6 +23,7 @@ fn micro_graph(preset: &Preset, phase: Phase) -> ir::Graph {
         batch: 2,
         seq_len: 4,
         dtype: DType::F32,
+        precision: Default::default(),
     })
     .unwrap()
 }

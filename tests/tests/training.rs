@@ -249,6 +249,7 @@ fn dropout_is_deterministic_per_seed_and_step() {
         batch: 4,
         seq_len: 16,
         dtype: DType::F32,
+        precision: Default::default(),
     };
     let g = compiler::frontend::build_graph(&spec).unwrap();
     let loss = |step: i32| {

@@ -97,6 +97,7 @@ mod tests {
             batch: 2,
             seq_len: 4,
             dtype: DType::F64,
+            precision: Default::default(),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct GraphSpec<'a> {
     pub seq_len: usize,
     /// Float dtype of parameters and activations (f32; f64 for tests).
     pub dtype: DType,
+    /// GEMMs in full precision or in a 16-bit type (the mixed-precision pass, after autodiff).
+    pub precision: crate::passes::mixed_precision::Precision,
 }
 
 impl GraphSpec<'_> {

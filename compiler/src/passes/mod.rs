@@ -1,5 +1,6 @@
 //! Graph-to-graph passes. A pass is a small named type; a pipeline is a list of them.
 
+pub mod mixed_precision;
 pub mod simplify;
 
 use ir::Graph;

@@ -72,6 +72,7 @@ pub fn fused_graph(
         batch,
         seq_len: seq,
         dtype: DType::F32,
+        precision: Default::default(),
     };
     let c = compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Fuse, &[], |_, _| {})
         .unwrap();
