@@ -1,6 +1,7 @@
 //! The GPU loop-kernel back end without a GPU.
 //!
-//! Every loop kernel of the tiny phases (both presets, batch 4, seq 16, f32) is built twice from
+//! Every loop kernel of the tiny phases (both presets, batch 4, seq 16, `--precision`
+//! fp32/fp16/bf16) is built twice from
 //! one description: as a CPU emulation of its launches (loops over blocks, phases and threads
 //! around the same per-thread code) that runs here against the interpreter on the values a
 //! training step feeds it, and as PTX through MLIR's NVVM path, which `ptxas` assembles for
@@ -8,6 +9,7 @@
 //! is not).
 
 use compiler::frontend::preset::{Phase, Preset};
+use compiler::passes::mixed_precision::Precision;
 use ir::{DType, Graph, Tensor, TensorType};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,8 +69,8 @@ fn call_emulated(lib: &Loaded, k: &GpuKernel, graph: &Graph, inputs: &[Tensor]) 
 }
 
 /// The loop kernels of one tiny phase, run by the interpreter on a training step's values.
-fn phase_runs(preset: &Preset, phase: Phase, dropout: bool) -> Vec<Run> {
-    let (g, f) = tiny(preset, phase, dropout);
+fn phase_runs(preset: &Preset, phase: Phase, dropout: bool, precision: Precision) -> Vec<Run> {
+    let (g, f) = fused_graph_precision("tiny", preset, phase, 4, 16, dropout, precision);
     run_kernels(&g, &f, &realistic_feed(&g, 11))
 }
 
@@ -84,14 +86,17 @@ fn kernel_key(g: &Graph) -> String {
 fn every_loop_kernel_of_every_phase_matches_the_interpreter_in_emulation() {
     for (pname, preset) in presets() {
         let t0 = std::time::Instant::now();
-        // Every loop kernel of every phase, each distinct one built once.
-        let mut runs: Vec<(Phase, Run)> = Vec::new();
-        for (phase, dropout) in PHASES {
-            runs.extend(
-                phase_runs(&preset, phase, dropout)
-                    .into_iter()
-                    .map(|r| (phase, r)),
-            );
+        // Every loop kernel of every phase in every precision, each distinct one built once.
+        let mut runs: Vec<(String, Run)> = Vec::new();
+        for precision in Precision::ALL {
+            for (phase, dropout) in PHASES {
+                let label = format!("{precision} {phase:?}");
+                runs.extend(
+                    phase_runs(&preset, phase, dropout, precision)
+                        .into_iter()
+                        .map(|r| (label.clone(), r)),
+                );
+            }
         }
         let mut unique: HashMap<String, usize> = HashMap::new();
         let mut kernels: Vec<GpuKernel> = Vec::new();
@@ -113,18 +118,18 @@ fn every_loop_kernel_of_every_phase_matches_the_interpreter_in_emulation() {
         let lib = link(&object);
         let compiled_s = t0.elapsed().as_secs_f64();
         let mut worst = Err::default();
-        for ((phase, r), &i) in runs.iter().zip(&which) {
+        for ((label, r), &i) in runs.iter().zip(&which) {
             let got = call_emulated(&lib, &kernels[i], &r.graph, &r.inputs);
             worst = worst.max(check(
                 &r.graph,
-                &format!("{pname} {phase:?} k{}", r.index),
+                &format!("{pname} {label} k{}", r.index),
                 &got,
                 &r.outputs,
             ));
         }
         let launches: usize = kernels.iter().map(|k| k.launches.len()).sum();
         println!(
-            "{pname}: {} loop kernels of 6 phases ({} distinct, {launches} launches) match; worst norm-wise rel err {:.2e}, elementwise {:.2e}; built in {compiled_s:.1} s, {:.1} s in all",
+            "{pname}: {} loop kernels of 6 phases × fp32/fp16/bf16 ({} distinct, {launches} launches) match; worst norm-wise rel err {:.2e}, elementwise {:.2e}; built in {compiled_s:.1} s, {:.1} s in all",
             runs.len(),
             kernels.len(),
             worst.norm,
@@ -158,11 +163,14 @@ fn every_loop_kernel_of_every_phase_becomes_ptx_that_ptxas_accepts() {
     }
     let dir = tempfile::tempdir().unwrap();
     for (pname, preset) in presets() {
-        // Every distinct loop kernel of the six phases, in one module (as a trainer has them).
+        // Every distinct loop kernel of the six phases in the three precisions, in one module.
         let mut unique: HashMap<String, ()> = HashMap::new();
         let mut graphs: Vec<(String, Graph)> = Vec::new();
-        for (phase, dropout) in PHASES {
-            let (g, f) = tiny(&preset, phase, dropout);
+        for (precision, (phase, dropout)) in Precision::ALL
+            .into_iter()
+            .flat_map(|p| PHASES.map(|ph| (p, ph)))
+        {
+            let (g, f) = fused_graph_precision("tiny", &preset, phase, 4, 16, dropout, precision);
             for k in &f.kernels {
                 if k.kind != compiler::fusion::KernelKind::Loop {
                     continue;
@@ -213,7 +221,7 @@ fn every_loop_kernel_of_every_phase_becomes_ptx_that_ptxas_accepts() {
                 .max()
                 .unwrap_or(0);
             println!(
-                    "{pname} {arch}: {} distinct loop kernels of 6 phases, {launches} entries assembled; most registers {max_regs}; {spills} entries spill",
+                    "{pname} {arch}: {} distinct loop kernels of 6 phases × 3 precisions, {launches} entries assembled; most registers {max_regs}; {spills} entries spill",
                     kernels.len()
                 );
             assert_eq!(spills, 0, "register spills:\n{log}");

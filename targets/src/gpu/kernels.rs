@@ -16,9 +16,9 @@
 //! between launches. The kernel's buffers are its inputs, its outputs, then those workspace
 //! buffers, each a flat array (bool as one byte).
 
-use super::writer::{BufferParam, Flavor, Reg, Shared, Writer, WARP};
+use super::writer::{reg_ty, BufferParam, Flavor, Reg, Shared, Writer, WARP};
 use super::GpuLowerError;
-use crate::scalar::{self, reg_ty, ScalarSink};
+use crate::scalar::{self, ScalarSink};
 use compiler::kernel_analysis::{KernelAnalysis, LoopNest};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
 use std::collections::HashMap;
@@ -63,8 +63,23 @@ impl GpuKernel {
     }
 }
 
-/// Element types the GPU loop kernels compute in.
-const DTYPES: [DType; 3] = [DType::F32, DType::I32, DType::Bool];
+/// Element types of GPU loop kernel values (16-bit floats: the mixed-precision pass's GEMM
+/// operands and results, computed in f32 and rounded).
+const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::Bool];
+
+/// A 16-bit float type.
+fn is_half(d: DType) -> bool {
+    matches!(d, DType::F16 | DType::BF16)
+}
+
+/// The type an op on `d` computes in (16-bit floats in f32).
+fn compute_ty(d: DType) -> DType {
+    if is_half(d) {
+        DType::F32
+    } else {
+        d
+    }
+}
 
 /// Checks that `k` is a loop kernel the GPU back end can build.
 fn validate(k: &Graph, name: &str) -> Result<(), GpuLowerError> {
@@ -102,6 +117,12 @@ fn validate(k: &Graph, name: &str) -> Result<(), GpuLowerError> {
             }
             Op::Reduce { .. } if k.ty(n.inputs[0]).dtype == DType::Bool => {
                 return Err(unsupported(i, "reduction of a bool tensor".into()))
+            }
+            Op::Reduce { .. } if is_half(n.ty.dtype) => {
+                return Err(unsupported(
+                    i,
+                    "a 16-bit reduction (the mixed-precision pass reduces in f32)".into(),
+                ))
             }
             _ => {}
         }
@@ -266,22 +287,68 @@ impl<'g> Builder<'g> {
             .collect()
     }
 
-    /// A loaded element (memory type) → register value (bool from `i8`).
+    /// A loaded element (memory type) → register value (bool from `i8`, 16-bit floats widened).
     fn loaded_value(&mut self, x: String, d: DType) -> String {
-        if d == DType::Bool {
-            let z = scalar::iconst(&mut self.w, 0, "i8");
-            self.w.op(format!("arith.cmpi ne, {x}, {z} : i8"))
-        } else {
-            x
+        match d {
+            DType::Bool => {
+                let z = scalar::iconst(&mut self.w, 0, "i8");
+                self.w.op(format!("arith.cmpi ne, {x}, {z} : i8"))
+            }
+            DType::F16 => self.w.op(format!("arith.extf {x} : f16 to f32")),
+            DType::BF16 => {
+                let w = self.w.op(format!("arith.extui {x} : i16 to i32"));
+                let c16 = scalar::iconst(&mut self.w, 16, "i32");
+                let hi = self.w.op(format!("arith.shli {w}, {c16} : i32"));
+                self.w.op(format!("arith.bitcast {hi} : i32 to f32"))
+            }
+            _ => x,
         }
     }
 
-    /// A register value → memory element (bool to `i8`).
+    /// A register value → memory element (bool to `i8`; a 16-bit float, already exact, narrowed).
     fn stored_value(&mut self, x: &str, d: DType) -> String {
-        if d == DType::Bool {
-            self.w.op(format!("arith.extui {x} : i1 to i8"))
-        } else {
-            x.to_string()
+        match d {
+            DType::Bool => self.w.op(format!("arith.extui {x} : i1 to i8")),
+            DType::F16 => self.w.op(format!("arith.truncf {x} : f32 to f16")),
+            DType::BF16 => {
+                let bits = self.w.op(format!("arith.bitcast {x} : f32 to i32"));
+                let c16 = scalar::iconst(&mut self.w, 16, "i32");
+                let hi = self.w.op(format!("arith.shrui {bits}, {c16} : i32"));
+                self.w.op(format!("arith.trunci {hi} : i32 to i16"))
+            }
+            _ => x.to_string(),
+        }
+    }
+
+    /// An f32 register value rounded to the nearest value of `d` (round to nearest even), still
+    /// in an f32 register; other types unchanged. bf16 rounds by integer code, NaN kept quiet
+    /// with its sign and high payload bits (as the interpreter's `half::bf16::from_f32`).
+    fn round_to(&mut self, x: String, d: DType) -> String {
+        match d {
+            DType::F16 => {
+                let h = self.w.op(format!("arith.truncf {x} : f32 to f16"));
+                self.w.op(format!("arith.extf {h} : f16 to f32"))
+            }
+            DType::BF16 => {
+                let w = &mut self.w;
+                let bits = w.op(format!("arith.bitcast {x} : f32 to i32"));
+                let c16 = scalar::iconst(w, 16, "i32");
+                let one = scalar::iconst(w, 1, "i32");
+                let bias = scalar::iconst(w, 0x7FFF, "i32");
+                let lsb = w.op(format!("arith.shrui {bits}, {c16} : i32"));
+                let lsb = w.op(format!("arith.andi {lsb}, {one} : i32"));
+                let r = w.op(format!("arith.addi {bits}, {bias} : i32"));
+                let r = w.op(format!("arith.addi {r}, {lsb} : i32"));
+                let mask = scalar::iconst(w, 0xFFFF_0000u32 as i32 as i64, "i32");
+                let r = w.op(format!("arith.andi {r}, {mask} : i32"));
+                let quiet = scalar::iconst(w, 0x0040_0000, "i32");
+                let nan = w.op(format!("arith.ori {bits}, {quiet} : i32"));
+                let nan = w.op(format!("arith.andi {nan}, {mask} : i32"));
+                let is_nan = w.op(format!("arith.cmpf uno, {x}, {x} : f32"));
+                let r = w.op(format!("arith.select {is_nan}, {nan}, {r} : i32"));
+                w.op(format!("arith.bitcast {r} : i32 to f32"))
+            }
+            _ => x,
         }
     }
 
@@ -319,9 +386,9 @@ impl<'g> Builder<'g> {
     fn eval_inline(&mut self, v: ValueId, ix: &[String]) -> Result<String, GpuLowerError> {
         let g = self.g;
         let node = g.node(v);
-        let d = node.ty.dtype;
+        let d = compute_ty(node.ty.dtype);
         let arg = |i: usize| node.inputs[i];
-        Ok(match &node.op {
+        let value = match &node.op {
             Op::Constant { value } => scalar::const_of(&mut self.w, *value, d),
             Op::Iota { axis } => {
                 let i = ix[*axis].clone();
@@ -336,7 +403,7 @@ impl<'g> Builder<'g> {
             }
             Op::Unary(u) => {
                 let x = self.eval(arg(0), ix)?;
-                scalar::unary(&mut self.w, *u, &x, g.ty(arg(0)).dtype)
+                scalar::unary(&mut self.w, *u, &x, compute_ty(g.ty(arg(0)).dtype))
             }
             Op::Binary(op) => {
                 let x = self.eval(arg(0), ix)?;
@@ -346,7 +413,7 @@ impl<'g> Builder<'g> {
             Op::Compare(c) => {
                 let x = self.eval(arg(0), ix)?;
                 let y = self.eval(arg(1), ix)?;
-                scalar::compare(&mut self.w, *c, &x, &y, g.ty(arg(0)).dtype)
+                scalar::compare(&mut self.w, *c, &x, &y, compute_ty(g.ty(arg(0)).dtype))
             }
             Op::Select => {
                 let c = self.eval(arg(0), ix)?;
@@ -357,7 +424,7 @@ impl<'g> Builder<'g> {
             }
             Op::Cast => {
                 let x = self.eval(arg(0), ix)?;
-                scalar::cast(&mut self.w, &x, g.ty(arg(0)).dtype, d)
+                scalar::cast(&mut self.w, &x, compute_ty(g.ty(arg(0)).dtype), d)
             }
             Op::Broadcast { dims } => {
                 let inner: Vec<String> = dims.iter().map(|&r| ix[r].clone()).collect();
@@ -399,6 +466,16 @@ impl<'g> Builder<'g> {
             Op::Reshape | Op::MatMul { .. } | Op::Gather | Op::ScatterAdd => {
                 return Err(self.internal(v, "is not a loop op"))
             }
+        };
+        // A 16-bit result rounds its f32 value (index-only ops pass an exact value through).
+        let index_only = matches!(
+            node.op,
+            Op::Broadcast { .. } | Op::Transpose { .. } | Op::Slice { .. }
+        );
+        Ok(if index_only {
+            value
+        } else {
+            self.round_to(value, node.ty.dtype)
         })
     }
 
@@ -470,7 +547,7 @@ impl<'g> Builder<'g> {
             let val = s.eval(src, &inner)?;
             let r = match inside {
                 Some(c) => {
-                    let zero = scalar::const_of(&mut s.w, 0.0, d);
+                    let zero = scalar::const_of(&mut s.w, 0.0, compute_ty(d));
                     s.w.op(format!("arith.select {c}, {val}, {zero} : {}", reg_ty(d)))
                 }
                 None => val,

@@ -55,12 +55,13 @@ impl Target for GpuTarget {
     }
 
     /// GEMMs through cuBLASLt, gathers and scatter-adds as runtime kernels; 256-byte buffers
-    /// (cuBLASLt's preferred alignment); f32 (mixed precision is not built yet).
+    /// (cuBLASLt's preferred alignment); f32, and f16/bf16 GEMMs (tensor cores) for
+    /// `--precision fp16|bf16`.
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
             library_kernels: vec![KernelKind::Gemm, KernelKind::Gather, KernelKind::ScatterAdd],
             alignment: 256,
-            precisions: vec![DType::F32],
+            precisions: vec![DType::F32, DType::F16, DType::BF16],
         }
     }
 

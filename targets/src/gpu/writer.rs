@@ -18,7 +18,7 @@
 //! the interpreter. Values that cross a phase must go through a register: an SSA value of one
 //! phase does not dominate the next phase's thread loop (the CPU flavor fails to verify).
 
-use crate::scalar::{mem_ty, MathSpelling, ScalarSink};
+use crate::scalar::{MathSpelling, ScalarSink};
 use ir::DType;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,7 +33,26 @@ pub enum Flavor {
 /// Threads of a warp (the width of `gpu.shuffle`).
 pub const WARP: usize = 32;
 
-/// A global buffer parameter: a flat array of `len` elements of `dtype` (bool as `i8`).
+/// The element type of `d` in GPU memory: f16 as itself, bf16 as its bits (`i16`, converted
+/// by integer code so that both flavors round the same way without library calls), bool as `i8`.
+pub fn mem_ty(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "f16",
+        DType::BF16 => "i16",
+        other => crate::scalar::mem_ty(other),
+    }
+}
+
+/// The register type of `d`: 16-bit floats live in f32 registers, holding exactly a value of
+/// their type (every op that makes one rounds its f32 result).
+pub fn reg_ty(d: DType) -> &'static str {
+    match d {
+        DType::F16 | DType::BF16 => "f32",
+        other => crate::scalar::reg_ty(other),
+    }
+}
+
+/// A global buffer parameter: a flat array of `len` elements of `dtype` (see [`mem_ty`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BufferParam {
     pub dtype: DType,

@@ -7,6 +7,7 @@ use compiler::frontend::config::HfBertConfig;
 use compiler::frontend::preset::{Phase, Preset};
 use compiler::frontend::GraphSpec;
 use compiler::fusion::{Fusion, KernelKind};
+use compiler::passes::mixed_precision::Precision;
 use ir::{DType, Data, Graph, Interpreter, Op, Tensor, TensorType, ValueId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,19 @@ pub fn fused_graph(
     seq: usize,
     dropout: bool,
 ) -> (Graph, Fusion) {
+    fused_graph_precision(dir, preset, phase, batch, seq, dropout, Default::default())
+}
+
+/// [`fused_graph`] with `--precision`.
+pub fn fused_graph_precision(
+    dir: &str,
+    preset: &Preset,
+    phase: Phase,
+    batch: usize,
+    seq: usize,
+    dropout: bool,
+    precision: Precision,
+) -> (Graph, Fusion) {
     let (t, s) = configs(dir, preset, dropout);
     let spec = GraphSpec {
         phase,
@@ -72,7 +86,7 @@ pub fn fused_graph(
         batch,
         seq_len: seq,
         dtype: DType::F32,
-        precision: Default::default(),
+        precision,
     };
     let c = compiler::pipeline::compile(&spec, compiler::pipeline::Stage::Fuse, &[], |_, _| {})
         .unwrap();
@@ -395,11 +409,15 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<Err, String> {
     }
 }
 
+/// Norm-wise tolerance by output type: f64 1e-12, f32 1e-5, and for 16-bit outputs (computed in
+/// f32 and rounded) the type's unit roundoff, since an f32 difference of one ulp can move an
+/// element across a rounding boundary.
 pub fn tolerance(d: DType) -> f64 {
-    if d == DType::F64 {
-        1e-12
-    } else {
-        1e-5
+    match d {
+        DType::F64 => 1e-12,
+        DType::F16 => 2f64.powi(-11),
+        DType::BF16 => 2f64.powi(-8),
+        _ => 1e-5,
     }
 }
 
