@@ -311,3 +311,55 @@ fn reductions_of_every_shape_and_kind_match_in_one_and_two_passes() {
     let module = gpu::gpu_module_text(&gpu::build_all(&[(&k, "red")]).unwrap());
     gpu::compile_ptx(&module, "sm_90").unwrap();
 }
+
+/// Gather and scatter-add (the embedding lookup and its gradient) in emulation against the
+/// interpreter, twice (the same bits both times), and as PTX.
+#[test]
+fn gather_and_scatter_add_match_the_interpreter() {
+    use ir::Builder;
+    let (rows, row, n) = (50, 24, 64);
+    let mut b = Builder::new("embedding");
+    let table = b.input("in0", TensorType::new(DType::F32, vec![rows, row]));
+    let idx = b.input("in1", TensorType::new(DType::I32, vec![4, 16]));
+    let upd = b.input("in2", TensorType::new(DType::F32, vec![4, 16, row]));
+    let gathered = b.gather(table, idx);
+    let summed = b.scatter_add(idx, upd, rows);
+    b.output("out0", gathered);
+    b.output("out1", summed);
+    let k = b.finish();
+    let inputs = random_inputs(&k, 9); // indices in 0..10: repeated rows
+    let named = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("in{i}"), t.clone()))
+        .collect();
+    let want: Vec<Tensor> = ir::Interpreter::run(&k, &named)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let g = gpu::library::gather("g", rows, row, n, DType::F32, Flavor::CpuEmulation).unwrap();
+    let s = gpu::library::scatter_add("s", rows, row, n, DType::F32, Flavor::CpuEmulation).unwrap();
+    let lib = link(&gpu::compile_emulation(&[g.clone(), s.clone()], "native").unwrap());
+    let one = |kernel: &GpuKernel, ins: &[Tensor], out: usize| {
+        let mut gk = ir::Graph::new("one");
+        // A graph whose single output has the kernel's output type, for `call_emulated`.
+        let v = gk.push(
+            ir::Op::Input { name: "o".into() },
+            vec![],
+            k.ty(k.outputs[out].1).clone(),
+        );
+        gk.set_output("o", v);
+        call_emulated(&lib, kernel, &gk, ins).remove(0)
+    };
+    let got_g = one(&g, &[inputs[0].clone(), inputs[1].clone()], 0);
+    let got_s = one(&s, &[inputs[1].clone(), inputs[2].clone()], 1);
+    assert_eq!(got_g, want[0], "gather is a copy: bit-exact");
+    check(&k, "scatter-add", &[want[0].clone(), got_s.clone()], &want);
+    let again = one(&s, &[inputs[1].clone(), inputs[2].clone()], 1);
+    assert_eq!(again, got_s, "scatter-add: the same bits every run");
+    let gpu_g = gpu::library::gather("g", rows, row, n, DType::F32, Flavor::Gpu).unwrap();
+    let gpu_s = gpu::library::scatter_add("s", rows, row, n, DType::F32, Flavor::Gpu).unwrap();
+    let ptx = gpu::compile_ptx(&gpu::gpu_module_text(&[gpu_g, gpu_s]), "sm_80").unwrap();
+    assert_eq!(ptx.matches(".entry ").count(), 3);
+}

@@ -22,6 +22,7 @@
 //! every loop kernel of the tiny phases, and assemble the PTX with `ptxas` when it is installed.
 
 pub mod kernels;
+pub mod library;
 pub mod target;
 pub mod writer;
 
