@@ -228,6 +228,7 @@ pub fn compile(
                     req.phases,
                 ),
                 plans: artifacts.iter().map(|a| a.plan.clone()).collect(),
+                gpu: None,
             };
             target.link(&artifacts, &bundle, out)?;
             return Ok(CompileOutput::Trainer {

@@ -443,3 +443,29 @@ pub fn link_executable_with(
     };
     finish().inspect_err(|_| remove_temp())
 }
+
+/// The runtime static library: `$TBC_RUNTIME_LIB`, or `libruntime.a` next to the running
+/// executable (tbc) or one directory up.
+pub fn runtime_library() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("TBC_RUNTIME_LIB") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(format!("TBC_RUNTIME_LIB={} is not a file", p.display()));
+        }
+        return Ok(p);
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot locate the tbc executable: {e}"))?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("libruntime.a"))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "cannot find the trainer runtime library (looked for {}); build it with `cargo build --release -p runtime` or set TBC_RUNTIME_LIB",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })
+}

@@ -9,6 +9,7 @@ pub mod abi;
 pub mod bert;
 pub mod elem;
 pub mod exec;
+pub mod gpu;
 pub mod manifest;
 pub mod names;
 

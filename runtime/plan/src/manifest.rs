@@ -91,9 +91,12 @@ impl Manifest {
     }
 }
 
-/// What `tbc compile` links into a trainer: the manifest and one plan per phase.
+/// What `tbc compile` links into a trainer: the manifest, one plan per phase, and for a GPU
+/// trainer its kernel library (a CPU trainer's loop kernels are linked as native code).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainerBundle {
     pub manifest: Manifest,
     pub plans: Vec<ExecutablePlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::gpu::GpuKernelLibrary>,
 }

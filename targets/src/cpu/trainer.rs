@@ -9,7 +9,7 @@ use compiler::fusion::KernelKind;
 use ir::{DType, Graph};
 use plan::abi::PLANS_BLOB;
 use plan::manifest::TrainerBundle;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The host CPU, generating code for the LLVM CPU `cpu` (`x86-64-v3`, `native`, …).
 pub struct CpuTarget {
@@ -68,7 +68,7 @@ impl Target for CpuTarget {
         bundle: &TrainerBundle,
         out: &Path,
     ) -> Result<(), TargetError> {
-        let runtime_lib = runtime_library()?;
+        let runtime_lib = crate::link::runtime_library().map_err(failed)?;
         let dir = tempfile::tempdir()
             .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
         let mut objects = Vec::new();
@@ -94,33 +94,4 @@ impl Target for CpuTarget {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
     std::fs::write(path, bytes).map_err(|e| failed(format!("cannot write {}: {e}", path.display())))
-}
-
-/// The runtime static library: `$TBC_RUNTIME_LIB`, or `libruntime.a` next to the running
-/// executable (tbc) or one directory up.
-pub fn runtime_library() -> Result<PathBuf, TargetError> {
-    if let Ok(p) = std::env::var("TBC_RUNTIME_LIB") {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            return Err(failed(format!(
-                "TBC_RUNTIME_LIB={} is not a file",
-                p.display()
-            )));
-        }
-        return Ok(p);
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| failed(format!("cannot locate the tbc executable: {e}")))?;
-    let candidates: Vec<PathBuf> = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("libruntime.a"))
-        .collect();
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        failed(format!(
-            "cannot find the trainer runtime library (looked for {}); build it with `cargo build --release -p runtime` or set TBC_RUNTIME_LIB",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ))
-    })
 }

@@ -1,6 +1,7 @@
 //! The `gpu` [`Target`]: every loop kernel as `gpu`-dialect MLIR (`lower`) and PTX (`codegen`,
-//! `--emit ptx DIR`). Linking a GPU trainer needs the CUDA device of the runtime, which is not
-//! built yet: `link` says so.
+//! `--emit ptx DIR`); `link` builds the trainer's GPU kernel library (every loop kernel of every
+//! phase, a gather or scatter-add kernel per distinct step shape, one PTX module) into the
+//! bundle and links it with the runtime, which runs it on its CUDA device.
 
 use super::{build_all, compile_ptx, gpu_module_text, launch_table, GpuKernel};
 use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
@@ -97,14 +98,112 @@ impl Target for GpuTarget {
         Ok(written)
     }
 
-    fn link(&self, _: &[PhaseArtifacts], _: &TrainerBundle, _: &Path) -> Result<(), TargetError> {
-        Err(TargetError::NotBuilt {
-            target: "gpu",
-            stage: "link",
-            why: "the runtime's CUDA device (cudarc, cuBLASLt) is not built yet; \
-                  `--compile-to codegen` and `--emit ptx DIR` give the kernels",
-        })
+    fn link(
+        &self,
+        phases: &[PhaseArtifacts],
+        bundle: &TrainerBundle,
+        out: &Path,
+    ) -> Result<(), TargetError> {
+        let runtime_lib = crate::link::runtime_library().map_err(failed)?;
+        let mut bundle = bundle.clone();
+        bundle.gpu = Some(kernel_library(phases, &self.arch)?);
+        let json = serde_json::to_vec(&bundle).map_err(failed)?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
+        let glue = crate::link::glue_object(
+            &[],
+            &[(plan::abi::PLANS_BLOB, &json)],
+            crate::toolchain::DEFAULT_CPU,
+        )
+        .map_err(failed)?;
+        let glue_path = dir.path().join("glue.o");
+        std::fs::write(&glue_path, &glue)
+            .map_err(|e| failed(format!("cannot write {}: {e}", glue_path.display())))?;
+        crate::link::link_executable(&[glue_path], &[runtime_lib], out).map_err(failed)
     }
+}
+
+/// The GPU kernel library of `phases`: their loop kernels and a kernel per distinct gather and
+/// scatter-add step, in one PTX module for `arch`.
+pub fn kernel_library(
+    phases: &[PhaseArtifacts],
+    arch: &str,
+) -> Result<plan::gpu::GpuKernelLibrary, TargetError> {
+    use plan::exec::Step;
+    let mut kernels = Vec::new();
+    for a in phases {
+        kernels.extend(phase_kernels(a)?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in phases {
+        for step in &a.plan.steps {
+            let (symbol, build) = match step {
+                Step::Gather { table, indices, .. } => {
+                    let (rows, row) = rows_of(&table.shape);
+                    let n = indices.numel();
+                    (
+                        plan::gpu::gather_symbol(rows, row, n, table.elem),
+                        (true, rows, row, n, table.elem),
+                    )
+                }
+                Step::ScatterAdd { indices, out, .. } => {
+                    let (rows, row) = rows_of(&out.shape);
+                    let n = indices.numel();
+                    (
+                        plan::gpu::scatter_add_symbol(rows, row, n, out.elem),
+                        (false, rows, row, n, out.elem),
+                    )
+                }
+                _ => continue,
+            };
+            if !seen.insert(symbol.clone()) {
+                continue;
+            }
+            let (is_gather, rows, row, n, elem) = build;
+            let k = if is_gather {
+                super::library::gather(&symbol, rows, row, n, elem, super::Flavor::Gpu)
+            } else {
+                super::library::scatter_add(&symbol, rows, row, n, elem, super::Flavor::Gpu)
+            };
+            kernels.push(k.map_err(failed)?);
+        }
+    }
+    let ptx = compile_ptx(&gpu_module_text(&kernels), arch).map_err(failed)?;
+    let specs = kernels
+        .iter()
+        .map(|k| {
+            let spec = plan::gpu::GpuKernelSpec {
+                launches: k
+                    .launches
+                    .iter()
+                    .map(|l| plan::gpu::GpuLaunch {
+                        entry: l.entry.clone(),
+                        grid: l.grid as u32,
+                        block: l.threads as u32,
+                    })
+                    .collect(),
+                workspace: k
+                    .workspace()
+                    .iter()
+                    .map(|p| plan::gpu::WorkspaceBuffer {
+                        elem: p.dtype,
+                        elements: p.len,
+                    })
+                    .collect(),
+            };
+            (k.name.clone(), spec)
+        })
+        .collect();
+    Ok(plan::gpu::GpuKernelLibrary {
+        arch: arch.to_string(),
+        ptx,
+        kernels: specs,
+    })
+}
+
+/// A table shape `[rows, r...]` as rows and elements per row.
+fn rows_of(shape: &[usize]) -> (usize, usize) {
+    (shape[0], shape[1..].iter().product())
 }
 
 /// Writes `bytes` to `path` through a temporary in the same directory.
