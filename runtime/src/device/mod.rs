@@ -4,9 +4,10 @@
 //! in device buffers between steps (the plan's donations are device copies); per step only the
 //! batch goes in and the logged scalars come out.
 //!
-//! [`host::HostDevice`] is the host CPU. Other devices (CUDA, Ascend, a recorder in the tests)
-//! implement [`Device`] the same way.
+//! [`host::HostDevice`] is the host CPU, [`cuda::CudaDevice`] an NVIDIA GPU; the tests add a
+//! recorder. Every one implements [`Device`] the same way.
 
+pub mod cuda;
 pub mod host;
 
 use plan::exec::ExecutablePlan;
@@ -47,6 +48,9 @@ pub enum DeviceError {
     },
     #[error(transparent)]
     Run(#[from] crate::exec::RuntimeError),
+    /// A failure of a device's own API (the CUDA driver, cuBLASLt).
+    #[error("{device}: {message}")]
+    Backend { device: String, message: String },
 }
 
 /// Which buffers a submission's plan inputs and outputs are (slot order).
@@ -54,6 +58,24 @@ pub enum DeviceError {
 pub struct Bindings {
     pub inputs: Vec<BufferId>,
     pub outputs: Vec<BufferId>,
+}
+
+/// Where a trainer's sessions run: the host CPU with the linked loop kernels, or the GPU of a
+/// trainer compiled with `--target gpu`. Every session gets a device of its own from it.
+#[derive(Clone)]
+pub enum Backend<'k> {
+    Host(&'k dyn crate::exec::LoopKernels),
+    Cuda(std::sync::Arc<cuda::CudaRuntime>),
+}
+
+impl<'k> Backend<'k> {
+    /// A new device on this backend.
+    pub fn device(&self) -> Box<dyn Device + 'k> {
+        match self {
+            Backend::Host(k) => Box::new(host::HostDevice::new(*k)),
+            Backend::Cuda(rt) => Box::new(cuda::CudaDevice::new(rt.clone())),
+        }
+    }
 }
 
 /// A device that runs executable plans.

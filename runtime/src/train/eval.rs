@@ -5,7 +5,7 @@
 use super::driver::{BatchSource, EvalResult, Evaluator};
 use super::session::Session;
 use super::source::DatasetSource;
-use crate::exec::LoopKernels;
+
 use crate::metrics::TaskMetrics;
 use crate::tensor_io::RawTensor;
 use plan::exec::ExecutablePlan;
@@ -29,7 +29,7 @@ pub struct PlanEvaluator<'k> {
 impl<'k> PlanEvaluator<'k> {
     pub fn new(
         plan: &ExecutablePlan,
-        kernels: &'k dyn LoopKernels,
+        backend: &crate::device::Backend<'k>,
         data: DatasetSource,
         task: &str,
         m: &Manifest,
@@ -49,7 +49,7 @@ impl<'k> PlanEvaluator<'k> {
         check_head(task, num_labels, prefix)?;
         let _ = m;
         Ok(PlanEvaluator {
-            session: Session::new(plan, kernels),
+            session: Session::on_device(plan, backend.device()).map_err(|e| e.to_string())?,
             data,
             task,
             num_labels,

@@ -15,15 +15,15 @@ use super::session::{trained_prefix, Session};
 use super::source::DatasetSource;
 use super::state::{Checkpoints, TrainerState};
 use super::tokenizer_choice::{self, TokenizerSources};
-use crate::exec::LoopKernels;
+use crate::device::Backend;
 use plan::exec::ExecutablePlan;
 use plan::manifest::{Manifest, TrainerBundle};
 use std::path::{Path, PathBuf};
 
-/// The linked plans and kernels, and the manifest.
+/// The linked plans and the manifest, and the backend the sessions run on.
 pub struct Trainer<'k> {
     pub bundle: &'k TrainerBundle,
-    pub kernels: &'k dyn LoopKernels,
+    pub backend: Backend<'k>,
 }
 
 const BATCH_COLUMNS: [&str; 3] = ["input_ids", "input_mask", "segment_ids"];
@@ -59,7 +59,7 @@ impl<'k> Trainer<'k> {
     ) -> Result<Session<'k>, String> {
         let seed = common.seed;
         let plan = self.plan(phase)?;
-        let mut s = Session::new(plan, self.kernels);
+        let mut s = Session::on_device(plan, self.backend.device()).map_err(|e| e.to_string())?;
         let trained = trained_prefix(plan)
             .ok_or_else(|| format!("phase {phase} has no trained parameters"))?;
         let m = self.manifest();
@@ -185,7 +185,7 @@ impl<'k> Trainer<'k> {
         let source = DatasetSource::open(data, None, &LABELED_COLUMNS, self.manifest(), None)?;
         PlanEvaluator::new(
             self.plan(plan)?,
-            self.kernels,
+            &self.backend,
             source,
             task,
             self.manifest(),
@@ -465,7 +465,7 @@ impl<'k> Trainer<'k> {
         println!("eval dataset batch size: {}", self.manifest().batch);
         let mut ev = PlanEvaluator::new(
             self.plan(plan)?,
-            self.kernels,
+            &self.backend,
             data,
             &a.task_name,
             self.manifest(),

@@ -2,6 +2,7 @@
 //! commands, run with the linked kernels and plans.
 
 use super::CompiledKernels;
+use crate::device::Backend;
 use crate::exec::Runner;
 use crate::step_io::{bind_inputs, report, StepFlags};
 use crate::tensor_io::{self, RawTensor};
@@ -129,7 +130,7 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
     s
 }
 
-fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> Result<(), String> {
+fn step(plans: &[ExecutablePlan], backend: &Backend, cmd: &StepCmd) -> Result<(), String> {
     crate::train::run_guard::refuse_output_over_inputs(
         "--out",
         &cmd.out,
@@ -160,33 +161,27 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
     )
     .map_err(|e| e.to_string())?;
     let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
-    let mut runner = Runner::new(plan.clone(), kernels);
-    // TBC_PROFILE=1 (or =N: the N largest rows): time every step of the plan (after the first,
-    // warm-up run).
-    let profiling = std::env::var_os("TBC_PROFILE").is_some_and(|v| v != "0");
-    let mut times = Vec::new();
-    for i in 0..cmd.repeat.max(1) {
-        if profiling && i == 1.min(cmd.repeat.max(1) - 1) {
-            runner.profile = Some(Default::default());
+    let (outputs, times, profile) = match backend {
+        Backend::Host(kernels) => run_on_host(plan, *kernels, &refs, cmd.repeat)?,
+        Backend::Cuda(_) => {
+            let (o, t) = run_on_device(plan, backend, &refs, cmd.repeat)?;
+            (o, t, None)
         }
-        let start = std::time::Instant::now();
-        runner.run(&refs).map_err(|e| e.to_string())?;
-        times.push(start.elapsed().as_secs_f64());
-    }
+    };
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let raw: Vec<(String, RawTensor)> = plan
         .outputs
         .iter()
-        .zip(runner.outputs())
-        .map(|(s, b)| {
+        .zip(outputs)
+        .map(|(s, bytes)| {
             (
                 s.name.clone(),
                 RawTensor {
                     elem: s.elem,
                     shape: s.shape.clone(),
-                    bytes: b.as_slice().to_vec(),
+                    bytes,
                 },
             )
         })
@@ -204,7 +199,7 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
         sorted[sorted.len() - 1]
     );
     eprintln!("wrote {} tensors to {}", raw.len(), cmd.out.display());
-    if let Some(p) = &runner.profile {
+    if let Some(p) = &profile {
         // TBC_PROFILE=N (N > 1) prints the N largest rows; any other value 60.
         let rows = std::env::var("TBC_PROFILE")
             .ok()
@@ -214,6 +209,75 @@ fn step(plans: &[ExecutablePlan], kernels: &CompiledKernels, cmd: &StepCmd) -> R
         eprint!("{}", crate::exec::profile_report(p, rows));
     }
     Ok(())
+}
+
+/// Step outputs, seconds per run, and the profile of one run (`TBC_PROFILE`).
+type StepRuns = (Vec<Vec<u8>>, Vec<f64>, Option<BTreeMap<String, (u64, f64)>>);
+
+/// Runs `plan` `repeat` times on the host with the linked kernels.
+fn run_on_host(
+    plan: &ExecutablePlan,
+    kernels: &dyn crate::exec::LoopKernels,
+    inputs: &[&[u8]],
+    repeat: usize,
+) -> Result<StepRuns, String> {
+    let mut runner = Runner::new(plan.clone(), kernels);
+    // TBC_PROFILE=1 (or =N: the N largest rows): time every step of the plan (after the first,
+    // warm-up run).
+    let profiling = std::env::var_os("TBC_PROFILE").is_some_and(|v| v != "0");
+    let mut times = Vec::new();
+    for i in 0..repeat.max(1) {
+        if profiling && i == 1.min(repeat.max(1) - 1) {
+            runner.profile = Some(Default::default());
+        }
+        let start = std::time::Instant::now();
+        runner.run(inputs).map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let outputs = runner
+        .outputs()
+        .iter()
+        .map(|b| b.as_slice().to_vec())
+        .collect();
+    Ok((outputs, times, runner.profile.take()))
+}
+
+/// Runs `plan` `repeat` times on a device of `backend`: inputs uploaded once, outputs read
+/// back after every run (which waits for it).
+fn run_on_device(
+    plan: &ExecutablePlan,
+    backend: &Backend,
+    inputs: &[&[u8]],
+    repeat: usize,
+) -> Result<(Vec<Vec<u8>>, Vec<f64>), String> {
+    let mut device = backend.device();
+    let e = |x: crate::device::DeviceError| x.to_string();
+    let exe = device.load(plan).map_err(e)?;
+    let mut bindings = crate::device::Bindings {
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    for (slot, bytes) in plan.inputs.iter().zip(inputs) {
+        let b = device.allocate(slot.bytes()).map_err(e)?;
+        device.upload(b, bytes).map_err(e)?;
+        bindings.inputs.push(b);
+    }
+    for slot in &plan.outputs {
+        bindings
+            .outputs
+            .push(device.allocate(slot.bytes()).map_err(e)?);
+    }
+    let mut outputs: Vec<Vec<u8>> = plan.outputs.iter().map(|s| vec![0u8; s.bytes()]).collect();
+    let mut times = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let start = std::time::Instant::now();
+        device.submit(exe, &bindings).map_err(e)?;
+        for (b, out) in bindings.outputs.iter().zip(outputs.iter_mut()) {
+            device.download(*b, out).map_err(e)?;
+        }
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok((outputs, times))
 }
 
 /// Runs the trainer command line with the linked kernels and plans; returns the exit code.
@@ -233,17 +297,39 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
         }
     };
     let plans = &bundle.plans;
+    // A GPU trainer opens its GPU for every command but `info`.
+    let backend = match &bundle.gpu {
+        Some(library) if !matches!(cli.command, Command::Info) => {
+            match crate::device::cuda::CudaRuntime::open(library) {
+                Ok(rt) => Backend::Cuda(rt),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
+        }
+        _ => Backend::Host(kernels),
+    };
     let trainer = Trainer {
         bundle: &bundle,
-        kernels,
+        backend: backend.clone(),
     };
     let result = match &cli.command {
         Command::Info => {
             print!("{}", describe(&bundle.manifest));
+            match &bundle.gpu {
+                Some(g) => println!(
+                    "target gpu ({}): {} kernels, {:.1} KiB of PTX",
+                    g.arch,
+                    g.kernels.len(),
+                    g.ptx.len() as f64 / 1024.0
+                ),
+                None => println!("target cpu"),
+            }
             print!("{}", info(plans));
             Ok(())
         }
-        Command::Step(cmd) => step(plans, kernels, cmd),
+        Command::Step(cmd) => step(plans, &backend, cmd),
         Command::GeneralDistill(a) => trainer.general_distill(a),
         Command::TaskDistill(a) => trainer.task_distill(a),
         Command::Finetune(a) => trainer.finetune(a),
