@@ -6,7 +6,7 @@ TINY := tests/fixtures/tiny
 TBC := target/release/tbc
 DEMO_OUT := out/demo
 
-.PHONY: setup build demo demo-tiny test bench fmt-check clippy unit fixtures clean
+.PHONY: setup build demo demo-tiny test bench fmt-check clippy unit fixtures clean gpu-check-bundle gpu-check-dry-run
 
 setup:
 	@bash scripts/setup.sh
@@ -52,6 +52,16 @@ unit: setup
 	$(CARGO) test --workspace
 
 test: setup fmt-check clippy unit
+
+# The one prepared GPU check: `make gpu-check-bundle` builds out/gpu-check(.tar.xz) here; on the
+# GPU machine `bash gpu-check/gpu-check.sh gpu-check` runs every GPU check and writes
+# gpu-check/report.txt. `make gpu-check-dry-run` runs the same check here with CPU trainers.
+gpu-check-bundle: build
+	bash scripts/gpu-check-prepare.sh --target gpu out/gpu-check
+
+gpu-check-dry-run: build
+	bash scripts/gpu-check-prepare.sh --target cpu out/gpu-check-cpu
+	bash out/gpu-check-cpu/gpu-check.sh out/gpu-check-cpu
 
 # td1 step: compiled trainer vs PyTorch eager and torch.compile (installs PyTorch into .venv).
 bench: build

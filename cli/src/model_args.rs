@@ -4,7 +4,9 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use compiler::frontend::config::{builtin, HfBertConfig, ModelConfig};
 use compiler::frontend::preset::{Phase, Preset};
-use compiler::frontend::{build_graph, GraphSpec};
+use compiler::frontend::GraphSpec;
+use compiler::passes::mixed_precision::Precision;
+use compiler::pipeline::Stage;
 use ir::{DType, Graph};
 use std::path::PathBuf;
 
@@ -32,6 +34,9 @@ pub struct ModelArgs {
     /// Float type of parameters and activations: f32 | f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// fp32, or mixed precision: fp16 | bf16 GEMMs (the compiler's mixed-precision pass).
+    #[arg(long, default_value = "fp32", value_parser = Precision::parse)]
+    pub precision: Precision,
 }
 
 /// Configs and preset resolved from the flags.
@@ -48,6 +53,7 @@ pub struct Resolved {
     pub teacher: ModelConfig,
     pub student: ModelConfig,
     pub dtype: DType,
+    pub precision: Precision,
 }
 
 impl ModelArgs {
@@ -65,6 +71,7 @@ impl ModelArgs {
             teacher: c.teacher,
             student: c.student,
             dtype,
+            precision: self.precision,
         })
     }
 }
@@ -133,8 +140,9 @@ impl Resolved {
             batch,
             seq_len,
             dtype: self.dtype,
-            precision: Default::default(),
+            precision: self.precision,
         };
-        Ok(build_graph(&spec)?)
+        // Through autodiff and the mixed-precision pass, as `tbc compile` builds it.
+        Ok(compiler::pipeline::compile(&spec, Stage::Autodiff, &[], |_, _| {})?.graph)
     }
 }
