@@ -27,6 +27,7 @@ fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
                 preset: preset.into(),
             },
             dtype: "f32".into(),
+            precision: Default::default(),
         },
         weights: t.join("weights.safetensors"),
         batch: t.join("batch.safetensors"),
