@@ -272,7 +272,26 @@ pub fn write(
     let meta: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| IoError::Write(path.to_path_buf(), e.to_string()))?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &canonical_header(bytes))
+}
+
+/// The same safetensors file with its JSON header's keys sorted: the crate writes the metadata
+/// from a `HashMap`, whose order changes from run to run, and the same tensors must give the
+/// same bytes. (serde_json's map is ordered; the data offsets do not change.)
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
+        return bytes;
+    };
+    let mut json = serde_json::to_vec(&header).expect("a parsed header serializes");
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Writes bytes to `path` through a temporary file in the same directory, fsync and rename.
@@ -347,5 +366,42 @@ mod invalid_file_tests {
         let p = dir.path().join("short.safetensors");
         std::fs::write(&p, [1u8, 2, 3]).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("too short"));
+    }
+}
+
+#[cfg(test)]
+mod determinism_tests {
+    use super::*;
+
+    /// The same tensors and metadata give the same file bytes, whatever order the metadata map
+    /// and a fresh process's hash seed give, and the file reads back.
+    #[test]
+    fn the_same_tensors_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors: Vec<(String, RawTensor)> = (0..5)
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    RawTensor {
+                        elem: plan::ElemType::F32,
+                        shape: vec![2],
+                        bytes: vec![i as u8; 8],
+                    },
+                )
+            })
+            .collect();
+        let meta: BTreeMap<String, String> = (0..12)
+            .map(|i| (format!("key{i}"), format!("value{i}")))
+            .collect();
+        let mut files = Vec::new();
+        for k in 0..4 {
+            let p = dir.path().join(format!("f{k}.safetensors"));
+            write(&p, &tensors, &meta).unwrap();
+            files.push(std::fs::read(&p).unwrap());
+        }
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        let back = read(&dir.path().join("f0.safetensors")).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back["t3"].bytes, vec![3u8; 8]);
     }
 }

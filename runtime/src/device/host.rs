@@ -42,17 +42,7 @@ impl<'k> HostDevice<'k> {
     }
 
     fn check_len(&self, b: BufferId, what: &'static str, len: usize) -> Result<(), DeviceError> {
-        let size = self.buffer(b)?.len();
-        if size != len {
-            return Err(DeviceError::Size {
-                device: self.name(),
-                buffer: b.0,
-                size,
-                what,
-                len,
-            });
-        }
-        Ok(())
+        super::check_size(self.name(), b, self.buffer(b)?.len(), what, len)
     }
 }
 

@@ -53,6 +53,27 @@ pub enum DeviceError {
     Backend { device: String, message: String },
 }
 
+/// `Ok` when buffer `buffer` of `device` holds `size` bytes and the caller needs `len`; else the
+/// size error every device reports the same way.
+pub(crate) fn check_size(
+    device: String,
+    buffer: BufferId,
+    size: usize,
+    what: &'static str,
+    len: usize,
+) -> Result<(), DeviceError> {
+    if size == len {
+        return Ok(());
+    }
+    Err(DeviceError::Size {
+        device,
+        buffer: buffer.0,
+        size,
+        what,
+        len,
+    })
+}
+
 /// Which buffers a submission's plan inputs and outputs are (slot order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bindings {

@@ -146,11 +146,7 @@ fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
         op: k.nodes[i].op.mnemonic(),
         why: why.to_string(),
     };
-    let valid_name = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid_name = crate::is_symbol(name);
     if !valid_name {
         return Err(LowerError::Invalid {
             kernel: name.to_string(),

@@ -89,11 +89,7 @@ fn validate(k: &Graph, name: &str) -> Result<(), GpuLowerError> {
         op: k.nodes[i].op.mnemonic(),
         why,
     };
-    let valid_name = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid_name = crate::is_symbol(name);
     if !valid_name || k.outputs.is_empty() {
         return Err(GpuLowerError::Invalid {
             kernel: name.to_string(),
@@ -587,109 +583,123 @@ impl<'g> Builder<'g> {
             self.params.len() - 1
         });
 
-        // Pass 1: work item w = (output o, part p), one block each.
-        let threads = reduce_threads(chunk);
-        let items = m * parts;
+        // Pass 1: work item w = (output o, part p), one block each, over the elements
+        // [p·chunk, min((p+1)·chunk, len)) of output o.
+        self.reduction_launch(
+            &acc,
+            m * parts,
+            reduce_threads(chunk),
+            |s, w| {
+                let pc = s.w.index(parts);
+                let p = s.w.ix("remui", w, &pc);
+                let cc = s.w.index(chunk);
+                let lo = s.w.ix("muli", &p, &cc);
+                let hi = s.w.ix("addi", &lo, &cc);
+                let lc = s.w.index(len);
+                let hi = s.w.ix("minui", &hi, &lc);
+                (lo, hi)
+            },
+            |s, w, r| {
+                let pc = s.w.index(parts);
+                let o = s.w.ix("divui", w, &pc);
+                let kept_ix = s.unflatten(&o, &kept_shape);
+                let red_ix = s.unflatten(r, &red_shape);
+                let mut ix = vec![String::new(); xs.len()];
+                for (a, i) in kept.iter().zip(kept_ix) {
+                    ix[*a] = i;
+                }
+                for (a, i) in axes.iter().zip(red_ix) {
+                    ix[*a] = i;
+                }
+                let xv = s.eval(x, &ix)?;
+                Ok(acc.widen(&mut s.w, &xv))
+            },
+            |s, w, total| match partials {
+                Some(pb) => {
+                    let pp = s.params[pb].clone();
+                    s.w.store_global(pb, &pp, w, &total);
+                }
+                None => {
+                    let pc = s.w.index(parts);
+                    let o = s.w.ix("divui", w, &pc);
+                    let y = acc.finish(&mut s.w, &total, len);
+                    s.store_node(v, &o, &y);
+                }
+            },
+        )?;
+        // Pass 2: one block per output combines its parts in order.
+        if let Some(pb) = partials {
+            self.reduction_launch(
+                &acc,
+                m,
+                reduce_threads(parts),
+                |s, o| {
+                    let pc = s.w.index(parts);
+                    let lo = s.w.ix("muli", o, &pc);
+                    let hi = s.w.ix("addi", &lo, &pc);
+                    (lo, hi)
+                },
+                |s, _, j| {
+                    let pp = s.params[pb].clone();
+                    Ok(s.w.load_global(pb, &pp, j))
+                },
+                |s, o, total| {
+                    let y = acc.finish(&mut s.w, &total, len);
+                    s.store_node(v, o, &y);
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One reduction launch: block `b` takes the work items `b, b + grid, …` below `items`; for
+    /// each, every thread accumulates `element(item, j)` over `j` in the item's `range` (block
+    /// level, start and end) strided by the block's threads, the block combines them in a fixed
+    /// order ([`Self::block_reduce`]), and thread 0 hands the total to `write(item, total)`.
+    #[allow(clippy::too_many_arguments)]
+    fn reduction_launch(
+        &mut self,
+        acc: &Accumulator,
+        items: usize,
+        threads: usize,
+        range: impl Fn(&mut Self, &str) -> (String, String),
+        mut element: impl FnMut(&mut Self, &str, &str) -> Result<String, GpuLowerError>,
+        write: impl FnOnce(&mut Self, &str, String),
+    ) -> Result<(), GpuLowerError> {
         let grid = items.clamp(1, MAX_GRID);
         self.begin_launch(grid, threads);
         let (r_acc, r_tmp) = (self.w.register(acc.ty()), self.w.register(acc.ty()));
         let shared = (threads > WARP).then(|| self.w.shared(acc.ty(), threads / WARP));
         let (b, end, step) = (self.w.block_id(), self.w.index(items), self.w.index(grid));
-        let w_item = self.begin_for(&b, &end, &step);
-        let pc = self.w.index(parts);
-        let o = self.w.ix("divui", &w_item, &pc);
-        let p = self.w.ix("remui", &w_item, &pc);
-        let cc = self.w.index(chunk);
-        let lo = self.w.ix("muli", &p, &cc);
-        let hi = self.w.ix("addi", &lo, &cc);
-        let lc = self.w.index(len);
-        let hi = self.w.ix("minui", &hi, &lc);
+        let item = self.begin_for(&b, &end, &step);
+        let (lo, hi) = range(self, &item);
         self.begin_phase();
         let ident = acc.identity(&mut self.w);
         self.w.store_reg(&r_acc, &ident);
         let t = self.w.thread_id();
         let start = self.w.ix("addi", &lo, &t);
         let tc = self.w.index(threads);
-        let r = self.begin_for(&start, &hi, &tc);
-        let kept_ix = self.unflatten(&o, &kept_shape);
-        let red_ix = self.unflatten(&r, &red_shape);
-        let mut ix = vec![String::new(); xs.len()];
-        for (a, i) in kept.iter().zip(kept_ix) {
-            ix[*a] = i;
-        }
-        for (a, i) in axes.iter().zip(red_ix) {
-            ix[*a] = i;
-        }
-        let xv = self.eval(x, &ix)?;
-        let xv = acc.widen(&mut self.w, &xv);
+        let j = self.begin_for(&start, &hi, &tc);
+        let xv = element(self, &item, &j)?;
         let a0 = self.w.load_reg(&r_acc);
         let a1 = acc.combine(&mut self.w, &a0, &xv);
         self.w.store_reg(&r_acc, &a1);
         self.end();
         self.end_phase();
-        self.block_reduce(&acc, &r_acc, &r_tmp, shared.as_ref(), threads);
+        self.block_reduce(acc, &r_acc, &r_tmp, shared.as_ref(), threads);
         self.begin_phase();
         let t = self.w.thread_id();
         let zero = self.w.index(0);
         let first = self.w.op(format!("arith.cmpi eq, {t}, {zero} : index"));
         self.begin_if(&first);
         let total = self.w.load_reg(&r_acc);
-        match partials {
-            Some(pb) => {
-                let pp = self.params[pb].clone();
-                self.w.store_global(pb, &pp, &w_item, &total);
-            }
-            None => {
-                let y = acc.finish(&mut self.w, &total, len);
-                self.store_node(v, &o, &y);
-            }
-        }
+        write(self, &item, total);
         self.end();
         self.end_phase();
+        // Every thread has read the shared slots before the next item writes them.
         self.w.barrier();
         self.end();
         self.end_launch();
-
-        // Pass 2: one block per output combines its parts in order.
-        if let Some(pb) = partials {
-            let threads = reduce_threads(parts);
-            let grid = m.clamp(1, MAX_GRID);
-            self.begin_launch(grid, threads);
-            let (r_acc, r_tmp) = (self.w.register(acc.ty()), self.w.register(acc.ty()));
-            let shared = (threads > WARP).then(|| self.w.shared(acc.ty(), threads / WARP));
-            let (b, end, step) = (self.w.block_id(), self.w.index(m), self.w.index(grid));
-            let o = self.begin_for(&b, &end, &step);
-            let pc = self.w.index(parts);
-            let base = self.w.ix("muli", &o, &pc);
-            self.begin_phase();
-            let ident = acc.identity(&mut self.w);
-            self.w.store_reg(&r_acc, &ident);
-            let t = self.w.thread_id();
-            let tc = self.w.index(threads);
-            let j = self.begin_for(&t, &pc, &tc);
-            let at = self.w.ix("addi", &base, &j);
-            let pp = self.params[pb].clone();
-            let xv = self.w.load_global(pb, &pp, &at);
-            let a0 = self.w.load_reg(&r_acc);
-            let a1 = acc.combine(&mut self.w, &a0, &xv);
-            self.w.store_reg(&r_acc, &a1);
-            self.end();
-            self.end_phase();
-            self.block_reduce(&acc, &r_acc, &r_tmp, shared.as_ref(), threads);
-            self.begin_phase();
-            let t = self.w.thread_id();
-            let zero = self.w.index(0);
-            let first = self.w.op(format!("arith.cmpi eq, {t}, {zero} : index"));
-            self.begin_if(&first);
-            let total = self.w.load_reg(&r_acc);
-            let y = acc.finish(&mut self.w, &total, len);
-            self.store_node(v, &o, &y);
-            self.end();
-            self.end_phase();
-            self.w.barrier();
-            self.end();
-            self.end_launch();
-        }
         Ok(())
     }
 

@@ -111,13 +111,7 @@ pub fn gather(
     let i = w.ix("divui", &e, &rc);
     let j = w.ix("remui", &e, &rc);
     let id = w.load_global(1, &params[1], &i);
-    let zero = scalar::iconst(&mut w, 0, "i32");
-    let limit = scalar::iconst(&mut w, rows as i64, "i32");
-    let ge = w.op(format!("arith.cmpi sge, {id}, {zero} : i32"));
-    let lt = w.op(format!("arith.cmpi slt, {id}, {limit} : i32"));
-    let ok = w.op(format!("arith.andi {ge}, {lt} : i1"));
-    let safe = w.op(format!("arith.select {ok}, {id}, {zero} : i32"));
-    let r = w.op(format!("arith.index_cast {safe} : i32 to index"));
+    let (ok, r) = table_row(&mut w, &id, rows);
     let base = w.ix("muli", &r, &rc);
     let at = w.ix("addi", &base, &j);
     let x = w.load_global(0, &params[0], &at);
@@ -129,6 +123,19 @@ pub fn gather(
     w.end_phase();
     w.end_launch();
     Ok(single(name, flavor, w, grid, threads, params))
+}
+
+/// Whether the i32 `id` is a row of a table of `rows` rows, and the row as an index (0 when
+/// it is not).
+fn table_row(w: &mut Writer, id: &str, rows: usize) -> (String, String) {
+    let zero = scalar::iconst(w, 0, "i32");
+    let limit = scalar::iconst(w, rows as i64, "i32");
+    let ge = w.op(format!("arith.cmpi sge, {id}, {zero} : i32"));
+    let lt = w.op(format!("arith.cmpi slt, {id}, {limit} : i32"));
+    let ok = w.op(format!("arith.andi {ge}, {lt} : i1"));
+    let safe = w.op(format!("arith.select {ok}, {id}, {zero} : i32"));
+    let row = w.op(format!("arith.index_cast {safe} : i32 to index"));
+    (ok, row)
 }
 
 /// Zero in `d`'s memory type.
@@ -225,17 +232,12 @@ pub fn scatter_add(
     let (zero, one, nn) = (w.index(0), w.index(1), w.index(n));
     let i = w.begin_for(&zero, &nn, &one);
     let id = w.load_global(0, &params[0], &i);
-    let zi = scalar::iconst(&mut w, 0, "i32");
-    let limit = scalar::iconst(&mut w, rows as i64, "i32");
-    let ge = w.op(format!("arith.cmpi sge, {id}, {zi} : i32"));
-    let lt = w.op(format!("arith.cmpi slt, {id}, {limit} : i32"));
-    let ok = w.op(format!("arith.andi {ge}, {lt} : i1"));
+    let (ok, r) = table_row(&mut w, &id, rows);
     w.begin_if(&ok);
     let rc = w.index(row);
     let src = w.ix("muli", &i, &rc);
     let src = w.ix("addi", &src, &j);
     let u = w.load_global(1, &params[1], &src);
-    let r = w.op(format!("arith.index_cast {id} : i32 to index"));
     let dst = w.ix("muli", &r, &rc);
     let dst = w.ix("addi", &dst, &j);
     let o = w.load_global(2, &params[2], &dst);

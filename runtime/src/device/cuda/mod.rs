@@ -195,18 +195,9 @@ impl CudaDevice {
         })
     }
 
+    /// Buffers of 0 bytes are allocated as 1 byte (CUDA has no empty allocations).
     fn check_len(&self, b: BufferId, what: &'static str, len: usize) -> Result<(), DeviceError> {
-        let size = self.buffer(b)?.len();
-        if size != len.max(1) && !(len == 0 && size == 1) {
-            return Err(DeviceError::Size {
-                device: self.name(),
-                buffer: b.0,
-                size,
-                what,
-                len,
-            });
-        }
-        Ok(())
+        super::check_size(self.name(), b, self.buffer(b)?.len(), what, len.max(1))
     }
 
     fn prepare(&self, plan: &ExecutablePlan) -> Result<(Vec<Prepared>, usize), DeviceError> {
