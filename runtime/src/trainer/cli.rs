@@ -297,9 +297,9 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
         }
     };
     let plans = &bundle.plans;
-    // A GPU trainer opens its GPU for every command but `info`.
+    // A GPU trainer opens its GPU for the commands that run plans (not `info`, `export-hf`).
     let backend = match &bundle.gpu {
-        Some(library) if !matches!(cli.command, Command::Info) => {
+        Some(library) if !matches!(cli.command, Command::Info | Command::ExportHf(_)) => {
             match crate::device::cuda::CudaRuntime::open(library) {
                 Ok(rt) => Backend::Cuda(rt),
                 Err(e) => {

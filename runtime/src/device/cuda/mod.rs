@@ -111,6 +111,17 @@ impl CudaRuntime {
         }))
     }
 
+    /// Makes the context current on this thread (the raw driver calls below need it; cudarc's
+    /// safe calls do it themselves).
+    fn bind(&self) -> Result<(), DeviceError> {
+        self.ctx.bind_to_thread().map_err(|e| {
+            err(
+                &self.name,
+                format!("cannot make the CUDA context current: {e:?}"),
+            )
+        })
+    }
+
     fn ptr(&self, s: &CudaSlice<u8>) -> u64 {
         let (p, _sync) = s.device_ptr(&self.stream);
         p
@@ -340,6 +351,7 @@ impl Device for CudaDevice {
 
     fn upload(&mut self, dst: BufferId, bytes: &[u8]) -> Result<(), DeviceError> {
         self.check_len(dst, "cannot take", bytes.len())?;
+        self.rt.bind()?;
         let p = self.rt.ptr(&self.buffers[dst.0]);
         // SAFETY: the buffer holds bytes.len() bytes; the copy completes before `bytes` is
         // released because the stream is synchronized before returning.
@@ -355,6 +367,7 @@ impl Device for CudaDevice {
 
     fn download(&self, src: BufferId, out: &mut [u8]) -> Result<(), DeviceError> {
         self.check_len(src, "cannot fill", out.len())?;
+        self.rt.bind()?;
         let p = self.rt.ptr(&self.buffers[src.0]);
         // SAFETY: as for upload; synchronized before `out` is read.
         unsafe {
@@ -373,6 +386,7 @@ impl Device for CudaDevice {
         let n = self.buffer(src)?.len();
         self.check_len(dst, "cannot take", n)?;
         if src != dst {
+            self.rt.bind()?;
             let (s, d) = (
                 self.rt.ptr(&self.buffers[src.0]),
                 self.rt.ptr(&self.buffers[dst.0]),
@@ -415,6 +429,7 @@ impl Device for CudaDevice {
 
     fn submit(&mut self, exe: ExecutableId, bindings: &Bindings) -> Result<(), DeviceError> {
         let name = self.name();
+        self.rt.bind()?;
         let e = &self.executables[exe.0];
         if bindings.inputs.len() != e.plan.inputs.len()
             || bindings.outputs.len() != e.plan.outputs.len()
