@@ -25,6 +25,8 @@ use std::collections::HashMap;
 
 /// Threads per block of element-wise launches and the most of any launch.
 pub const BLOCK: usize = 256;
+/// Elements per thread and iteration of element-wise launches (16 bytes of f32).
+pub const VEC: usize = 4;
 /// The most blocks of a grid-stride launch.
 pub const MAX_GRID: usize = 65_536;
 /// A reduction of fewer outputs than this, over at least [`SPLIT_MIN_LEN`] elements each, is
@@ -157,6 +159,10 @@ struct Builder<'g> {
     w: Writer,
     /// Values computed in the open scopes, innermost last.
     memo: Vec<HashMap<(usize, Vec<String>), String>>,
+    /// In a grid-stride loop: its shape and the flat index of each element's multi-index, so a
+    /// buffer of that shape read at an element's own index uses the flat index (which keeps
+    /// the group's addresses visibly contiguous and aligned).
+    flat: Option<(Vec<usize>, HashMap<Vec<String>, String>)>,
 }
 
 /// Row-major strides.
@@ -170,6 +176,15 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 fn ceil_div(a: usize, b: usize) -> usize {
     a.div_ceil(b.max(1))
+}
+
+/// Elements per thread and iteration of an element-wise launch over `shape`: 4 when the
+/// innermost dimension allows it (so a group never crosses a row), else 1.
+fn vector_width(shape: &[usize]) -> usize {
+    match shape.last() {
+        Some(&d) if d % VEC == 0 => VEC,
+        _ => 1,
+    }
 }
 
 /// Threads for a block that reduces `len` elements: a power of two from 32 to 256.
@@ -245,6 +260,13 @@ impl<'g> Builder<'g> {
 
     /// `Σ ix[d]·stride[d]` of `shape`.
     fn linear(&mut self, ix: &[String], shape: &[usize]) -> String {
+        if let Some((loop_shape, flat)) = &self.flat {
+            if loop_shape == shape {
+                if let Some(e) = flat.get(ix) {
+                    return e.clone();
+                }
+            }
+        }
         let st = strides(shape);
         let mut acc: Option<String> = None;
         for (i, s) in ix.iter().zip(&st) {
@@ -379,6 +401,42 @@ impl<'g> Builder<'g> {
         Ok(r)
     }
 
+    /// Loads (into the memo) every materialized value that computing `v` at `ix` reads, in the
+    /// order [`Self::eval`] would, without computing anything else.
+    fn prefetch(&mut self, v: ValueId, ix: &[String]) {
+        let key = (v.index(), ix.to_vec());
+        if self.memo.iter().any(|m| m.contains_key(&key)) {
+            return;
+        }
+        if self.buf_of[v.index()].is_some() && self.ready[v.index()] {
+            let _ = self.eval(v, ix);
+            return;
+        }
+        let g = self.g;
+        let node = g.node(v);
+        match &node.op {
+            Op::Broadcast { dims } => {
+                let inner: Vec<String> = dims.iter().map(|&r| ix[r].clone()).collect();
+                self.prefetch(node.inputs[0], &inner);
+            }
+            Op::Transpose { perm } => {
+                let mut inner = vec![String::new(); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inner[p] = ix[i].clone();
+                }
+                self.prefetch(node.inputs[0], &inner);
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast => {
+                for &x in &node.inputs {
+                    self.prefetch(x, ix);
+                }
+            }
+            // Slices shift indices (computed by eval); constants, iota and random numbers
+            // read nothing.
+            _ => {}
+        }
+    }
+
     fn eval_inline(&mut self, v: ValueId, ix: &[String]) -> Result<String, GpuLowerError> {
         let g = self.g;
         let node = g.node(v);
@@ -477,36 +535,85 @@ impl<'g> Builder<'g> {
 
     // ----- launches ----------------------------------------------------------------------
 
-    /// A grid-stride launch over the `n` elements of `shape`; `body(e, ix)` writes element `e`.
+    /// A grid-stride launch over the `n` elements of `shape`; `body(group)` writes the group's
+    /// elements, each given as its flat index and multi-index. With `vec` > 1 (a divisor of the
+    /// innermost dimension) a group is `vec` consecutive elements of one row: the index
+    /// arithmetic is done once per group, values that do not depend on the innermost index are
+    /// computed once, and contiguous loads and stores can become vector instructions (the
+    /// buffers are 16-byte aligned).
     fn grid_stride(
         &mut self,
         shape: &[usize],
-        mut body: impl FnMut(&mut Self, &str, &[String]) -> Result<(), GpuLowerError>,
+        vec: usize,
+        body: impl FnOnce(&mut Self, &[(String, Vec<String>)]) -> Result<(), GpuLowerError>,
     ) -> Result<(), GpuLowerError> {
         let n: usize = shape.iter().product();
-        let threads = n.next_multiple_of(WARP).clamp(WARP, BLOCK);
-        let grid = ceil_div(n, threads).clamp(1, MAX_GRID);
+        let groups = n / vec;
+        let threads = groups.next_multiple_of(WARP).clamp(WARP, BLOCK);
+        let grid = ceil_div(groups, threads).clamp(1, MAX_GRID);
         self.begin_launch(grid, threads);
         self.begin_phase();
         let (b, t) = (self.w.block_id(), self.w.thread_id());
         let bt = self.w.index(threads);
         let base = self.w.ix("muli", &b, &bt);
         let start = self.w.ix("addi", &base, &t);
-        let (end, step) = (self.w.index(n), self.w.index(grid * threads));
-        let e = self.begin_for(&start, &end, &step);
-        let ix = self.unflatten(&e, shape);
-        body(self, &e, &ix)?;
+        let (end, step) = (self.w.index(groups), self.w.index(grid * threads));
+        let gi = self.begin_for(&start, &end, &step);
+        let e0 = if vec == 1 {
+            gi
+        } else {
+            let vc = self.w.index(vec);
+            self.w.ix("muli", &gi, &vc)
+        };
+        let ix0 = self.unflatten(&e0, shape);
+        let mut group = vec![(e0.clone(), ix0.clone())];
+        for c in 1..vec {
+            let cc = self.w.index(c);
+            let mut ix = ix0.clone();
+            let last = ix.len() - 1;
+            ix[last] = self.w.ix("addi", &ix0[last], &cc);
+            group.push((self.w.ix("addi", &e0, &cc), ix));
+        }
+        self.flat = Some((
+            shape.to_vec(),
+            group
+                .iter()
+                .map(|(e, ix)| (ix.clone(), e.clone()))
+                .collect(),
+        ));
+        let done = body(self, &group);
+        self.flat = None;
+        done?;
         self.end();
         self.end_phase();
         self.end_launch();
         Ok(())
     }
 
+    /// Every value of the group is computed before any is stored: the loads of a group stay
+    /// together (vectorizable), and an output that shares an input's buffer (the planner's
+    /// in-place rule: read and written at the same index) is still read before it is written.
     fn elementwise(&mut self, shape: &[usize], values: &[ValueId]) -> Result<(), GpuLowerError> {
-        self.grid_stride(shape, |s, e, ix| {
-            for &v in values {
-                let x = s.eval(v, ix)?;
-                s.store_node(v, e, &x);
+        self.grid_stride(shape, vector_width(shape), |s, group| {
+            // Loads first: PTX inline assembly (fma, abs, …) between loads would keep them
+            // from being merged into vector loads.
+            for (_, ix) in group {
+                for &v in values {
+                    s.prefetch(v, ix);
+                }
+            }
+            let mut results = Vec::with_capacity(group.len() * values.len());
+            for (_, ix) in group {
+                for &v in values {
+                    results.push(s.eval(v, ix)?);
+                }
+            }
+            let mut r = results.into_iter();
+            for (e, _) in group {
+                for &v in values {
+                    let x = r.next().expect("one result per element and value");
+                    s.store_node(v, e, &x);
+                }
             }
             Ok(())
         })
@@ -522,7 +629,8 @@ impl<'g> Builder<'g> {
         let src_shape = g.ty(src).shape.clone();
         let d = node.ty.dtype;
         let shape = node.ty.shape.clone();
-        self.grid_stride(&shape, |s, e, ix| {
+        self.grid_stride(&shape, 1, |s, group| {
+            let (e, ix) = (&group[0].0, &group[0].1);
             let mut inside: Option<String> = None;
             let mut inner = Vec::new();
             for (j, (&lo, &n)) in low.iter().zip(&src_shape).enumerate() {
@@ -877,6 +985,7 @@ pub fn build(k: &Graph, name: &str, flavor: Flavor) -> Result<GpuKernel, GpuLowe
         funcs: String::new(),
         w: Writer::new(flavor),
         memo: vec![HashMap::new()],
+        flat: None,
     };
     for nest in &analysis.loop_nests {
         match nest {
