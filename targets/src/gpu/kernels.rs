@@ -162,8 +162,11 @@ struct Builder<'g> {
     /// In a grid-stride loop: its shape and the flat index of each element's multi-index, so a
     /// buffer of that shape read at an element's own index uses the flat index (which keeps
     /// the group's addresses visibly contiguous and aligned).
-    flat: Option<(Vec<usize>, HashMap<Vec<String>, String>)>,
+    flat: Option<FlatIndex>,
 }
+
+/// A grid-stride loop's shape and the flat index of each element of the current group.
+type FlatIndex = (Vec<usize>, HashMap<Vec<String>, String>);
 
 /// Row-major strides.
 fn strides(shape: &[usize]) -> Vec<usize> {
