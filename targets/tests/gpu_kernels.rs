@@ -363,3 +363,25 @@ fn gather_and_scatter_add_match_the_interpreter() {
     let ptx = gpu::compile_ptx(&gpu::gpu_module_text(&[gpu_g, gpu_s]), "sm_80").unwrap();
     assert_eq!(ptx.matches(".entry ").count(), 3);
 }
+
+/// Snapshots of a full reduction in two passes (a gradient norm: Σx² over 49 152 elements):
+/// 12 blocks write partial sums to the workspace, one block combines them.
+#[test]
+fn mlir_and_ptx_snapshots_of_a_two_pass_full_reduction() {
+    use ir::{Builder, ReduceKind};
+    let mut b = Builder::new("norm");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![96, 512]));
+    let sq = b.mul(x, x);
+    let total = b.reduce(ReduceKind::Sum, sq, &[0, 1]);
+    b.output("out0", total);
+    let k = b.finish();
+    let kernels = gpu::build_all(&[(&k, "full_reduction")]).unwrap();
+    assert_eq!(kernels[0].launches.len(), 2);
+    assert_eq!(kernels[0].launches[0].grid, 12);
+    let module = gpu::gpu_module_text(&kernels);
+    insta::assert_snapshot!("gpu_mlir_full_reduction", module);
+    insta::assert_snapshot!(
+        "gpu_ptx_full_reduction",
+        gpu::compile_ptx(&module, "sm_80").unwrap()
+    );
+}
