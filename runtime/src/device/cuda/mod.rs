@@ -12,17 +12,16 @@
 
 pub mod gemm;
 pub mod libs;
+pub mod steps;
 
 use super::{Bindings, BufferId, Device, DeviceError, ExecutableId};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
-use plan::exec::{BufferRef, ExecutablePlan, Place, Step};
+use plan::exec::{BufferRef, ExecutablePlan, Place};
 use plan::gpu::GpuKernelLibrary;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
-
-/// Alignment of sub-buffers in a workspace (cuBLASLt and vector loads like 256).
-const ALIGN: usize = 256;
+use steps::StepSpec;
 
 fn err(device: &str, message: impl std::fmt::Display) -> DeviceError {
     DeviceError::Backend {
@@ -211,130 +210,40 @@ impl CudaDevice {
         super::check_size(self.name(), b, self.buffer(b)?.len(), what, len.max(1))
     }
 
+    /// The plan's steps ready to enqueue: [`steps::plan_steps`], with cuBLASLt set up for each
+    /// GEMM; and the workspace bytes the kernels need.
     fn prepare(&self, plan: &ExecutablePlan) -> Result<(Vec<Prepared>, usize), DeviceError> {
         let name = self.name();
-        let mut steps = Vec::with_capacity(plan.steps.len());
-        let mut workspace_bytes = 0usize;
-        let kernel = |symbol: &str| {
-            self.rt.library.kernels.get(symbol).ok_or_else(|| {
-                err(
-                    &name,
-                    format!("kernel {symbol} is not in the trainer's GPU kernel library"),
-                )
-            })
-        };
-        let launches_of =
-            |spec: &plan::gpu::GpuKernelSpec| -> (Vec<(String, u32, u32)>, Vec<usize>, usize) {
-                let mut offsets = Vec::new();
-                let mut at = 0usize;
-                for w in &spec.workspace {
-                    offsets.push(at);
-                    at += w.bytes().next_multiple_of(ALIGN);
-                }
-                let launches = spec
-                    .launches
-                    .iter()
-                    .map(|l| (l.entry.clone(), l.grid, l.block))
-                    .collect();
-                (launches, offsets, at)
-            };
-        for step in &plan.steps {
-            let prepared = match step {
-                Step::Loop {
-                    symbol,
-                    inputs,
-                    outputs,
-                } => {
-                    let (launches, workspace, bytes) = launches_of(kernel(symbol)?);
-                    workspace_bytes = workspace_bytes.max(bytes);
-                    Prepared::Launches {
-                        launches,
-                        buffers: inputs.iter().chain(outputs).cloned().collect(),
-                        workspace,
-                    }
-                }
-                Step::Gather {
-                    table,
-                    indices,
-                    out,
-                } => {
-                    let symbol = plan::gpu::gather_symbol(
-                        table.shape[0],
-                        table.shape[1..].iter().product(),
-                        indices.numel(),
-                        table.elem,
-                    );
-                    let (launches, workspace, _) = launches_of(kernel(&symbol)?);
-                    Prepared::Launches {
-                        launches,
-                        buffers: vec![table.clone(), indices.clone(), out.clone()],
-                        workspace,
-                    }
-                }
-                Step::ScatterAdd {
-                    indices,
-                    updates,
-                    out,
-                } => {
-                    let symbol = plan::gpu::scatter_add_symbol(
-                        out.shape[0],
-                        out.shape[1..].iter().product(),
-                        indices.numel(),
-                        out.elem,
-                    );
-                    let (launches, workspace, _) = launches_of(kernel(&symbol)?);
-                    Prepared::Launches {
-                        launches,
-                        buffers: vec![indices.clone(), updates.clone(), out.clone()],
-                        workspace,
-                    }
-                }
-                Step::Gemm {
+        let planned = steps::plan_steps(plan, &self.rt.library).map_err(|e| err(&name, e))?;
+        let mut prepared = Vec::with_capacity(planned.steps.len());
+        for step in planned.steps {
+            prepared.push(match step {
+                StepSpec::Launches {
+                    launches,
+                    buffers,
+                    workspace,
+                } => Prepared::Launches {
+                    launches,
+                    buffers,
+                    workspace,
+                },
+                StepSpec::Gemm {
+                    shape,
+                    precision,
                     a,
                     b,
                     c,
-                    transpose_a,
-                    transpose_b,
-                    batch,
-                    m,
-                    n,
-                    k,
-                    precision,
-                    epilogue,
                 } => {
-                    if epilogue.is_some() {
-                        return Err(err(
-                            &name,
-                            "GEMM epilogues are not supported on the GPU yet",
-                        ));
-                    }
-                    let shape = gemm::GemmShape {
-                        m: *m,
-                        n: *n,
-                        k: *k,
-                        batch: *batch,
-                        transpose_a: *transpose_a,
-                        transpose_b: *transpose_b,
-                    };
                     // SAFETY: the runtime's handle lives as long as `self.rt`.
-                    let prepared =
-                        unsafe { gemm::PreparedGemm::new(self.rt.blas, &shape, *precision) };
-                    Prepared::Gemm {
-                        gemm: prepared.map_err(|e| err(&name, e))?,
-                        a: a.clone(),
-                        b: b.clone(),
-                        c: c.clone(),
-                    }
+                    let gemm = unsafe { gemm::PreparedGemm::new(self.rt.blas, &shape, precision) }
+                        .map_err(|e| err(&name, e))?;
+                    Prepared::Gemm { gemm, a, b, c }
                 }
-                Step::Copy { src, dst } => Prepared::Copy {
-                    src: src.clone(),
-                    dst: dst.clone(),
-                },
-                Step::Collective { .. } => Prepared::Nothing,
-            };
-            steps.push(prepared);
+                StepSpec::Copy { src, dst } => Prepared::Copy { src, dst },
+                StepSpec::Nothing => Prepared::Nothing,
+            });
         }
-        Ok((steps, workspace_bytes))
+        Ok((prepared, planned.workspace_bytes))
     }
 }
 
