@@ -15,6 +15,36 @@ use std::ffi::c_void;
 /// Bytes of the workspace cuBLASLt may use per GEMM.
 pub const WORKSPACE_BYTES: usize = 32 << 20;
 
+/// The column-major cuBLAS call that computes a row-major plan GEMM: its first operand is the
+/// plan's B, its second the plan's A, each read column-major in its stored shape (leading
+/// dimension = rows, batches contiguous), and the result `Cᵀ` is `n × m` column-major, i.e. C
+/// row-major.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColumnMajorCall {
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+    /// (rows, cols) of cuBLAS's A, B and C = D layouts.
+    pub dims: [(usize, usize); 3],
+}
+
+impl ColumnMajorCall {
+    pub fn of(shape: &GemmShape) -> ColumnMajorCall {
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        ColumnMajorCall {
+            transpose_a: shape.transpose_b,
+            transpose_b: shape.transpose_a,
+            dims: [
+                // The plan's B stored [k×n] row-major is n×k column-major (op N); stored [n×k]
+                // (transposed) it is k×n (op T).
+                if shape.transpose_b { (k, n) } else { (n, k) },
+                // The plan's A stored [m×k] row-major is k×m column-major; stored [k×m], m×k.
+                if shape.transpose_a { (m, k) } else { (k, m) },
+                (n, m),
+            ],
+        }
+    }
+}
+
 /// A GEMM step ready to run.
 pub struct PreparedGemm {
     desc: lts::cublasLtMatmulDesc_t,
@@ -68,8 +98,8 @@ impl PreparedGemm {
             lts::cudaDataType_t::CUDA_R_32F,
         )
         .map_err(lt_err("matmul descriptor"))?;
-        let op = |t: bool| -> i32 { t as i32 };
-        let (ta, tb) = (op(shape.transpose_b), op(shape.transpose_a));
+        let call = ColumnMajorCall::of(shape);
+        let (ta, tb) = (call.transpose_a as i32, call.transpose_b as i32);
         // SAFETY: the descriptor was just created; the attribute buffers are i32 as documented.
         unsafe {
             lt::set_matmul_desc_attribute(
@@ -87,12 +117,7 @@ impl PreparedGemm {
             )
             .map_err(lt_err("TRANSB"))?;
         }
-        let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
-        // cuBLAS A = the plan's B read column-major: [n×k] (N) or [k×n] (T).
-        let (ar, ac) = if shape.transpose_b { (k, n) } else { (n, k) };
-        // cuBLAS B = the plan's A: [k×m] (N) or [m×k] (T).
-        let (br, bc) = if shape.transpose_a { (m, k) } else { (k, m) };
-        let dims = [(ar, ac), (br, bc), (n, m)];
+        let dims = call.dims.map(|(r, c)| (r as u64, c as u64));
         let mut layouts = [std::ptr::null_mut(); 3];
         for (l, (r, c)) in layouts.iter_mut().zip(dims) {
             *l = lt::create_matrix_layout(ty, r, c, r as i64).map_err(lt_err("matrix layout"))?;
@@ -187,6 +212,94 @@ impl Drop for PreparedGemm {
                 let _ = lt::destroy_matrix_layout(l);
             }
             let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cuBLAS's definition, column-major: `D[i, j] = Σ_l op(A)[i, l] · op(B)[l, j]` per batch,
+    /// with `op(X)[i, l] = X[i + l·ld]` (N) or `X[l + i·ld]` (T), `ld` = the layout's rows.
+    fn cublas_reference(call: &ColumnMajorCall, batch: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let [(ar, ac), (br, bc), (dr, dc)] = call.dims;
+        let (m, k) = if call.transpose_a { (ac, ar) } else { (ar, ac) };
+        let n = if call.transpose_b { br } else { bc };
+        assert_eq!((dr, dc), (m, n));
+        let mut d = vec![0.0; batch * m * n];
+        for bi in 0..batch {
+            let (a, b) = (&a[bi * ar * ac..], &b[bi * br * bc..]);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for l in 0..k {
+                        let x = if call.transpose_a {
+                            a[l + i * ar]
+                        } else {
+                            a[i + l * ar]
+                        };
+                        let y = if call.transpose_b {
+                            b[j + l * br]
+                        } else {
+                            b[l + j * br]
+                        };
+                        s += x * y;
+                    }
+                    d[bi * m * n + i + j * dr] = s;
+                }
+            }
+        }
+        d
+    }
+
+    /// The plan's definition, row-major: `C[b][i][j] = Σ_l op(A)[b][i][l] · op(B)[b][l][j]`.
+    fn plan_reference(shape: &GemmShape, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        let mut c = vec![0.0; shape.batch * m * n];
+        for bi in 0..shape.batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for l in 0..k {
+                        let x = if shape.transpose_a {
+                            a[bi * m * k + l * m + i]
+                        } else {
+                            a[bi * m * k + i * k + l]
+                        };
+                        let y = if shape.transpose_b {
+                            b[bi * k * n + j * k + l]
+                        } else {
+                            b[bi * k * n + l * n + j]
+                        };
+                        s += x * y;
+                    }
+                    c[bi * m * n + i * n + j] = s;
+                }
+            }
+        }
+        c
+    }
+
+    /// The operand swap and layouts give the plan's row-major product for every transpose
+    /// combination and a batch (small integers: exact in f64).
+    #[test]
+    fn the_column_major_call_computes_the_row_major_plan_gemm() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let shape = GemmShape {
+                m: 3,
+                n: 5,
+                k: 4,
+                batch: 2,
+                transpose_a: ta,
+                transpose_b: tb,
+            };
+            let a: Vec<f64> = (0..2 * 3 * 4).map(|i| (i * 7 % 11) as f64 - 5.0).collect();
+            let b: Vec<f64> = (0..2 * 4 * 5).map(|i| (i * 5 % 13) as f64 - 6.0).collect();
+            let call = ColumnMajorCall::of(&shape);
+            // cuBLAS's A is the plan's B and its B the plan's A.
+            let d = cublas_reference(&call, shape.batch, &b, &a);
+            assert_eq!(d, plan_reference(&shape, &a, &b), "transposes {ta} {tb}");
         }
     }
 }
