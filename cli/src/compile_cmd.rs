@@ -163,8 +163,12 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             loop_kernels,
         } => {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let target = match args.target.as_str() {
+                "gpu" => format!("gpu {}, {}", args.gpu_arch, args.precision),
+                other => format!("{other} {}", args.cpu),
+            };
             eprintln!(
-                "wrote trainer {} ({:.1} MB, {phases} phases, {loop_kernels} loop kernels) in {:.1} s",
+                "wrote trainer {} ({target}; {:.1} MB, {phases} phases, {loop_kernels} loop kernels) in {:.1} s",
                 path.display(),
                 size as f64 / 1e6,
                 start.elapsed().as_secs_f64()

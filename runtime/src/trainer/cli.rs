@@ -102,12 +102,21 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
     let mut s = String::new();
     for p in plans {
         let (mut loops, mut gemms, mut other, mut flops) = (0, 0, 0, 0u64);
+        let mut gemm_types = std::collections::BTreeSet::new();
         for st in &p.steps {
             match st {
                 Step::Loop { .. } => loops += 1,
-                Step::Gemm { batch, m, n, k, .. } => {
+                Step::Gemm {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    precision,
+                    ..
+                } => {
                     gemms += 1;
                     flops += 2 * (*batch * *m * *n * *k) as u64;
+                    gemm_types.insert(precision.input.name());
                 }
                 Step::Gather { .. } | Step::ScatterAdd { .. } => other += 1,
                 Step::Copy { .. } | Step::Collective { .. } => {}
@@ -116,10 +125,11 @@ pub fn info(plans: &[ExecutablePlan]) -> String {
         let input_bytes: usize = p.inputs.iter().map(|s| s.bytes()).sum();
         writeln!(
             s,
-            "{:5} {} loop kernels, {} GEMMs ({:.3} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
+            "{:5} {} loop kernels, {} {} GEMMs ({:.3} GFLOP/step), {} gather/scatter, arena {:.1} MiB, inputs {:.1} MiB",
             p.name,
             loops,
             gemms,
+            gemm_types.into_iter().collect::<Vec<_>>().join("/"),
             flops as f64 / 1e9,
             other,
             p.arena_bytes as f64 / 1048576.0,
