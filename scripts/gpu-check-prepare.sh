@@ -14,10 +14,15 @@ cd "$(dirname "$0")/.."
 target=gpu
 if [[ ${1:-} == --target ]]; then target=$2; shift 2; fi
 OUT=${1:?usage: scripts/gpu-check-prepare.sh [--target gpu|cpu] OUT}
-cargo build --release -q -p cli -p runtime
-cargo build --release -q -p tbc-tests --bin gpu_check_data
-TBC=target/release/tbc
-export TBC_RUNTIME_LIB=$PWD/target/release/libruntime.a
+# TBC_BIN_DIR: where tbc, libruntime.a and gpu_check_data are (default: a release build made here;
+# the test of this script passes its debug build).
+if [[ -z ${TBC_BIN_DIR:-} ]]; then
+  cargo build --release -q -p cli -p runtime
+  cargo build --release -q -p tbc-tests --bin gpu_check_data
+  TBC_BIN_DIR=$PWD/target/release
+fi
+TBC=$TBC_BIN_DIR/tbc
+export TBC_RUNTIME_LIB=$TBC_BIN_DIR/libruntime.a
 T=tests/fixtures/tiny
 PHASES=(gd td1 td2 ft eval eval_teacher)
 if [[ $target == gpu ]]; then PRECISIONS=(fp32 fp16 bf16); else PRECISIONS=(fp32); fi
@@ -61,7 +66,7 @@ $TBC compile --target cpu "${drop[@]}" -o "$OUT"/data/cpu_dropout_td1 2>/dev/nul
 "$OUT"/data/cpu_dropout_td1 step --phase td1 --weights $T/weights.safetensors --batch $T/batch.safetensors \
   $(step_flags mindspore td1) --seed 5 --out "$OUT"/expected/cpu_dropout_td1.safetensors 2>/dev/null
 rm "$OUT"/data/cpu_dropout_td1
-target/release/gpu_check_data "$OUT"/data
+"$TBC_BIN_DIR"/gpu_check_data "$OUT"/data
 cp scripts/gpu-check.sh scripts/gpu_check.py "$OUT"/
 echo "$target" > "$OUT"/TARGET
 # One compressed file to carry to the GPU machine (the trainers compress about 4x).
