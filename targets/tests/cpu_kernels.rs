@@ -273,16 +273,7 @@ fn each_kernel_class_matches_on_real_and_random_inputs() {
 // ---------------------------------------------------------------------------------------------
 
 fn run_synthetic(k: &Graph, inputs: &[Tensor]) {
-    let named: HashMap<String, Tensor> = k
-        .inputs()
-        .zip(inputs)
-        .map(|((n, _), t)| (n.to_string(), t.clone()))
-        .collect();
-    let want: Vec<Tensor> = Interpreter::run(k, &named)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let want = interpret(k, inputs);
     let narrow = cpu::LowerOptions {
         f32_sums_in_f64: false,
         ..split_all()

@@ -283,16 +283,7 @@ fn reductions_of_every_shape_and_kind_match_in_one_and_two_passes() {
     }
     let k = b.finish();
     let inputs = random_inputs(&k, 3);
-    let named = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("in{i}"), t.clone()))
-        .collect();
-    let want: Vec<Tensor> = ir::Interpreter::run(&k, &named)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let want = interpret(&k, &inputs);
     let built = gpu::build(&k, "red", Flavor::CpuEmulation).unwrap();
     let split = built.workspace().iter().filter(|p| p.len > 1).count();
     assert!(
@@ -328,16 +319,7 @@ fn gather_and_scatter_add_match_the_interpreter() {
     b.output("out1", summed);
     let k = b.finish();
     let inputs = random_inputs(&k, 9); // indices in 0..10: repeated rows
-    let named = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("in{i}"), t.clone()))
-        .collect();
-    let want: Vec<Tensor> = ir::Interpreter::run(&k, &named)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let want = interpret(&k, &inputs);
     let g = gpu::library::gather("g", rows, row, n, DType::F32, Flavor::CpuEmulation).unwrap();
     let s = gpu::library::scatter_add("s", rows, row, n, DType::F32, Flavor::CpuEmulation).unwrap();
     let lib = link(&gpu::compile_emulation(&[g.clone(), s.clone()], "native").unwrap());

@@ -190,6 +190,13 @@ fn vector_width(shape: &[usize]) -> usize {
     }
 }
 
+/// Grid and block of a grid-stride launch over `n` items: 256 threads (fewer, in whole warps,
+/// for fewer items), at most [`MAX_GRID`] blocks.
+pub(crate) fn grid_for(n: usize) -> (usize, usize) {
+    let threads = n.next_multiple_of(WARP).clamp(WARP, BLOCK);
+    (ceil_div(n, threads).clamp(1, MAX_GRID), threads)
+}
+
 /// Threads for a block that reduces `len` elements: a power of two from 32 to 256.
 fn reduce_threads(len: usize) -> usize {
     len.next_power_of_two().clamp(WARP, BLOCK)
@@ -552,8 +559,7 @@ impl<'g> Builder<'g> {
     ) -> Result<(), GpuLowerError> {
         let n: usize = shape.iter().product();
         let groups = n / vec;
-        let threads = groups.next_multiple_of(WARP).clamp(WARP, BLOCK);
-        let grid = ceil_div(groups, threads).clamp(1, MAX_GRID);
+        let (grid, threads) = grid_for(groups);
         self.begin_launch(grid, threads);
         self.begin_phase();
         let (b, t) = (self.w.block_id(), self.w.thread_id());

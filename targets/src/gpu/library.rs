@@ -8,22 +8,12 @@
 //!   gives each column to one thread, which adds the rows in index order — no float atomics, the
 //!   same bits every run (f32 sums, where the interpreter sums in f64: within f32 round-off).
 
-use super::kernels::{GpuKernel, Launch, BLOCK, MAX_GRID};
-use super::writer::{BufferParam, Flavor, Writer, WARP};
+use super::kernels::{grid_for, GpuKernel, Launch};
+use super::writer::{BufferParam, Flavor, Writer};
 use super::GpuLowerError;
 use crate::scalar;
 use crate::scalar::ScalarSink;
 use ir::DType;
-
-fn check_indices(name: &str, d: DType) -> Result<(), GpuLowerError> {
-    if d != DType::I32 {
-        return Err(GpuLowerError::Invalid {
-            kernel: name.to_string(),
-            message: format!("indices must be i32, found {d}"),
-        });
-    }
-    Ok(())
-}
 
 fn check_value(name: &str, d: DType) -> Result<(), GpuLowerError> {
     if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
@@ -35,46 +25,76 @@ fn check_value(name: &str, d: DType) -> Result<(), GpuLowerError> {
     Ok(())
 }
 
-/// Grid and block of a grid-stride launch over `n` items.
-fn grid_for(n: usize) -> (usize, usize) {
-    let threads = n.next_multiple_of(WARP).clamp(WARP, BLOCK);
-    (n.div_ceil(threads).clamp(1, MAX_GRID), threads)
-}
-
-/// Opens a grid-stride loop over `n` items in the current phase; returns the item index.
-fn grid_stride(w: &mut Writer, n: usize, grid: usize, threads: usize) -> String {
-    let (b, t) = (w.block_id(), w.thread_id());
-    let bt = w.index(threads);
-    let base = w.ix("muli", &b, &bt);
-    let start = w.ix("addi", &base, &t);
-    let (end, step) = (w.index(n), w.index(grid * threads));
-    w.begin_for(&start, &end, &step)
-}
-
-fn finish(
-    name: &str,
+/// The grid-stride launches of one library kernel, each its own `gpu.func` on the GPU, all in
+/// one emulation function on the CPU.
+struct Launches {
+    name: String,
     flavor: Flavor,
-    w: Vec<(Writer, Launch)>,
     params: Vec<BufferParam>,
-) -> GpuKernel {
-    let mut text = String::new();
-    let mut launches = Vec::new();
-    match flavor {
-        Flavor::Gpu => {
-            for (w, l) in w {
-                text.push_str(&w.finish(&l.entry, &params, l.threads));
-                launches.push(l);
-            }
+    w: Writer,
+    launches: Vec<Launch>,
+    text: String,
+}
+
+impl Launches {
+    fn new(name: &str, flavor: Flavor, params: Vec<BufferParam>) -> Launches {
+        Launches {
+            name: name.to_string(),
+            flavor,
+            params,
+            w: Writer::new(flavor),
+            launches: Vec::new(),
+            text: String::new(),
         }
-        Flavor::CpuEmulation => unreachable!("one writer for the emulation"),
     }
-    GpuKernel {
-        name: name.to_string(),
-        params,
-        inputs: 2,
-        outputs: 1,
-        launches,
-        text,
+
+    /// Opens a launch whose threads stride over `n` items; returns the item index.
+    fn begin(&mut self, n: usize) -> String {
+        let (grid, threads) = grid_for(n);
+        self.launches.push(Launch {
+            entry: format!("{}_l{}", self.name, self.launches.len()),
+            grid,
+            threads,
+        });
+        let w = &mut self.w;
+        w.begin_launch(grid, threads);
+        w.begin_phase();
+        let (b, t) = (w.block_id(), w.thread_id());
+        let bt = w.index(threads);
+        let base = w.ix("muli", &b, &bt);
+        let start = w.ix("addi", &base, &t);
+        let (end, step) = (w.index(n), w.index(grid * threads));
+        w.begin_for(&start, &end, &step)
+    }
+
+    /// Closes the launch opened by [`Self::begin`].
+    fn end(&mut self) {
+        self.w.end();
+        self.w.end_phase();
+        self.w.end_launch();
+        if self.flavor == Flavor::Gpu {
+            let l = self.launches.last().expect("a launch is open");
+            let w = std::mem::replace(&mut self.w, Writer::new(self.flavor));
+            self.text
+                .push_str(&w.finish(&l.entry, &self.params, l.threads));
+        }
+    }
+
+    fn finish(self) -> GpuKernel {
+        let text = match self.flavor {
+            Flavor::Gpu => self.text,
+            Flavor::CpuEmulation => self
+                .w
+                .finish(&format!("emu_{}", self.name), &self.params, 0),
+        };
+        GpuKernel {
+            name: self.name,
+            params: self.params,
+            inputs: 2,
+            outputs: 1,
+            launches: self.launches,
+            text,
+        }
     }
 }
 
@@ -88,7 +108,7 @@ pub fn gather(
     flavor: Flavor,
 ) -> Result<GpuKernel, GpuLowerError> {
     check_value(name, d)?;
-    let params = vec![
+    let (table, idx, out) = (
         BufferParam {
             dtype: d,
             len: rows * row,
@@ -101,28 +121,26 @@ pub fn gather(
             dtype: d,
             len: n * row,
         },
-    ];
-    let (grid, threads) = grid_for(n * row);
-    let mut w = Writer::new(flavor);
-    w.begin_launch(grid, threads);
-    w.begin_phase();
-    let e = grid_stride(&mut w, n * row, grid, threads);
+    );
+    let mut k = Launches::new(name, flavor, vec![table.clone(), idx.clone(), out.clone()]);
+    let e = k.begin(n * row);
+    let w = &mut k.w;
     let rc = w.index(row);
     let i = w.ix("divui", &e, &rc);
     let j = w.ix("remui", &e, &rc);
-    let id = w.load_global(1, &params[1], &i);
-    let (ok, r) = table_row(&mut w, &id, rows);
+    let id = w.load_global(1, &idx, &i);
+    let (ok, r) = table_row(w, &id, rows);
     let base = w.ix("muli", &r, &rc);
     let at = w.ix("addi", &base, &j);
-    let x = w.load_global(0, &params[0], &at);
-    let mty = super::writer::mem_ty(d);
-    let z = zero_of(&mut w, d);
-    let y = w.op(format!("arith.select {ok}, {x}, {z} : {mty}"));
-    w.store_global(2, &params[2], &e, &y);
-    w.end();
-    w.end_phase();
-    w.end_launch();
-    Ok(single(name, flavor, w, grid, threads, params))
+    let x = w.load_global(0, &table, &at);
+    let z = zero_of(w, d);
+    let y = w.op(format!(
+        "arith.select {ok}, {x}, {z} : {}",
+        super::writer::mem_ty(d)
+    ));
+    w.store_global(2, &out, &e, &y);
+    k.end();
+    Ok(k.finish())
 }
 
 /// Whether the i32 `id` is a row of a table of `rows` rows, and the row as an index (0 when
@@ -147,32 +165,6 @@ fn zero_of(w: &mut Writer, d: DType) -> String {
     }
 }
 
-fn single(
-    name: &str,
-    flavor: Flavor,
-    w: Writer,
-    grid: usize,
-    threads: usize,
-    params: Vec<BufferParam>,
-) -> GpuKernel {
-    let launch = Launch {
-        entry: format!("{name}_l0"),
-        grid,
-        threads,
-    };
-    match flavor {
-        Flavor::Gpu => finish(name, flavor, vec![(w, launch)], params),
-        Flavor::CpuEmulation => GpuKernel {
-            name: name.to_string(),
-            text: w.finish(&format!("emu_{name}"), &params, 0),
-            params,
-            inputs: 2,
-            outputs: 1,
-            launches: vec![launch],
-        },
-    }
-}
-
 /// `out = 0; out[idx[i], :] += upd[i, :]` for `n` indices, `upd` of `n × row` elements and `out`
 /// of `rows × row` elements, all f32.
 pub fn scatter_add(
@@ -189,8 +181,7 @@ pub fn scatter_add(
             message: format!("scatter-add sums f32 values, found {d}"),
         });
     }
-    check_indices(name, DType::I32)?;
-    let params = vec![
+    let (idx, upd, out) = (
         BufferParam {
             dtype: DType::I32,
             len: n,
@@ -203,68 +194,32 @@ pub fn scatter_add(
             dtype: d,
             len: rows * row,
         },
-    ];
-    let mut writers = Vec::new();
-    let mut w = Writer::new(flavor);
+    );
+    let mut k = Launches::new(name, flavor, vec![idx.clone(), upd.clone(), out.clone()]);
     // Launch 0: zero the output.
-    let (grid0, threads0) = grid_for(rows * row);
-    w.begin_launch(grid0, threads0);
-    w.begin_phase();
-    let e = grid_stride(&mut w, rows * row, grid0, threads0);
-    let z = scalar::fconst(&mut w, 0.0, d);
-    w.store_global(2, &params[2], &e, &z);
-    w.end();
-    w.end_phase();
-    w.end_launch();
-    let l0 = Launch {
-        entry: format!("{name}_l0"),
-        grid: grid0,
-        threads: threads0,
-    };
-    if flavor == Flavor::Gpu {
-        writers.push((std::mem::replace(&mut w, Writer::new(flavor)), l0.clone()));
-    }
+    let e = k.begin(rows * row);
+    let z = scalar::fconst(&mut k.w, 0.0, d);
+    k.w.store_global(2, &out, &e, &z);
+    k.end();
     // Launch 1: one thread per column adds the rows in order.
-    let (grid1, threads1) = grid_for(row);
-    w.begin_launch(grid1, threads1);
-    w.begin_phase();
-    let j = grid_stride(&mut w, row, grid1, threads1);
+    let j = k.begin(row);
+    let w = &mut k.w;
     let (zero, one, nn) = (w.index(0), w.index(1), w.index(n));
     let i = w.begin_for(&zero, &nn, &one);
-    let id = w.load_global(0, &params[0], &i);
-    let (ok, r) = table_row(&mut w, &id, rows);
+    let id = w.load_global(0, &idx, &i);
+    let (ok, r) = table_row(w, &id, rows);
     w.begin_if(&ok);
     let rc = w.index(row);
     let src = w.ix("muli", &i, &rc);
     let src = w.ix("addi", &src, &j);
-    let u = w.load_global(1, &params[1], &src);
+    let u = w.load_global(1, &upd, &src);
     let dst = w.ix("muli", &r, &rc);
     let dst = w.ix("addi", &dst, &j);
-    let o = w.load_global(2, &params[2], &dst);
-    let s = w.op(format!("arith.addf {o}, {u} : f32"));
-    w.store_global(2, &params[2], &dst, &s);
+    let o = w.load_global(2, &out, &dst);
+    let sum = w.op(format!("arith.addf {o}, {u} : f32"));
+    w.store_global(2, &out, &dst, &sum);
     w.end();
     w.end();
-    w.end();
-    w.end_phase();
-    w.end_launch();
-    let l1 = Launch {
-        entry: format!("{name}_l1"),
-        grid: grid1,
-        threads: threads1,
-    };
-    Ok(match flavor {
-        Flavor::Gpu => {
-            writers.push((w, l1));
-            finish(name, flavor, writers, params)
-        }
-        Flavor::CpuEmulation => GpuKernel {
-            name: name.to_string(),
-            text: w.finish(&format!("emu_{name}"), &params, 0),
-            params,
-            inputs: 2,
-            outputs: 1,
-            launches: vec![l0, l1],
-        },
-    })
+    k.end();
+    Ok(k.finish())
 }

@@ -129,44 +129,26 @@ pub fn kernel_library(
     phases: &[PhaseArtifacts],
     arch: &str,
 ) -> Result<plan::gpu::GpuKernelLibrary, TargetError> {
-    use plan::exec::Step;
     let mut kernels = Vec::new();
     for a in phases {
         kernels.extend(phase_kernels(a)?);
     }
     let mut seen = std::collections::BTreeSet::new();
-    for a in phases {
-        for step in &a.plan.steps {
-            let (symbol, build) = match step {
-                Step::Gather { table, indices, .. } => {
-                    let (rows, row) = rows_of(&table.shape);
-                    let n = indices.numel();
-                    (
-                        plan::gpu::gather_symbol(rows, row, n, table.elem),
-                        (true, rows, row, n, table.elem),
-                    )
-                }
-                Step::ScatterAdd { indices, out, .. } => {
-                    let (rows, row) = rows_of(&out.shape);
-                    let n = indices.numel();
-                    (
-                        plan::gpu::scatter_add_symbol(rows, row, n, out.elem),
-                        (false, rows, row, n, out.elem),
-                    )
-                }
-                _ => continue,
-            };
-            if !seen.insert(symbol.clone()) {
-                continue;
-            }
-            let (is_gather, rows, row, n, elem) = build;
-            let k = if is_gather {
-                super::library::gather(&symbol, rows, row, n, elem, super::Flavor::Gpu)
-            } else {
-                super::library::scatter_add(&symbol, rows, row, n, elem, super::Flavor::Gpu)
-            };
-            kernels.push(k.map_err(failed)?);
+    for step in phases.iter().flat_map(|a| &a.plan.steps) {
+        let Some(t) = plan::gpu::TableKernel::of(step) else {
+            continue;
+        };
+        let symbol = t.symbol();
+        if !seen.insert(symbol.clone()) {
+            continue;
         }
+        let build = if t.scatter_add {
+            super::library::scatter_add
+        } else {
+            super::library::gather
+        };
+        kernels
+            .push(build(&symbol, t.rows, t.row, t.n, t.elem, super::Flavor::Gpu).map_err(failed)?);
     }
     let ptx = compile_ptx(&gpu_module_text(&kernels), arch).map_err(failed)?;
     let specs = kernels
@@ -200,12 +182,6 @@ pub fn kernel_library(
         kernels: specs,
     })
 }
-
-/// A table shape `[rows, r...]` as rows and elements per row.
-fn rows_of(shape: &[usize]) -> (usize, usize) {
-    (shape[0], shape[1..].iter().product())
-}
-
 /// Writes `bytes` to `path` through a temporary in the same directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
     let dir = path.parent().unwrap_or(Path::new("."));

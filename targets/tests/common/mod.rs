@@ -180,6 +180,20 @@ pub fn realistic_feed(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
     feed
 }
 
+/// The interpreter's outputs of kernel graph `k` on `inputs` (in input order).
+pub fn interpret(k: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    let named: HashMap<String, Tensor> = k
+        .inputs()
+        .zip(inputs)
+        .map(|((n, _), t)| (n.to_string(), t.clone()))
+        .collect();
+    Interpreter::run(k, &named)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
 /// Uniform random values for a kernel's inputs: floats in [-2, 2), i32 in [0, 10), bools.
 pub fn random_inputs(k: &Graph, seed: u64) -> Vec<Tensor> {
     let mut rng = Rng(seed);

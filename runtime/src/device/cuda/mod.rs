@@ -153,33 +153,13 @@ impl Drop for CudaRuntime {
     }
 }
 
-/// A plan step ready to enqueue.
-enum Prepared {
-    Launches {
-        launches: Vec<(String, u32, u32)>,
-        buffers: Vec<BufferRef>,
-        /// Byte offsets of the kernel's workspace buffers in the executable's workspace.
-        workspace: Vec<usize>,
-    },
-    Gemm {
-        gemm: gemm::PreparedGemm,
-        a: BufferRef,
-        b: BufferRef,
-        c: BufferRef,
-    },
-    Copy {
-        src: BufferRef,
-        dst: BufferRef,
-    },
-    /// A collective over a group of one device: nothing to do.
-    Nothing,
-}
-
 struct CudaExecutable {
     plan: ExecutablePlan,
     arena: CudaSlice<u8>,
     workspace: CudaSlice<u8>,
-    steps: Vec<Prepared>,
+    steps: Vec<StepSpec>,
+    /// cuBLASLt set up for each GEMM step, in step order.
+    gemms: Vec<gemm::PreparedGemm>,
 }
 
 /// A device on a [`CudaRuntime`]: buffers and loaded plans of one session.
@@ -210,40 +190,27 @@ impl CudaDevice {
         super::check_size(self.name(), b, self.buffer(b)?.len(), what, len.max(1))
     }
 
-    /// The plan's steps ready to enqueue: [`steps::plan_steps`], with cuBLASLt set up for each
-    /// GEMM; and the workspace bytes the kernels need.
-    fn prepare(&self, plan: &ExecutablePlan) -> Result<(Vec<Prepared>, usize), DeviceError> {
+    /// The plan's steps ([`steps::plan_steps`]), cuBLASLt set up for each GEMM step, and the
+    /// workspace bytes the kernels need.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        plan: &ExecutablePlan,
+    ) -> Result<(Vec<StepSpec>, Vec<gemm::PreparedGemm>, usize), DeviceError> {
         let name = self.name();
         let planned = steps::plan_steps(plan, &self.rt.library).map_err(|e| err(&name, e))?;
-        let mut prepared = Vec::with_capacity(planned.steps.len());
-        for step in planned.steps {
-            prepared.push(match step {
-                StepSpec::Launches {
-                    launches,
-                    buffers,
-                    workspace,
-                } => Prepared::Launches {
-                    launches,
-                    buffers,
-                    workspace,
-                },
-                StepSpec::Gemm {
-                    shape,
-                    precision,
-                    a,
-                    b,
-                    c,
-                } => {
-                    // SAFETY: the runtime's handle lives as long as `self.rt`.
-                    let gemm = unsafe { gemm::PreparedGemm::new(self.rt.blas, &shape, precision) }
-                        .map_err(|e| err(&name, e))?;
-                    Prepared::Gemm { gemm, a, b, c }
-                }
-                StepSpec::Copy { src, dst } => Prepared::Copy { src, dst },
-                StepSpec::Nothing => Prepared::Nothing,
-            });
+        let mut gemms = Vec::new();
+        for step in &planned.steps {
+            if let StepSpec::Gemm {
+                shape, precision, ..
+            } = step
+            {
+                // SAFETY: the runtime's handle lives as long as `self.rt`.
+                let g = unsafe { gemm::PreparedGemm::new(self.rt.blas, shape, *precision) };
+                gemms.push(g.map_err(|e| err(&name, e))?);
+            }
         }
-        Ok((prepared, planned.workspace_bytes))
+        Ok((planned.steps, gemms, planned.workspace_bytes))
     }
 }
 
@@ -310,7 +277,7 @@ impl Device for CudaDevice {
     }
 
     fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError> {
-        let (steps, workspace_bytes) = self.prepare(plan)?;
+        let (steps, gemms, workspace_bytes) = self.prepare(plan)?;
         let needs = plan.arena_bytes + workspace_bytes;
         if let Ok((free, _)) = self.rt.ctx.mem_get_info() {
             if needs > free {
@@ -332,6 +299,7 @@ impl Device for CudaDevice {
             arena,
             workspace,
             steps,
+            gemms,
         });
         Ok(ExecutableId(self.executables.len() - 1))
     }
@@ -377,9 +345,10 @@ impl Device for CudaDevice {
             }
         };
         let stream = rt.stream.cu_stream();
+        let mut gemms = e.gemms.iter();
         for step in &e.steps {
             match step {
-                Prepared::Launches {
+                StepSpec::Launches {
                     launches,
                     buffers,
                     workspace: ws,
@@ -408,7 +377,8 @@ impl Device for CudaDevice {
                         .map_err(|err_| err(&name, format!("launch {entry}: {err_:?}")))?;
                     }
                 }
-                Prepared::Gemm { gemm, a, b, c } => {
+                StepSpec::Gemm { a, b, c, .. } => {
+                    let gemm = gemms.next().expect("one prepared GEMM per GEMM step");
                     // SAFETY: buffers of the prepared shapes; the workspace is WORKSPACE_BYTES.
                     unsafe {
                         gemm.run(
@@ -422,7 +392,7 @@ impl Device for CudaDevice {
                     }
                     .map_err(|m| err(&name, m))?;
                 }
-                Prepared::Copy { src, dst } => {
+                StepSpec::Copy { src, dst } => {
                     // SAFETY: plan buffers of src.bytes() each.
                     unsafe {
                         cudarc::driver::result::memcpy_dtod_async(
@@ -434,7 +404,7 @@ impl Device for CudaDevice {
                     }
                     .map_err(|err_| err(&name, format!("copy: {err_:?}")))?;
                 }
-                Prepared::Nothing => {}
+                StepSpec::Nothing => {}
             }
         }
         Ok(())

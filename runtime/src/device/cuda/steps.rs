@@ -6,7 +6,7 @@
 
 use super::gemm::GemmShape;
 use plan::exec::{BufferRef, ExecutablePlan, GemmPrecision, Step};
-use plan::gpu::{GpuKernelLibrary, GpuKernelSpec};
+use plan::gpu::{GpuKernelLibrary, GpuKernelSpec, TableKernel};
 
 /// Alignment of the workspace buffers (cuBLASLt and the kernels' 16-byte vector accesses).
 pub const WORKSPACE_ALIGN: usize = 256;
@@ -58,11 +58,6 @@ fn launches_of(spec: &GpuKernelSpec) -> (Vec<(String, u32, u32)>, Vec<usize>, us
     (launches, offsets, at)
 }
 
-/// Rows and elements per row of a table shape `[rows, r...]`.
-fn rows_of(shape: &[usize]) -> (usize, usize) {
-    (shape[0], shape[1..].iter().product())
-}
-
 /// Every step of `plan` on the GPU with `library`'s kernels; an error names a step whose kernel
 /// the library lacks or that the GPU does not run.
 pub fn plan_steps(
@@ -99,20 +94,18 @@ pub fn plan_steps(
                 table,
                 indices,
                 out,
-            } => {
-                let (rows, row) = rows_of(&table.shape);
-                let symbol = plan::gpu::gather_symbol(rows, row, indices.numel(), table.elem);
-                launch(&symbol, vec![table.clone(), indices.clone(), out.clone()])?
-            }
+            } => launch(
+                &TableKernel::of(step).expect("a gather").symbol(),
+                vec![table.clone(), indices.clone(), out.clone()],
+            )?,
             Step::ScatterAdd {
                 indices,
                 updates,
                 out,
-            } => {
-                let (rows, row) = rows_of(&out.shape);
-                let symbol = plan::gpu::scatter_add_symbol(rows, row, indices.numel(), out.elem);
-                launch(&symbol, vec![indices.clone(), updates.clone(), out.clone()])?
-            }
+            } => launch(
+                &TableKernel::of(step).expect("a scatter-add").symbol(),
+                vec![indices.clone(), updates.clone(), out.clone()],
+            )?,
             Step::Gemm {
                 a,
                 b,
