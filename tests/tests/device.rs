@@ -1,7 +1,9 @@
 //! The training driver on a second device: a recorder around the host device that logs the
 //! command stream and counts the bytes moved between host and device. A td1 run of several
 //! steps through the real phase driver moves only the batch in and the logged scalars out per
-//! step, issues the same commands every step, and trains exactly as on the host device.
+//! step, issues the same commands every step, and trains exactly as on the host device; with a
+//! data sink the logged scalars of a whole sink loop come out in one read at its end, and no
+//! step in between reads anything back (the GPU runs the loop without a host synchronisation).
 
 use compiler::frontend::preset::{Phase, Preset};
 use plan::exec::ExecutablePlan;
@@ -28,6 +30,7 @@ enum Command {
     Upload(BufferId, usize),
     Download(BufferId, usize),
     Copy(BufferId, BufferId),
+    CopyInto(BufferId, BufferId, usize),
     Submit(ExecutableId),
 }
 
@@ -68,6 +71,10 @@ impl Device for Recorder<'_> {
         self.push(Command::Copy(src, dst));
         self.inner.copy(src, dst)
     }
+    fn copy_into(&mut self, src: BufferId, dst: BufferId, at: usize) -> Result<(), DeviceError> {
+        self.push(Command::CopyInto(src, dst, at));
+        self.inner.copy_into(src, dst, at)
+    }
     fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError> {
         self.push(Command::Load(plan.name.clone()));
         self.inner.load(plan)
@@ -100,6 +107,7 @@ fn train(
     info: &PhaseInfo,
     manifest: &plan::manifest::Manifest,
     dir: &std::path::Path,
+    sink: Option<u64>,
 ) -> BTreeMap<String, RawTensor> {
     let mut s = Session::on_device(plan, device).unwrap();
     let weights = runtime::tensor_io::read(&tiny_dir().join("weights.safetensors")).unwrap();
@@ -136,7 +144,7 @@ fn train(
         plan: StepPlan {
             steps_per_epoch: data.steps_per_epoch(),
             epochs: STEPS / data.steps_per_epoch(),
-            sink: None,
+            sink,
         },
         data: &data,
         batch_size: manifest.batch,
@@ -187,74 +195,70 @@ fn a_td1_run_moves_only_the_batch_in_and_the_logged_scalars_out() {
     let info = manifest.phase("td1").unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
 
-    let log = Rc::new(RefCell::new(Log::default()));
-    let recorder = Recorder {
-        inner: HostDevice::new(kernels),
-        log: log.clone(),
+    let run = |sink: Option<u64>, name: &str| {
+        let log = Rc::new(RefCell::new(Log::default()));
+        let recorder = Recorder {
+            inner: HostDevice::new(kernels),
+            log: log.clone(),
+        };
+        let trained = train(
+            &plan,
+            Box::new(recorder),
+            &info,
+            &manifest,
+            &dir.path().join(name),
+            sink,
+        );
+        let commands = log.borrow().commands.clone();
+        (trained, commands)
     };
-    let recorded = train(
-        &plan,
-        Box::new(recorder),
-        &info,
-        &manifest,
-        &dir.path().join("r"),
-    );
+    let (recorded, commands) = run(None, "r");
     let host = train(
         &plan,
         Box::new(HostDevice::new(kernels)),
         &info,
         &manifest,
         &dir.path().join("h"),
+        None,
     );
     assert_eq!(recorded, host, "the recorder changes nothing");
 
-    // The command stream, cut at each Submit: step k is the commands from the end of step k-1's
-    // submission up to and including step k's.
-    let log = log.borrow();
-    let submits: Vec<usize> = (0..log.commands.len())
-        .filter(|&i| matches!(log.commands[i], Command::Submit(_)))
-        .collect();
-    assert_eq!(submits.len() as u64, STEPS);
-    let steps: Vec<&[Command]> = submits
-        .windows(2)
-        .map(|w| &log.commands[w[0] + 1..=w[1]])
-        .collect();
     let batch_bytes: usize = ["input_ids", "input_mask", "segment_ids"]
         .iter()
         .map(|n| plan.inputs.iter().find(|s| s.name == *n).unwrap().bytes())
         .sum();
-    let scalar_outputs: usize = plan
+    // Recorded per step: the loss scale read, loss, overflow, lr and each loss term.
+    let recorded_scalars = 4 + plan
         .outputs
         .iter()
-        .filter(|s| s.shape.iter().product::<usize>() == 1)
+        .filter(|s| s.name.starts_with("loss."))
         .count();
+    let steps = per_step(&commands);
     for (k, cmds) in steps.iter().enumerate() {
         assert_eq!(*cmds, steps[0], "step {} differs from step 2", k + 2);
         let up: usize = cmds
             .iter()
             .map(|c| if let Command::Upload(_, n) = c { *n } else { 0 })
             .sum();
-        let down: Vec<usize> = cmds
-            .iter()
-            .filter_map(|c| {
-                if let Command::Download(_, n) = c {
-                    Some(*n)
-                } else {
-                    None
-                }
-            })
-            .collect();
         assert_eq!(up, batch_bytes, "only the batch goes in");
-        assert!(
-            down.iter().all(|&n| n <= 8),
-            "only scalars come out: {down:?}"
+        assert_eq!(
+            downloads(cmds),
+            vec![8 * recorded_scalars],
+            "one read of the step's scalars"
         );
-        assert!(down.len() <= scalar_outputs + 1, "{down:?}");
         let copies = cmds
             .iter()
             .filter(|c| matches!(c, Command::Copy(..)))
             .count();
         assert_eq!(copies, plan.donations.len(), "state moves on the device");
+        let kept = cmds
+            .iter()
+            .filter(|c| matches!(c, Command::CopyInto(..)))
+            .count();
+        assert_eq!(
+            kept, recorded_scalars,
+            "each logged scalar kept on the device"
+        );
     }
     let total_state: usize = plan
         .donations
@@ -262,8 +266,53 @@ fn a_td1_run_moves_only_the_batch_in_and_the_logged_scalars_out() {
         .map(|d| plan.outputs[d.output].bytes())
         .sum();
     println!(
-        "per step: {batch_bytes} bytes in, {} scalar reads out, {} donated buffers ({total_state} bytes) stay on the device",
-        steps[0].iter().filter(|c| matches!(c, Command::Download(..))).count(),
+        "per step: {batch_bytes} bytes in, one read of {recorded_scalars} scalars out, {} donated buffers ({total_state} bytes) stay on the device",
         plan.donations.len()
     );
+
+    // Data sink of 3 steps: the same training, one read per sink loop, at its end.
+    const SINK: u64 = 3;
+    let (sunk, commands) = run(Some(SINK), "s");
+    assert_eq!(sunk, host, "the data sink trains the same steps");
+    let steps = per_step(&commands);
+    for (k, cmds) in steps.iter().enumerate() {
+        let step = k as u64 + 1;
+        let reads = downloads(cmds);
+        if step.is_multiple_of(SINK) {
+            assert_eq!(
+                reads,
+                vec![8 * recorded_scalars * SINK as usize],
+                "step {step} ends a sink loop: one read of its {SINK} steps' scalars"
+            );
+        } else {
+            assert!(
+                reads.is_empty(),
+                "step {step} reads nothing back: {reads:?}"
+            );
+        }
+    }
+    println!("data sink of {SINK}: one read of {SINK} steps' scalars per sink loop, none between");
+}
+
+/// The command stream cut at each Submit: element k is what follows step k+1's submission
+/// (its reads, the next batch) up to and including step k+2's submission.
+fn per_step(commands: &[Command]) -> Vec<&[Command]> {
+    let submits: Vec<usize> = (0..commands.len())
+        .filter(|&i| matches!(commands[i], Command::Submit(_)))
+        .collect();
+    assert_eq!(submits.len() as u64, STEPS);
+    submits
+        .windows(2)
+        .map(|w| &commands[w[0] + 1..=w[1]])
+        .collect()
+}
+
+/// Bytes of each download in `cmds`.
+fn downloads(cmds: &[Command]) -> Vec<usize> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Download(_, n) => Some(*n),
+            _ => None,
+        })
+        .collect()
 }

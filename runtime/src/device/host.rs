@@ -81,6 +81,28 @@ impl Device for HostDevice<'_> {
         Ok(())
     }
 
+    fn copy_into(
+        &mut self,
+        src: BufferId,
+        dst: BufferId,
+        offset: usize,
+    ) -> Result<(), DeviceError> {
+        let n = self.buffer(src)?.len();
+        super::check_range(self.name(), dst, self.buffer(dst)?.len(), offset, n)?;
+        if src == dst {
+            return Err(DeviceError::Backend {
+                device: self.name(),
+                message: format!("copy_into: buffer {} into itself", src.0),
+            });
+        }
+        let from = self.buffers[src.0].as_slice().as_ptr();
+        // SAFETY: distinct allocations; dst holds offset + n bytes (checked).
+        unsafe {
+            std::ptr::copy_nonoverlapping(from, self.buffers[dst.0].as_mut_ptr().add(offset), n)
+        };
+        Ok(())
+    }
+
     fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError> {
         self.executables.push(HostExecutable {
             plan: plan.clone(),

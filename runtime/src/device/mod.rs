@@ -30,6 +30,14 @@ pub enum DeviceError {
         what: &'static str,
         len: usize,
     },
+    #[error("{device}: buffer {buffer} holds {size} bytes, cannot take {len} at byte {offset}")]
+    Range {
+        device: String,
+        buffer: usize,
+        size: usize,
+        offset: usize,
+        len: usize,
+    },
     #[error("{device}: no buffer {buffer}")]
     NoBuffer { device: String, buffer: usize },
     #[error("{device}: plan \"{plan}\" binds {expected} {what}, got {got}")]
@@ -74,6 +82,26 @@ pub(crate) fn check_size(
     })
 }
 
+/// `Ok` when `dst` (of `dst_size` bytes) can take `len` bytes at `offset`.
+pub(crate) fn check_range(
+    device: String,
+    dst: BufferId,
+    dst_size: usize,
+    offset: usize,
+    len: usize,
+) -> Result<(), DeviceError> {
+    if offset.checked_add(len).is_some_and(|end| end <= dst_size) {
+        return Ok(());
+    }
+    Err(DeviceError::Range {
+        device,
+        buffer: dst.0,
+        size: dst_size,
+        offset,
+        len,
+    })
+}
+
 /// Which buffers a submission's plan inputs and outputs are (slot order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bindings {
@@ -112,6 +140,10 @@ pub trait Device {
     fn download(&self, src: BufferId, out: &mut [u8]) -> Result<(), DeviceError>;
     /// Device → device, whole buffers of equal size.
     fn copy(&mut self, src: BufferId, dst: BufferId) -> Result<(), DeviceError>;
+    /// Device → device: all of `src` into `dst` from byte `offset` on (`dst` holds at least
+    /// `offset + len(src)` bytes). Keeps per-step scalars on the device until a sink loop ends.
+    fn copy_into(&mut self, src: BufferId, dst: BufferId, offset: usize)
+        -> Result<(), DeviceError>;
     /// Loads `plan` (resolves its kernels, allocates its arena).
     fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError>;
     /// Runs every step of the executable over `bindings`.

@@ -158,8 +158,23 @@ pub fn run_phase(
     state.total_steps = total;
 
     logger.start_phase(&info.name, total, state.global_step);
+    // The scalars each step logs stay on the device until the sink loop ends (one read per
+    // loop, none in between).
+    let loss_terms: Vec<String> = session
+        .plan()
+        .outputs
+        .iter()
+        .filter(|s| s.name.starts_with("loss."))
+        .map(|s| s.name.clone())
+        .collect();
+    let mut recorded = vec!["state.loss_scale", "loss", "overflow", "lr"];
+    recorded.extend(loss_terms.iter().map(String::as_str));
+    session
+        .keep_records(&recorded, plan.interval() as usize)
+        .map_err(|e| e.to_string())?;
     let phase_start = Instant::now();
     let mut loop_start = Instant::now();
+    let mut read_at = Instant::now();
     let mut loop_steps = 0u64;
     let mut last_loss = f64::NAN;
     let mut saved_at = state.global_step;
@@ -177,42 +192,53 @@ pub fn run_phase(
         for (name, t) in &batch {
             session.set(name, t, &origin).map_err(|e| e.to_string())?;
         }
-        // MindSpore returns the loss scale read at the start of the step.
-        let scale = session.scalar("state.loss_scale").unwrap_or(1.0);
-        let t0 = Instant::now();
         session.step().map_err(|e| e.to_string())?;
-        let dt = t0.elapsed().as_secs_f64();
         state.global_step += 1;
         loop_steps += 1;
         let step = state.global_step;
-        let out = |n: &str| session.output_scalar(n);
-        last_loss = out("loss").unwrap_or(f64::NAN);
-        let log = StepLog {
-            phase: info.name.clone(),
-            epoch: plan.printed_epoch(step),
-            step,
-            loss: last_loss,
-            losses: session
-                .plan()
-                .outputs
-                .iter()
-                .filter(|s| s.name.starts_with("loss."))
-                .filter_map(|s| Some((s.name.clone(), out(&s.name)?)))
-                .collect(),
-            overflow: out("overflow").unwrap_or(0.0) != 0.0,
-            scale,
-            lr: out("lr").unwrap_or(f64::NAN),
-            samples_per_s: batch_size as f64 / dt.max(1e-9),
-        };
-        logger.progress(&log);
-        overflows.record(step, log.overflow, scale, overflow_patience, &info.name)?;
-        if !plan.is_callback(step) {
-            if crate::interrupt::requested() {
-                logger.finish_phase();
-                return Err(interrupted(step, &info.name, checkpoints));
-            }
+        let callback = plan.is_callback(step);
+        let interrupt = crate::interrupt::requested();
+        if !callback && !interrupt {
             continue;
         }
+        // A host synchronisation: the steps since the last one are logged now.
+        let rows = session.take_records().map_err(|e| e.to_string())?;
+        let seconds = read_at.elapsed().as_secs_f64();
+        read_at = Instant::now();
+        let first = step + 1 - rows.len() as u64;
+        let mut log = None;
+        for (k, row) in rows.iter().enumerate() {
+            let get = |n: &str| row.get(n).copied();
+            let this = StepLog {
+                phase: info.name.clone(),
+                epoch: plan.printed_epoch(first + k as u64),
+                step: first + k as u64,
+                loss: get("loss").unwrap_or(f64::NAN),
+                losses: loss_terms
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), get(n)?)))
+                    .collect(),
+                overflow: get("overflow").unwrap_or(0.0) != 0.0,
+                // MindSpore returns the loss scale read at the start of the step.
+                scale: get("state.loss_scale").unwrap_or(1.0),
+                lr: get("lr").unwrap_or(f64::NAN),
+                samples_per_s: (batch_size * rows.len()) as f64 / seconds.max(1e-9),
+            };
+            logger.progress(&this);
+            overflows.record(
+                this.step,
+                this.overflow,
+                this.scale,
+                overflow_patience,
+                &info.name,
+            )?;
+            last_loss = this.loss;
+            log = Some(this);
+        }
+        let Some(log) = log.filter(|_| callback) else {
+            logger.finish_phase();
+            return Err(interrupted(step, &info.name, checkpoints));
+        };
         logger.println(&seed_step_line(&log, loss_scale_logs));
         if loop_steps > 1 && overflows.in_loop == loop_steps {
             eprintln!(

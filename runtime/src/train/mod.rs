@@ -2,6 +2,7 @@
 //! loop with its callbacks (logs, checkpoints, evaluation), and the trainer's commands.
 //!
 //! - [`session`]: one plan with all of its inputs; outputs fed back after every step.
+//! - [`records`]: per-step scalars kept on the device for a sink loop.
 //! - [`schedule`]: step counts (data sink) and the `sched.*` inputs.
 //! - [`driver`]: the loop of one phase.
 //! - [`state`]: checkpoints with everything `--resume` needs.
@@ -17,6 +18,7 @@ pub mod eval;
 pub mod log;
 pub mod models;
 pub mod phases;
+pub mod records;
 pub mod run_guard;
 pub mod schedule;
 pub mod session;

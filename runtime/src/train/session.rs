@@ -3,6 +3,7 @@
 //! moments, loss-scale state) back into its inputs afterwards, so training state is carried
 //! across steps exactly as the graph computes it.
 
+use super::records::{Records, Source};
 use crate::device::host::HostDevice;
 use crate::device::{Bindings, BufferId, Device, DeviceError, ExecutableId};
 use crate::exec::LoopKernels;
@@ -45,6 +46,12 @@ pub enum SessionError {
         count: usize,
         elem: &'static str,
     },
+    #[error("phase {phase}: {rows} steps ran since the step records were last read, room for {capacity}")]
+    RecordsFull {
+        phase: String,
+        rows: usize,
+        capacity: usize,
+    },
     #[error(transparent)]
     Device(#[from] DeviceError),
 }
@@ -62,6 +69,8 @@ pub struct Session<'k> {
     input_index: HashMap<String, usize>,
     /// Whether a step has run (outputs exist).
     ran: bool,
+    /// Per-step scalars kept on the device, when the caller asked for them.
+    records: Option<Records>,
 }
 
 impl<'k> Session<'k> {
@@ -98,6 +107,7 @@ impl<'k> Session<'k> {
             set: vec![false; plan.inputs.len()],
             input_index,
             ran: false,
+            records: None,
         })
     }
 
@@ -231,6 +241,7 @@ impl<'k> Session<'k> {
                 expected: s.type_string(),
             });
         }
+        self.record(|s| matches!(s, Source::Input(_)))?;
         self.device.submit(self.exe, &self.bindings)?;
         for d in &self.plan.donations {
             self.device.copy(
@@ -239,7 +250,62 @@ impl<'k> Session<'k> {
             )?;
         }
         self.ran = true;
+        self.record(|s| matches!(s, Source::Output(_)))?;
+        if let Some(r) = &mut self.records {
+            r.rows += 1;
+        }
         Ok(())
+    }
+
+    /// From now on every step keeps the scalar inputs (as the step read them) and outputs
+    /// named in `names` on the device, room for `capacity` steps; [`Session::take_records`]
+    /// reads them all at once.
+    pub fn keep_records(&mut self, names: &[&str], capacity: usize) -> Result<(), SessionError> {
+        self.records = Some(Records::new(
+            &self.plan,
+            names,
+            capacity,
+            self.device.as_mut(),
+        )?);
+        Ok(())
+    }
+
+    /// Copies this step's recorded fields of the kind `which` into the current row.
+    fn record(&mut self, which: impl Fn(&Source) -> bool) -> Result<(), SessionError> {
+        let Some(r) = &self.records else {
+            return Ok(());
+        };
+        if r.rows == r.capacity {
+            return Err(SessionError::RecordsFull {
+                phase: self.plan.name.clone(),
+                rows: r.rows + 1,
+                capacity: r.capacity,
+            });
+        }
+        for f in r.fields.iter().filter(|f| which(&f.source)) {
+            let src = match f.source {
+                Source::Input(i) => self.bindings.inputs[i],
+                Source::Output(o) => self.bindings.outputs[o],
+            };
+            self.device.copy_into(src, r.buffer, r.at(f))?;
+        }
+        Ok(())
+    }
+
+    /// The recorded scalars of every step since the last call, oldest first (one download);
+    /// empty without [`Session::keep_records`].
+    pub fn take_records(&mut self) -> Result<Vec<BTreeMap<String, f64>>, SessionError> {
+        let Some(r) = &mut self.records else {
+            return Ok(Vec::new());
+        };
+        if r.rows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut bytes = vec![0u8; r.row_bytes * r.capacity];
+        self.device.download(r.buffer, &mut bytes)?;
+        let rows = r.decode(&bytes);
+        r.rows = 0;
+        Ok(rows)
     }
 
     /// Output `name` of the last step (read back from the device).

@@ -1,21 +1,25 @@
 //! The CUDA device of trainers compiled with `--target gpu` (cudarc over the driver API, loaded
 //! at run time): buffers in device memory, the trainer's PTX module loaded once, each plan's
 //! steps prepared at load (kernel functions, cuBLASLt descriptors and algorithms, resolved
-//! buffer places) and enqueued in order on one stream per submission; downloads synchronize.
+//! buffer places) and enqueued in order on one stream. Nothing but a download waits for the
+//! GPU: small uploads (the batch, scalars) go through pinned staging buffers with asynchronous
+//! copies, so the host reads the next batch while the GPU computes; from its second submission
+//! on, a plan's steps are captured once as a CUDA graph and replayed (`TBC_CUDA_GRAPHS=0` turns
+//! that off).
 //!
 //! Every library is probed before cudarc uses it (cudarc panics on a missing one): no driver,
 //! no cuBLASLt, a GPU older than the PTX's architecture, or too little free memory for a plan
 //! are errors that say what is missing.
-//!
-//! Not yet (the GPU-speed issue): CUDA graph capture of the steady-state step, pinned host
-//! buffers with overlapped batch uploads, fused launches.
 
 pub mod gemm;
 pub mod libs;
 pub mod steps;
 
 use super::{Bindings, BufferId, Device, DeviceError, ExecutableId};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr,
+};
 use plan::exec::{BufferRef, ExecutablePlan, Place};
 use plan::gpu::GpuKernelLibrary;
 use std::collections::HashMap;
@@ -39,6 +43,8 @@ pub struct CudaRuntime {
     blas: cudarc::cublaslt::sys::cublasLtHandle_t,
     blas_workspace: CudaSlice<u8>,
     name: String,
+    /// Whether plans are captured as CUDA graphs (`TBC_CUDA_GRAPHS=0`: no).
+    graphs: bool,
 }
 
 // SAFETY: the cuBLASLt handle is used only through `&CudaRuntime` from the thread that drives
@@ -81,7 +87,14 @@ impl CudaRuntime {
                 library.arch
             ));
         }
-        let stream = ctx.default_stream();
+        // One stream, ordered by us: cudarc's per-buffer event tracking would put event waits
+        // into captured graphs. A non-default stream, because the legacy default stream cannot
+        // be captured.
+        // SAFETY: every buffer is used on this one stream only.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| format!("{gpu_name}: cannot create a stream: {e:?}"))?;
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(library.ptx.clone()))
             .map_err(|e| format!("{gpu_name}: the driver rejected the trainer's PTX: {e:?}"))?;
@@ -107,6 +120,7 @@ impl CudaRuntime {
             blas,
             blas_workspace,
             name: format!("cuda:0 ({gpu_name})"),
+            graphs: std::env::var("TBC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
         }))
     }
 
@@ -160,21 +174,54 @@ struct CudaExecutable {
     steps: Vec<StepSpec>,
     /// cuBLASLt set up for each GEMM step, in step order.
     gemms: Vec<gemm::PreparedGemm>,
+    submissions: u64,
+    /// The steps captured over one set of bindings (a session binds the same buffers every
+    /// step), replayed while the bindings stay the same.
+    graph: Option<(Bindings, CudaGraph)>,
+    /// Capture failed once: this plan runs its steps one by one.
+    no_graph: bool,
+}
+
+/// Uploads up to this size are staged in pinned memory and copied asynchronously.
+const STAGED_MAX_BYTES: usize = 8 << 20;
+
+/// A pinned host buffer an upload is copied from, and the event of its last copy: the buffer
+/// is written again only once that copy has finished.
+struct Staging {
+    ptr: *mut u8,
+    len: usize,
+    copied: CudaEvent,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = self.copied.synchronize();
+        // SAFETY: allocated by malloc_host in `upload`, freed once, after its last copy.
+        unsafe {
+            let _ = cudarc::driver::result::free_host(self.ptr as *mut c_void);
+        }
+    }
 }
 
 /// A device on a [`CudaRuntime`]: buffers and loaded plans of one session.
 pub struct CudaDevice {
     rt: Arc<CudaRuntime>,
-    buffers: Vec<CudaSlice<u8>>,
+    // Field order is drop order: staging waits for its copies before the buffers go.
+    staging: HashMap<usize, Staging>,
     executables: Vec<CudaExecutable>,
+    buffers: Vec<CudaSlice<u8>>,
+    /// The device address of each buffer (stable until the device is dropped).
+    ptrs: Vec<u64>,
 }
 
 impl CudaDevice {
     pub fn new(rt: Arc<CudaRuntime>) -> CudaDevice {
         CudaDevice {
             rt,
-            buffers: Vec::new(),
+            staging: HashMap::new(),
             executables: Vec::new(),
+            buffers: Vec::new(),
+            ptrs: Vec::new(),
         }
     }
 
@@ -212,6 +259,145 @@ impl CudaDevice {
         }
         Ok((planned.steps, gemms, planned.workspace_bytes))
     }
+
+    /// The device addresses of `ids`.
+    fn addresses(&self, ids: &[BufferId]) -> Result<Vec<u64>, DeviceError> {
+        ids.iter()
+            .map(|b| {
+                self.ptrs.get(b.0).copied().ok_or(DeviceError::NoBuffer {
+                    device: self.name(),
+                    buffer: b.0,
+                })
+            })
+            .collect()
+    }
+
+    /// The pinned staging buffer of `dst` (`len` bytes), allocated on first use.
+    fn staging(&mut self, dst: BufferId, len: usize) -> Result<&mut Staging, DeviceError> {
+        let name = self.name();
+        if !self.staging.contains_key(&dst.0) {
+            // SAFETY: a fresh page-locked allocation of `len` bytes, written before it is read.
+            let ptr = unsafe {
+                cudarc::driver::result::malloc_host(
+                    len.max(1),
+                    cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+                )
+            }
+            .map_err(|e| err(&name, format!("pinned host memory ({len} bytes): {e:?}")))?;
+            let copied = self
+                .rt
+                .ctx
+                .new_event(None)
+                .map_err(|e| err(&name, format!("event: {e:?}")))?;
+            self.staging.insert(
+                dst.0,
+                Staging {
+                    ptr: ptr as *mut u8,
+                    len,
+                    copied,
+                },
+            );
+        }
+        Ok(self.staging.get_mut(&dst.0).expect("inserted above"))
+    }
+}
+
+/// Enqueues every step of `e` on the runtime's stream, its slots at `inputs` and `outputs`.
+fn enqueue(
+    rt: &CudaRuntime,
+    e: &CudaExecutable,
+    inputs: &[u64],
+    outputs: &[u64],
+) -> Result<(), DeviceError> {
+    let name = &rt.name;
+    let arena = rt.ptr(&e.arena);
+    let workspace = rt.ptr(&e.workspace);
+    let at = |r: &BufferRef| -> u64 {
+        match r.place {
+            Place::Input(i) => inputs[i],
+            Place::Output(i) => outputs[i],
+            Place::Arena(off) => arena + off as u64,
+        }
+    };
+    let stream = rt.stream.cu_stream();
+    let mut gemms = e.gemms.iter();
+    for step in &e.steps {
+        match step {
+            StepSpec::Launches {
+                launches,
+                buffers,
+                workspace: ws,
+            } => {
+                let mut args: Vec<u64> = buffers.iter().map(at).collect();
+                args.extend(ws.iter().map(|o| workspace + *o as u64));
+                let mut params: Vec<*mut c_void> = args
+                    .iter_mut()
+                    .map(|a| a as *mut u64 as *mut c_void)
+                    .collect();
+                for (entry, grid, block) in launches {
+                    let f = &rt.functions[entry];
+                    // SAFETY: the entry takes one device pointer per buffer in this order
+                    // (the kernel library's ABI); every pointer is a live buffer of the
+                    // plan's size; `params` outlives the call, which copies the arguments.
+                    unsafe {
+                        cudarc::driver::result::launch_kernel(
+                            f.cu_function(),
+                            (*grid, 1, 1),
+                            (*block, 1, 1),
+                            0,
+                            stream,
+                            &mut params,
+                        )
+                    }
+                    .map_err(|err_| err(name, format!("launch {entry}: {err_:?}")))?;
+                }
+            }
+            StepSpec::Gemm { a, b, c, .. } => {
+                let gemm = gemms.next().expect("one prepared GEMM per GEMM step");
+                // SAFETY: buffers of the prepared shapes; the workspace is WORKSPACE_BYTES.
+                unsafe {
+                    gemm.run(
+                        rt.blas,
+                        at(a),
+                        at(b),
+                        at(c),
+                        rt.ptr(&rt.blas_workspace),
+                        stream as cudarc::cublaslt::sys::cudaStream_t,
+                    )
+                }
+                .map_err(|m| err(name, m))?;
+            }
+            StepSpec::Copy { src, dst } => {
+                // SAFETY: plan buffers of src.bytes() each.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtod_async(at(dst), at(src), src.bytes(), stream)
+                }
+                .map_err(|err_| err(name, format!("copy: {err_:?}")))?;
+            }
+            StepSpec::Nothing => {}
+        }
+    }
+    Ok(())
+}
+
+/// Captures `e`'s steps as a CUDA graph. The stream leaves capture mode whatever happens.
+fn capture(
+    rt: &CudaRuntime,
+    e: &CudaExecutable,
+    inputs: &[u64],
+    outputs: &[u64],
+) -> Result<CudaGraph, String> {
+    rt.stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(|e| format!("begin capture: {e:?}"))?;
+    let enqueued = enqueue(rt, e, inputs, outputs);
+    let ended = rt.stream.end_capture(CUgraphInstantiate_flags(0));
+    enqueued.map_err(|e| e.to_string())?;
+    match ended {
+        Ok(Some(g)) => Ok(g),
+        Ok(None) => Err("the capture recorded nothing".into()),
+        Err(e) => Err(format!("end capture: {e:?}")),
+    }
 }
 
 impl Device for CudaDevice {
@@ -221,6 +407,7 @@ impl Device for CudaDevice {
 
     fn allocate(&mut self, bytes: usize) -> Result<BufferId, DeviceError> {
         let b = self.rt.alloc(bytes, "a buffer")?;
+        self.ptrs.push(self.rt.ptr(&b));
         self.buffers.push(b);
         Ok(BufferId(self.buffers.len() - 1))
     }
@@ -228,24 +415,46 @@ impl Device for CudaDevice {
     fn upload(&mut self, dst: BufferId, bytes: &[u8]) -> Result<(), DeviceError> {
         self.check_len(dst, "cannot take", bytes.len())?;
         self.rt.bind()?;
-        let p = self.rt.ptr(&self.buffers[dst.0]);
-        // SAFETY: the buffer holds bytes.len() bytes; the copy completes before `bytes` is
-        // released because the stream is synchronized before returning.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(p, bytes, self.rt.stream.cu_stream())
-                .map_err(|e| err(&self.name(), format!("upload: {e:?}")))?;
+        let name = self.name();
+        let p = self.ptrs[dst.0];
+        let stream = self.rt.stream.cu_stream();
+        if bytes.len() > STAGED_MAX_BYTES {
+            // Large uploads (weights at start) copy from pageable memory and wait.
+            // SAFETY: the buffer holds bytes.len() bytes; synchronized before `bytes` goes.
+            unsafe { cudarc::driver::result::memcpy_htod_async(p, bytes, stream) }
+                .map_err(|e| err(&name, format!("upload: {e:?}")))?;
+            return self
+                .rt
+                .stream
+                .synchronize()
+                .map_err(|e| err(&name, format!("upload: {e:?}")));
         }
-        self.rt
-            .stream
+        let rt_stream = self.rt.stream.clone();
+        let st = self.staging(dst, bytes.len())?;
+        // The previous copy out of this staging buffer must be done before it is rewritten
+        // (long done in a training loop: it was enqueued a step ago).
+        st.copied
             .synchronize()
-            .map_err(|e| err(&self.name(), format!("upload: {e:?}")))
+            .map_err(|e| err(&name, format!("upload (or an earlier step): {e:?}")))?;
+        // SAFETY: the staging buffer holds st.len == bytes.len() bytes (a buffer's uploads
+        // all have its size) and no copy reads it now; the async copy reads it after this
+        // call returns, and the event keeps it from being rewritten until that copy is done.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), st.ptr, bytes.len());
+            let pinned = std::slice::from_raw_parts(st.ptr, st.len);
+            cudarc::driver::result::memcpy_htod_async(p, pinned, stream)
+                .map_err(|e| err(&name, format!("upload: {e:?}")))?;
+        }
+        st.copied
+            .record(&rt_stream)
+            .map_err(|e| err(&name, format!("upload: {e:?}")))
     }
 
     fn download(&self, src: BufferId, out: &mut [u8]) -> Result<(), DeviceError> {
         self.check_len(src, "cannot fill", out.len())?;
         self.rt.bind()?;
-        let p = self.rt.ptr(&self.buffers[src.0]);
-        // SAFETY: as for upload; synchronized before `out` is read.
+        let p = self.ptrs[src.0];
+        // SAFETY: the buffer holds out.len() bytes; synchronized before `out` is read.
         unsafe {
             cudarc::driver::result::memcpy_dtoh_async(out, p, self.rt.stream.cu_stream())
                 .map_err(|e| err(&self.name(), format!("download: {e:?}")))?;
@@ -262,18 +471,26 @@ impl Device for CudaDevice {
         let n = self.buffer(src)?.len();
         self.check_len(dst, "cannot take", n)?;
         if src != dst {
-            self.rt.bind()?;
-            let (s, d) = (
-                self.rt.ptr(&self.buffers[src.0]),
-                self.rt.ptr(&self.buffers[dst.0]),
-            );
-            // SAFETY: distinct device buffers of n bytes each.
-            unsafe {
-                cudarc::driver::result::memcpy_dtod_async(d, s, n, self.rt.stream.cu_stream())
-                    .map_err(|e| err(&self.name(), format!("copy: {e:?}")))?;
-            }
+            self.copy_bytes(src, dst, 0, n)?;
         }
         Ok(())
+    }
+
+    fn copy_into(
+        &mut self,
+        src: BufferId,
+        dst: BufferId,
+        offset: usize,
+    ) -> Result<(), DeviceError> {
+        let n = self.buffer(src)?.len();
+        super::check_range(self.name(), dst, self.buffer(dst)?.len(), offset, n)?;
+        if src == dst {
+            return Err(err(
+                &self.name(),
+                format!("copy_into: buffer {} into itself", src.0),
+            ));
+        }
+        self.copy_bytes(src, dst, offset, n)
     }
 
     fn load(&mut self, plan: &ExecutablePlan) -> Result<ExecutableId, DeviceError> {
@@ -300,6 +517,9 @@ impl Device for CudaDevice {
             workspace,
             steps,
             gemms,
+            submissions: 0,
+            graph: None,
+            no_graph: false,
         });
         Ok(ExecutableId(self.executables.len() - 1))
     }
@@ -319,94 +539,57 @@ impl Device for CudaDevice {
                 got: bindings.inputs.len() + bindings.outputs.len(),
             });
         }
-        let rt = &self.rt;
-        let bound = |ids: &[BufferId]| -> Result<Vec<u64>, DeviceError> {
-            ids.iter()
-                .map(|b| {
-                    self.buffers
-                        .get(b.0)
-                        .map(|s| rt.ptr(s))
-                        .ok_or(DeviceError::NoBuffer {
-                            device: name.clone(),
-                            buffer: b.0,
-                        })
-                })
-                .collect()
-        };
-        let inputs = bound(&bindings.inputs)?;
-        let outputs = bound(&bindings.outputs)?;
-        let arena = rt.ptr(&e.arena);
-        let workspace = rt.ptr(&e.workspace);
-        let at = |r: &BufferRef| -> u64 {
-            match r.place {
-                Place::Input(i) => inputs[i],
-                Place::Output(i) => outputs[i],
-                Place::Arena(off) => arena + off as u64,
-            }
-        };
-        let stream = rt.stream.cu_stream();
-        let mut gemms = e.gemms.iter();
-        for step in &e.steps {
-            match step {
-                StepSpec::Launches {
-                    launches,
-                    buffers,
-                    workspace: ws,
-                } => {
-                    let mut args: Vec<u64> = buffers.iter().map(at).collect();
-                    args.extend(ws.iter().map(|o| workspace + *o as u64));
-                    let mut params: Vec<*mut c_void> = args
-                        .iter_mut()
-                        .map(|a| a as *mut u64 as *mut c_void)
-                        .collect();
-                    for (entry, grid, block) in launches {
-                        let f = &rt.functions[entry];
-                        // SAFETY: the entry takes one device pointer per buffer in this order
-                        // (the kernel library's ABI); every pointer is a live buffer of the
-                        // plan's size; `params` outlives the call, which copies the arguments.
-                        unsafe {
-                            cudarc::driver::result::launch_kernel(
-                                f.cu_function(),
-                                (*grid, 1, 1),
-                                (*block, 1, 1),
-                                0,
-                                stream,
-                                &mut params,
-                            )
-                        }
-                        .map_err(|err_| err(&name, format!("launch {entry}: {err_:?}")))?;
-                    }
-                }
-                StepSpec::Gemm { a, b, c, .. } => {
-                    let gemm = gemms.next().expect("one prepared GEMM per GEMM step");
-                    // SAFETY: buffers of the prepared shapes; the workspace is WORKSPACE_BYTES.
-                    unsafe {
-                        gemm.run(
-                            rt.blas,
-                            at(a),
-                            at(b),
-                            at(c),
-                            rt.ptr(&rt.blas_workspace),
-                            stream as cudarc::cublaslt::sys::cudaStream_t,
-                        )
-                    }
-                    .map_err(|m| err(&name, m))?;
-                }
-                StepSpec::Copy { src, dst } => {
-                    // SAFETY: plan buffers of src.bytes() each.
-                    unsafe {
-                        cudarc::driver::result::memcpy_dtod_async(
-                            at(dst),
-                            at(src),
-                            src.bytes(),
-                            stream,
-                        )
-                    }
-                    .map_err(|err_| err(&name, format!("copy: {err_:?}")))?;
-                }
-                StepSpec::Nothing => {}
+        if let Some((bound, graph)) = &e.graph {
+            if bound == bindings {
+                return graph
+                    .launch()
+                    .map_err(|err_| err(&name, format!("graph launch: {err_:?}")));
             }
         }
-        Ok(())
+        let inputs = self.addresses(&bindings.inputs)?;
+        let outputs = self.addresses(&bindings.outputs)?;
+        let rt = self.rt.clone();
+        let e = &mut self.executables[exe.0];
+        e.submissions += 1;
+        // The first submission runs eagerly (cuBLASLt and the module finish their lazy
+        // set-up outside any capture); the second is captured and replayed from then on.
+        if rt.graphs && !e.no_graph && e.submissions >= 2 {
+            match capture(&rt, e, &inputs, &outputs) {
+                Ok(graph) => {
+                    graph
+                        .launch()
+                        .map_err(|err_| err(&name, format!("graph launch: {err_:?}")))?;
+                    e.graph = Some((bindings.clone(), graph));
+                    return Ok(());
+                }
+                Err(why) => {
+                    eprintln!(
+                        "warning: {name}: plan \"{}\" could not be captured as a CUDA graph ({why}); its steps are launched one by one",
+                        e.plan.name
+                    );
+                    e.no_graph = true;
+                }
+            }
+        }
+        enqueue(&rt, e, &inputs, &outputs)
+    }
+}
+
+impl CudaDevice {
+    /// Enqueues a copy of `n` bytes from the start of `src` to byte `offset` of `dst`.
+    fn copy_bytes(
+        &mut self,
+        src: BufferId,
+        dst: BufferId,
+        offset: usize,
+        n: usize,
+    ) -> Result<(), DeviceError> {
+        self.rt.bind()?;
+        let (s, d) = (self.ptrs[src.0], self.ptrs[dst.0] + offset as u64);
+        // SAFETY: distinct device buffers; src holds n bytes, dst offset + n (checked).
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(d, s, n, self.rt.stream.cu_stream())
+                .map_err(|e| err(&self.name(), format!("copy: {e:?}")))
+        }
     }
 }
