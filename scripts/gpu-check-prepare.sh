@@ -3,6 +3,7 @@
 # scripts/gpu-check.sh runs on a GPU machine that has a driver and Python but no Rust:
 #   trainers/{mindspore,paper}_{fp32,fp16,bf16}  every phase of the tiny configs (batch 4, seq 16)
 #   trainers/dropout_td1                          td1 with a dropout-0.1 student (mask check)
+#   trainers/cpu_mindspore_fp32                   td1 for the CPU (cross-target checks)
 #   expected/  the float64 PyTorch fixtures, autocast's errors, the interpreter's step outputs
 #              (`tbc step`, same flags) and the CPU trainer's dropout step
 #   data/      the end-to-end run's records and models
@@ -66,6 +67,9 @@ $TBC compile --target cpu "${drop[@]}" -o "$OUT"/data/cpu_dropout_td1 2>/dev/nul
 "$OUT"/data/cpu_dropout_td1 step --phase td1 --weights $T/weights.safetensors --batch $T/batch.safetensors \
   $(step_flags mindspore td1) --seed 5 --out "$OUT"/expected/cpu_dropout_td1.safetensors 2>/dev/null
 rm "$OUT"/data/cpu_dropout_td1
+$TBC compile --target cpu --preset mindspore --phases td1 "${models[@]}" --batch 4 --seq-len 16 \
+  -o "$OUT"/trainers/cpu_mindspore_fp32 2>/dev/null
+strip "$OUT"/trainers/cpu_mindspore_fp32
 "$TBC_BIN_DIR"/gpu_check_data "$OUT"/data
 cp scripts/gpu-check.sh scripts/gpu_check.py "$OUT"/
 echo "$target" > "$OUT"/TARGET

@@ -6,7 +6,11 @@
 #      PyTorch fixtures within twice autocast's own error (the rule of mixed_precision.rs);
 #   2. a td1 step with a dropout student against the CPU trainer's (the same dropout masks);
 #   3. tiny general-distill → task-distill 1 → 2 → eval on the GPU, and td1 killed with SIGKILL
-#      and resumed, whose last checkpoint must equal the uninterrupted run's bit for bit.
+#      and resumed, whose last checkpoint must equal the uninterrupted run's bit for bit;
+#   4. CUDA graphs: fp32 steps replayed from a graph equal the steps launched one by one
+#      (TBC_CUDA_GRAPHS=0), bit for bit;
+#   5. across targets: td1 with a data sink of 4 steps on the GPU against the CPU trainer, and
+#      a run killed on one target resumed on the other, against the uninterrupted GPU run.
 # cuBLASLt is found in the pip wheels by the trainer itself (TBC_CUDA_LIBS adds folders).
 # Usage: gpu-check.sh BUNDLE [REPORT]      exit status: the number of failed checks (0: all pass)
 set -uo pipefail
@@ -53,6 +57,10 @@ for tr in "$B"/trainers/{mindspore,paper}_{fp32,fp16,bf16}; do
     run "$b" > /dev/null 2>&1
     check "$name $phase two runs" $CHECK same "$a" "$b"
     if [[ $p == fp32 ]]; then
+      TBC_CUDA_GRAPHS=0 run "$b" > /dev/null 2>&1
+      check "$name $phase graph replay equals one-by-one launches" $CHECK same "$a" "$b"
+    fi
+    if [[ $p == fp32 ]]; then
       check "$name $phase vs interpreter" $CHECK close "$a" "$E/interp_${name}_${phase}.safetensors" 1e-4
     else
       unit=0.00048828125; [[ $p == bf16 ]] && unit=0.00390625
@@ -95,18 +103,47 @@ e2e eval eval --eval-data-dir "$D"/dev.tfrecord --load-td1-ckpt-path "${td1_ckpt
 td1_args=(task-distill --td-phase 1 --load-teacher-ckpt-path "$D"/teacher.safetensors
   --load-gd-ckpt-path "$D"/student.safetensors --train-data-dir "$D"/train.tfrecord --td-phase1-epoch-size 3
   --enable-data-sink false --save-ckpt-step 1 --max-ckpt-num 2 --do-shuffle true)
+killed_run() { # trainer dir: starts td1, kills it with SIGKILL after 8 metrics lines
+  "$1" "${td1_args[@]}" --output-dir "$2" > /dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 3000); do
+    n=$(wc -l < "$2"/metrics.jsonl 2>/dev/null || echo 0)
+    [[ $n -ge 8 ]] && break
+    sleep 0.01
+  done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  log "     td1 on $(basename "$1") killed after $(wc -l < "$2"/metrics.jsonl 2>/dev/null || echo 0) of $(wc -l < full/metrics.jsonl) metrics lines"
+}
 e2e td1-full "${td1_args[@]}" --output-dir full
-"$tr" "${td1_args[@]}" --output-dir part > /dev/null 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do
-  n=$(wc -l < part/metrics.jsonl 2>/dev/null || echo 0)
-  [[ $n -ge 8 ]] && break
-  sleep 0.05
-done
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-log "     td1 killed after $(wc -l < part/metrics.jsonl 2>/dev/null || echo 0) metrics lines"
+killed_run "$tr" part
 e2e td1-resume "${td1_args[@]}" --output-dir part --resume
 check "td1 SIGKILL + --resume equals the uninterrupted run" $CHECK same "$($CHECK last-ckpt full)" "$($CHECK last-ckpt part)"
+
+# 5. across targets (the CPU trainer of the same configs; checkpoints are the same files)
+cpu=$B/trainers/cpu_mindspore_fp32
+if [[ -x $cpu ]]; then
+  sink=(task-distill --td-phase 1 --load-teacher-ckpt-path "$D"/teacher.safetensors
+    --load-gd-ckpt-path "$D"/student.safetensors --train-data-dir "$D"/train.tfrecord --td-phase1-epoch-size 3
+    --enable-data-sink true --data-sink-steps 4 --save-ckpt-step 1 --do-shuffle true)
+  e2e td1-sink-gpu "${sink[@]}" --output-dir sink_gpu
+  if "$cpu" "${sink[@]}" --output-dir sink_cpu > /dev/null 2>&1; then
+    check "td1 with a data sink of 4: GPU vs CPU trainer (1e-3)" $CHECK close \
+      "$($CHECK last-ckpt sink_gpu)" "$($CHECK last-ckpt sink_cpu)" 1e-3
+  else
+    failed=$((failed + 1)); log "FAIL td1 sink on the CPU trainer"
+  fi
+  killed_run "$cpu" cpu_then_gpu
+  e2e td1-resume-cpu-on-gpu "${td1_args[@]}" --output-dir cpu_then_gpu --resume
+  check "td1 killed on the CPU, resumed on the GPU vs the GPU run (1e-3)" $CHECK close \
+    "$($CHECK last-ckpt cpu_then_gpu)" "$($CHECK last-ckpt full)" 1e-3
+  killed_run "$tr" gpu_then_cpu
+  if "$cpu" "${td1_args[@]}" --output-dir gpu_then_cpu --resume > /dev/null 2>&1; then
+    check "td1 killed on the GPU, resumed on the CPU vs the GPU run (1e-3)" $CHECK close \
+      "$($CHECK last-ckpt gpu_then_cpu)" "$($CHECK last-ckpt full)" 1e-3
+  else
+    failed=$((failed + 1)); log "FAIL td1 resumed on the CPU trainer"
+  fi
+fi
 
 log "gpu-check: $passed passed, $failed failed in $((SECONDS - start)) s; report $REPORT"
 rm -rf "$W"

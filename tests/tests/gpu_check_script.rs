@@ -1,6 +1,7 @@
 //! The prepared GPU check's scripts stay working: `scripts/gpu-check-prepare.sh --target cpu`
 //! (with this build's `tbc`) and `gpu-check.sh` run the whole check on CPU trainers — every
-//! comparison, the end-to-end runs and the SIGKILL + `--resume` equality — and it passes.
+//! comparison, the end-to-end runs, the SIGKILL + `--resume` equality and the cross-target
+//! runs — and it passes.
 
 use std::path::Path;
 use std::process::Command;
@@ -51,7 +52,23 @@ fn the_gpu_check_runs_and_passes_on_cpu_trainers() {
         text.contains(" 0 failed") && !text.contains("FAIL "),
         "{text}"
     );
+    for check in [
+        "graph replay equals one-by-one launches",
+        "td1 with a data sink of 4: GPU vs CPU trainer",
+        "td1 killed on the CPU, resumed on the GPU",
+        "td1 killed on the GPU, resumed on the CPU",
+    ] {
+        assert!(
+            text.contains(&format!("PASS {check}")) || text.contains(check),
+            "{check} did not run:\n{text}"
+        );
+    }
     let passed = text.lines().filter(|l| l.starts_with("PASS ")).count();
     assert!(passed >= 30, "only {passed} checks ran:\n{text}");
-    println!("{}", text.lines().last().unwrap_or(""));
+    for line in text
+        .lines()
+        .filter(|l| l.contains("td1") || l.contains("gpu-check:"))
+    {
+        println!("{line}");
+    }
 }
