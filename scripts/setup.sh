@@ -20,6 +20,7 @@ PACKAGES=(
   libpolly-22-dev   # `llvm-config --link-static` fails without libPolly*.a
   libzstd-dev libz3-dev libxml2-dev zlib1g-dev   # llvm-config --system-libs
   fonts-dejavu-core # the font `tbc plot` draws its labels with
+  openmpi-bin libopenmpi3   # mpirun and libmpi.so.40: data-parallel tests (--distribute true)
 )
 
 log() { printf 'setup: %s\n' "$*"; }

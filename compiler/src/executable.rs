@@ -7,7 +7,8 @@ use crate::fusion::{Fusion, KernelKind};
 use crate::plan::{Location, MemoryPlan};
 pub use ::plan::abi::loop_symbol;
 use ::plan::exec::{
-    BufferRef, Donation, ExecutablePlan, GemmPrecision, Place, Slot, Step, StepDefaults,
+    BufferRef, CollectiveOp, Donation, ExecutablePlan, GemmPrecision, Place, Slot, Step,
+    StepDefaults,
 };
 use ::plan::names;
 use ir::{Graph, Op, ValueId};
@@ -103,6 +104,15 @@ pub fn executable_plan(
                     indices: buf(node.inputs[0]),
                     updates: buf(node.inputs[1]),
                     out: buf(k.nodes[0]),
+                },
+                KernelKind::Collective => Step::Collective {
+                    op: CollectiveOp::AllReduceMean,
+                    inputs: k
+                        .outputs
+                        .iter()
+                        .map(|&v| buf(g.node(v).inputs[0]))
+                        .collect(),
+                    outputs: k.outputs.iter().map(|&v| buf(v)).collect(),
                 },
             }
         })

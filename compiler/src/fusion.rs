@@ -2,6 +2,8 @@
 //!
 //! Rules (each decision is recorded with its reason, see [`Fusion::explain`]):
 //! - `matmul` is a library GEMM kernel; `gather` and `scatter_add` are kernels of their own.
+//! - Every `all_reduce_mean` of the graph is in one collective kernel: the gradients are
+//!   averaged across devices in one flat buffer, one all-reduce per step.
 //! - `reshape` is a view: no kernel, it aliases its operand's buffer.
 //! - `input` nodes are external buffers; `constant` nodes are copied into every loop kernel that
 //!   reads them (a splat is free to recompute).
@@ -29,6 +31,8 @@ pub enum KernelKind {
     Gather,
     /// Row scatter-add (embedding gradient).
     ScatterAdd,
+    /// The all-reduces of data parallelism, all in one.
+    Collective,
 }
 
 impl KernelKind {
@@ -38,6 +42,7 @@ impl KernelKind {
             KernelKind::Gemm => "gemm",
             KernelKind::Gather => "gather",
             KernelKind::ScatterAdd => "scatter_add",
+            KernelKind::Collective => "collective",
         }
     }
 }
@@ -119,10 +124,19 @@ pub fn fuse(g: &Graph) -> Fusion {
     let mut group: Vec<Option<usize>> = vec![None; n];
     let mut kinds: Vec<KernelKind> = Vec::new();
     let mut boundaries = Vec::new();
+    let mut collective: Option<usize> = None;
 
     for i in (0..n).rev() {
         let op = &g.nodes[i].op;
         if matches!(op, Op::Input { .. } | Op::Constant { .. }) || is_view(op) {
+            continue;
+        }
+        if matches!(op, Op::AllReduceMean) {
+            let k = *collective.get_or_insert_with(|| {
+                kinds.push(KernelKind::Collective);
+                kinds.len() - 1
+            });
+            group[i] = Some(k);
             continue;
         }
         if let Some(kind) = library_kind(op) {

@@ -282,6 +282,8 @@ fn vjp(b: &mut Builder, y: ValueId, j: usize, g: ValueId) -> Option<ValueId> {
             }
             b.gather(g, x(0))
         }
+        // The adjoint of a mean over the group is the mean over the group.
+        Op::AllReduceMean => b.all_reduce_mean(g),
         Op::Slice { start, end } => {
             let s = b.shape(x(0));
             let high: Vec<usize> = (0..s.len()).map(|d| s[d] - end[d]).collect();

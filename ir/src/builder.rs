@@ -328,6 +328,12 @@ impl Builder {
         self.push(Op::RandomUniform { op_id }, vec![seed, counter], ty)
     }
 
+    /// The mean of `x` over the devices of a data-parallel group.
+    pub fn all_reduce_mean(&mut self, x: ValueId) -> ValueId {
+        let ty = self.graph.ty(x).clone();
+        self.push(Op::AllReduceMean, vec![x], ty)
+    }
+
     /// `x * c` for a float constant `c` (broadcast to x's type).
     pub fn mul_scalar(&mut self, x: ValueId, c: f64) -> ValueId {
         let k = self.full_like(c, x);

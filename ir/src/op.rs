@@ -121,6 +121,9 @@ pub enum Op {
     RandomUniform {
         op_id: u32,
     },
+    /// The element-wise mean of the operand over the devices of a data-parallel group (the
+    /// gradient all-reduce). One process is a group of one: the operand itself.
+    AllReduceMean,
 }
 
 impl UnaryOp {
@@ -242,6 +245,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Pad { .. } => "pad",
             Op::RandomUniform { .. } => "random_uniform",
+            Op::AllReduceMean => "all_reduce_mean",
         }
     }
 
@@ -256,7 +260,8 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Reduce { .. }
             | Op::Slice { .. }
-            | Op::Pad { .. } => 1,
+            | Op::Pad { .. }
+            | Op::AllReduceMean => 1,
             Op::Binary(_)
             | Op::Compare(_)
             | Op::MatMul { .. }

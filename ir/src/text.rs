@@ -365,6 +365,7 @@ fn mnemonic_op(m: &str) -> Option<Op> {
             high: vec![],
         },
         "random_uniform" => Op::RandomUniform { op_id: 0 },
+        "all_reduce_mean" => Op::AllReduceMean,
         _ => return None,
     })
 }

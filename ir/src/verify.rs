@@ -309,6 +309,15 @@ pub fn check_node(op: &Op, ins: &[&TensorType], out: &TensorType) -> Result<(), 
                 x.dtype,
             )
         }
+        Op::AllReduceMean => {
+            if !ins[0].dtype.is_float() {
+                return err(format!(
+                    "all_reduce_mean: operand must be float, found {}",
+                    ins[0]
+                ));
+            }
+            expect_out(ins[0].shape.clone(), ins[0].dtype)
+        }
         Op::RandomUniform { .. } => {
             for (what, t) in [("seed", ins[0]), ("counter", ins[1])] {
                 if !t.dtype.is_int() || t.rank() != 0 {

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod exec;
 pub mod flags;
 pub mod hf;

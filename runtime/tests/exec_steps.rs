@@ -32,14 +32,15 @@ fn slot(name: &str, shape: &[usize]) -> Slot {
     }
 }
 
-/// `c = a·b + bias` into the arena, all-reduced (one device), copied to output 0; output 1 is a
-/// copy of input `bias`.
+/// `c = a·b + bias` into the arena, all-reduced (one device) into a second arena buffer, copied
+/// to output 0; output 1 is a copy of input `bias`.
 fn plan(precision: GemmPrecision, collective: CollectiveOp) -> ExecutablePlan {
     let (m, n, k) = (3, 4, 2);
     let c = buf(Place::Arena(0), &[m, n]);
+    let reduced = buf(Place::Arena(m * n * 4), &[m, n]);
     ExecutablePlan {
         name: "t".into(),
-        arena_bytes: m * n * 4,
+        arena_bytes: 2 * m * n * 4,
         inputs: vec![slot("a", &[m, k]), slot("b", &[k, n]), slot("bias", &[n])],
         outputs: vec![slot("c", &[m, n]), slot("bias_out", &[n])],
         steps: vec![
@@ -60,10 +61,11 @@ fn plan(precision: GemmPrecision, collective: CollectiveOp) -> ExecutablePlan {
             },
             Step::Collective {
                 op: collective,
-                buffer: c.clone(),
+                inputs: vec![c],
+                outputs: vec![reduced.clone()],
             },
             Step::Copy {
-                src: c,
+                src: reduced,
                 dst: buf(Place::Output(0), &[m, n]),
             },
             Step::Copy {

@@ -73,7 +73,12 @@ impl Target for UnbuiltTarget {
 
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
-            library_kernels: vec![KernelKind::Gemm, KernelKind::Gather, KernelKind::ScatterAdd],
+            library_kernels: vec![
+                KernelKind::Gemm,
+                KernelKind::Gather,
+                KernelKind::ScatterAdd,
+                KernelKind::Collective,
+            ],
             alignment: self.alignment,
             precisions: vec![DType::F32, DType::F64],
         }

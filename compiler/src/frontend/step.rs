@@ -84,6 +84,14 @@ pub(super) fn finish_training(
     let wrt: Vec<ValueId> = tr.params.order.iter().map(|(_, v)| *v).collect();
     let grads = ir::autodiff::gradients(&mut b, loss.total, state.loss_scale, &wrt)
         .expect("loss is a float scalar");
+    // Data parallelism (TINYBERT_SPEC §8): the scaled gradients are averaged across the
+    // devices before unscale, the overflow check, clipping and the update, as MindSpore's
+    // DistributedGradReducer does; a non-finite gradient on any device makes the mean
+    // non-finite, so every device skips the step together. One process: the gradients.
+    let grads: Vec<Option<ValueId>> = grads
+        .into_iter()
+        .map(|g| g.map(|g| b.all_reduce_mean(g)))
+        .collect();
     let one = b.scalar(1.0, spec.dtype);
     let inv_scale = b.div(one, state.loss_scale);
     let mut params = Vec::new();

@@ -91,8 +91,13 @@ pub enum Step {
     /// `dst = src`, same element type and size (an output that equals an input or another
     /// output is filled this way at the end of a step).
     Copy { src: BufferRef, dst: BufferRef },
-    /// A collective over the devices of a data-parallel group, in place on a flat buffer.
-    Collective { op: CollectiveOp, buffer: BufferRef },
+    /// A collective over the devices of a data-parallel group: `outputs[i]` is `op` of
+    /// `inputs[i]` (same type and shape), all of them exchanged as one flat buffer.
+    Collective {
+        op: CollectiveOp,
+        inputs: Vec<BufferRef>,
+        outputs: Vec<BufferRef>,
+    },
 }
 
 /// Element types of a GEMM: of the operands, of the multiplications, of the accumulator.

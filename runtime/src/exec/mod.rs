@@ -206,6 +206,48 @@ impl Bound<'_> {
     }
 }
 
+/// Packs the f32 `inputs` into one flat buffer, averages it over the ranks of `world`, and
+/// unpacks it into `outputs`.
+///
+/// # Safety
+/// `addr` gives valid buffers of each reference's size.
+unsafe fn all_reduce_mean(
+    world: &dyn crate::dist::Group,
+    inputs: &[BufferRef],
+    outputs: &[BufferRef],
+    addr: &dyn Fn(&BufferRef) -> *mut u8,
+) -> Result<(), RuntimeError> {
+    if let Some(b) = inputs.iter().find(|b| b.elem != plan::ElemType::F32) {
+        return Err(RuntimeError::Collective(format!(
+            "the gradient all-reduce takes f32 buffers, got {}",
+            b.elem.name()
+        )));
+    }
+    let total: usize = inputs
+        .iter()
+        .map(|b| b.shape.iter().product::<usize>())
+        .sum();
+    let mut flat = vec![0f32; total];
+    let mut at = 0;
+    for b in inputs {
+        let n: usize = b.shape.iter().product();
+        // SAFETY: b holds n f32 values.
+        unsafe { std::ptr::copy_nonoverlapping(addr(b) as *const f32, flat[at..].as_mut_ptr(), n) };
+        at += n;
+    }
+    world
+        .all_reduce_mean(&mut flat)
+        .map_err(RuntimeError::Collective)?;
+    let mut at = 0;
+    for b in outputs {
+        let n: usize = b.shape.iter().product();
+        // SAFETY: b holds n f32 values.
+        unsafe { std::ptr::copy_nonoverlapping(flat[at..].as_ptr(), addr(b) as *mut f32, n) };
+        at += n;
+    }
+    Ok(())
+}
+
 /// Runs every step of `plan` over the `bound` buffers. With `profile`, adds each step's time to
 /// it. Collectives run in a group of one device (data parallelism brings the others).
 ///
@@ -298,15 +340,32 @@ unsafe fn run_step(
                 // buffers.
                 unsafe { std::ptr::copy_nonoverlapping(addr(src), addr(dst), dst.bytes()) }
             }
-            Step::Collective { op, .. } => match op {
-                // The mean over one device, or its own values: nothing to do.
-                CollectiveOp::AllReduceMean | CollectiveOp::Broadcast { root: 0 } => {}
-                CollectiveOp::Broadcast { root } => {
-                    return Err(RuntimeError::Collective(format!(
-                        "broadcast from device {root} in a group of one"
-                    )))
+            Step::Collective {
+                op,
+                inputs,
+                outputs,
+            } => {
+                if let CollectiveOp::Broadcast { root } = op {
+                    if *root != 0 {
+                        return Err(RuntimeError::Collective(format!(
+                            "broadcast from device {root} in a group of one"
+                        )));
+                    }
                 }
-            },
+                let world = crate::dist::world();
+                if world.size() == 1 || !matches!(op, CollectiveOp::AllReduceMean) {
+                    // The mean over one device, or its own values: each output is its input.
+                    for (src, dst) in inputs.iter().zip(outputs) {
+                        // SAFETY: both hold dst.bytes() bytes in distinct buffers (the
+                        // compiler gives a collective's outputs buffers of their own).
+                        unsafe { std::ptr::copy_nonoverlapping(addr(src), addr(dst), dst.bytes()) }
+                    }
+                } else {
+                    // One flat buffer, one all-reduce.
+                    // SAFETY: the buffers hold their shapes' elements.
+                    unsafe { all_reduce_mean(world, inputs, outputs, &addr)? }
+                }
+            }
             Step::Gather {
                 table,
                 indices,

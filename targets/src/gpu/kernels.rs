@@ -101,10 +101,10 @@ fn validate(k: &Graph, name: &str) -> Result<(), GpuLowerError> {
     }
     for (i, n) in k.nodes.iter().enumerate() {
         match &n.op {
-            Op::MatMul { .. } | Op::Gather | Op::ScatterAdd => {
+            Op::MatMul { .. } | Op::Gather | Op::ScatterAdd | Op::AllReduceMean => {
                 return Err(unsupported(
                     i,
-                    "library op (GEMM / gather / scatter-add kernels are not loop kernels)".into(),
+                    "library op (GEMM / gather / scatter-add / collective kernels are not loop kernels)".into(),
                 ))
             }
             Op::Reshape => {
@@ -527,7 +527,7 @@ impl<'g> Builder<'g> {
             Op::Input { .. } | Op::Reduce { .. } | Op::Pad { .. } => {
                 return Err(self.internal(v, "read before it was materialized"))
             }
-            Op::Reshape | Op::MatMul { .. } | Op::Gather | Op::ScatterAdd => {
+            Op::Reshape | Op::MatMul { .. } | Op::Gather | Op::ScatterAdd | Op::AllReduceMean => {
                 return Err(self.internal(v, "is not a loop op"))
             }
         };

@@ -89,6 +89,7 @@ fn op_key(op: &Op, ty: &TensorType) -> Option<OpKey> {
             k
         }
         Op::RandomUniform { op_id } => tag(17, *op_id as u64),
+        Op::AllReduceMean => tag(18, 0),
     })
 }
 

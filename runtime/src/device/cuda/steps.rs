@@ -2,7 +2,7 @@
 //! every machine): a loop, gather or scatter-add step is its kernel's launches from the
 //! trainer's GPU kernel library over the step's buffers followed by the kernel's workspace
 //! buffers (the kernel-library ABI), a GEMM a cuBLASLt call of its shape and precision, a copy a
-//! device copy; a collective over one device is nothing.
+//! device copy; a collective over one device copies each input to its output.
 
 use super::gemm::GemmShape;
 use plan::exec::{BufferRef, ExecutablePlan, GemmPrecision, Step};
@@ -84,7 +84,7 @@ pub fn plan_steps(
         })
     };
     for step in &plan.steps {
-        steps.push(match step {
+        let spec = match step {
             Step::Loop {
                 symbol,
                 inputs,
@@ -144,8 +144,19 @@ pub fn plan_steps(
                 src: src.clone(),
                 dst: dst.clone(),
             },
-            Step::Collective { .. } => StepSpec::Nothing,
-        });
+            // A group of one GPU (data parallelism over NCCL is not built yet): each output
+            // is its input.
+            Step::Collective {
+                inputs, outputs, ..
+            } => {
+                steps.extend(inputs.iter().zip(outputs).map(|(src, dst)| StepSpec::Copy {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                }));
+                continue;
+            }
+        };
+        steps.push(spec);
     }
     Ok(PlannedSteps {
         steps,

@@ -1,0 +1,126 @@
+//! Data parallelism across processes (TINYBERT_SPEC §8, DISTRIBUTED_NOTES): the process's
+//! group of ranks and the collectives the training step needs. The gradients' all-reduce runs
+//! inside the plan (its collective step); broadcasts, checks and aborts run in the driver.
+//!
+//! One process is a [`Single`] group: every collective is the identity. Under `mpirun` with
+//! `--distribute true` the group is [`mpi::Mpi`], Open MPI loaded at run time, so a trainer
+//! that does not distribute needs no MPI installed.
+
+pub mod mpi;
+
+use std::sync::OnceLock;
+
+/// The ranks of a data-parallel job and their collectives. Every rank calls the same
+/// collectives in the same order.
+pub trait Group: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// In place: every rank gets the element-wise mean of `data` over the ranks.
+    fn all_reduce_mean(&self, data: &mut [f32]) -> Result<(), String>;
+    /// Every rank gets rank `root`'s `data` (the same length on every rank).
+    fn broadcast(&self, root: usize, data: &mut [u8]) -> Result<(), String>;
+    /// The smallest and largest of `v` over the ranks.
+    fn min_max(&self, v: u64) -> Result<(u64, u64), String>;
+    /// Ends every rank of the job with `code` (a rank that fails must not leave the others
+    /// waiting in a collective).
+    fn abort(&self, code: i32) -> !;
+    /// Leaves the job after the last collective of a successful run (MPI_Finalize).
+    fn finish(&self) {}
+}
+
+/// One process.
+pub struct Single;
+
+impl Group for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_mean(&self, _: &mut [f32]) -> Result<(), String> {
+        Ok(())
+    }
+    fn broadcast(&self, _: usize, _: &mut [u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn min_max(&self, v: u64) -> Result<(u64, u64), String> {
+        Ok((v, v))
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+static WORLD: OnceLock<Box<dyn Group>> = OnceLock::new();
+
+/// The process's group: the one [`init`] set up, else a [`Single`] process.
+pub fn world() -> &'static dyn Group {
+    WORLD.get_or_init(|| Box::new(Single)).as_ref()
+}
+
+/// How many ranks the launcher started, from its environment (`None`: not under a launcher).
+pub fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// Sets up the process's group once, before any session: with `distribute`, joins the MPI job
+/// that started this process (and makes a panic on any rank end the whole job); without it,
+/// refuses to run as one of several ranks (each would train alone and write the same files).
+pub fn init(distribute: bool) -> Result<&'static dyn Group, String> {
+    let launched = launcher_world_size();
+    if !distribute {
+        if let Some(n) = launched.filter(|&n| n > 1) {
+            return Err(format!(
+                "this process is one of {n} ranks started by a launcher, but --distribute is false: each rank would train alone and write the same checkpoints. Add --distribute true (or start a single process)"
+            ));
+        }
+        return Ok(world());
+    }
+    if std::env::var("OMPI_COMM_WORLD_SIZE").is_err() && std::env::var("PMIX_RANK").is_err() {
+        return Err(match launched {
+            Some(_) => "--distribute true: RANK/WORLD_SIZE are set (torchrun) but this trainer's data-parallel engine on the CPU is MPI; start it with `mpirun -n N ./trainer … --distribute true` (Open MPI)".into(),
+            None => "--distribute true needs the ranks of an MPI job: start the trainer with `mpirun -n N ./trainer … --distribute true` (Open MPI: apt-get install openmpi-bin)".into(),
+        });
+    }
+    let group = mpi::Mpi::init()?;
+    if WORLD.set(Box::new(group)).is_err() {
+        return Err("the data-parallel group was set up twice".into());
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook(info);
+        let w = world();
+        eprintln!(
+            "rank {} of {}: panicked; aborting the job",
+            w.rank(),
+            w.size()
+        );
+        w.abort(101);
+    }));
+    Ok(world())
+}
+
+/// Stops the job when the ranks disagree on `value` (a hash of what must be equal: the
+/// configuration at start, the parameters at a checkpoint); `what` says what differs.
+pub fn check_same(value: u64, what: &str) -> Result<(), String> {
+    let w = world();
+    let (lo, hi) = w.min_max(value)?;
+    if lo != hi {
+        return Err(format!(
+            "rank {} of {}: the ranks differ in {what}",
+            w.rank(),
+            w.size()
+        ));
+    }
+    Ok(())
+}
+
+/// A 64-bit FNV-1a hash of `bytes`, for [`check_same`].
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

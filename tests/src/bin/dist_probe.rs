@@ -1,0 +1,118 @@
+//! Run under `mpirun -n N` by `tests/tests/distributed.rs`: joins the job through the trainer's
+//! data-parallel group (`runtime::dist`, Open MPI loaded at run time) and prints what each
+//! collective gave this rank, one `key value…` line each, for the test to check.
+//!
+//! `dist_probe collectives`: all-reduce mean, broadcast and min/max.
+//! `dist_probe panic-on R`: rank R panics after the first all-reduce while the others wait in
+//! the next one (the panic hook must end the job).
+//! `dist_probe step`: the host executor's collective step (packs several buffers into one).
+
+use plan::exec::{BufferRef, CollectiveOp, ExecutablePlan, Place, Slot, Step, StepDefaults};
+use plan::ElemType;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let w = match runtime::dist::init(true) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let (rank, size) = (w.rank(), w.size());
+    println!("rank {rank} size {size}");
+    match args.get(1).map(String::as_str) {
+        Some("collectives") => {
+            // rank r holds r+1, 10(r+1): the mean is (size+1)/2 times 1 and 10.
+            let mut v = vec![(rank + 1) as f32, 10.0 * (rank + 1) as f32];
+            w.all_reduce_mean(&mut v).unwrap();
+            println!("mean {} {}", v[0], v[1]);
+            let mut b = if rank == 0 {
+                b"root".to_vec()
+            } else {
+                vec![0; 4]
+            };
+            w.broadcast(0, &mut b).unwrap();
+            println!("broadcast {}", String::from_utf8_lossy(&b));
+            let (lo, hi) = w.min_max(100 + rank as u64).unwrap();
+            println!("minmax {lo} {hi}");
+            let same = runtime::dist::check_same(7, "a constant");
+            let differ = runtime::dist::check_same(rank as u64, "the rank");
+            println!("check_same {} {}", same.is_ok(), differ.is_err());
+        }
+        Some("panic-on") => {
+            let victim: usize = args[2].parse().unwrap();
+            let mut v = vec![1.0f32; 4];
+            w.all_reduce_mean(&mut v).unwrap();
+            if rank == victim {
+                panic!("rank {rank} fails on purpose");
+            }
+            w.all_reduce_mean(&mut v).unwrap();
+            println!("survived");
+        }
+        Some("step") => step(rank),
+        _ => {
+            eprintln!("usage: dist_probe collectives | panic-on RANK | step");
+            std::process::exit(2);
+        }
+    }
+    w.finish();
+}
+
+/// A plan of one collective step over two inputs (3 and 2 floats) into two outputs, run by the
+/// host executor: every rank gets the mean of the ranks' inputs in its outputs.
+fn step(rank: usize) {
+    let f = |place, n: usize| BufferRef {
+        place,
+        elem: ElemType::F32,
+        shape: vec![n],
+    };
+    let slot = |name: &str, n: usize| Slot {
+        name: name.into(),
+        elem: ElemType::F32,
+        shape: vec![n],
+    };
+    let plan = ExecutablePlan {
+        name: "probe".into(),
+        arena_bytes: 0,
+        inputs: vec![slot("a", 3), slot("b", 2)],
+        outputs: vec![slot("ma", 3), slot("mb", 2)],
+        steps: vec![Step::Collective {
+            op: CollectiveOp::AllReduceMean,
+            inputs: vec![f(Place::Input(0), 3), f(Place::Input(1), 2)],
+            outputs: vec![f(Place::Output(0), 3), f(Place::Output(1), 2)],
+        }],
+        defaults: StepDefaults {
+            loss_scale: 1.0,
+            lr0: 0.0,
+            end_lr: 0.0,
+        },
+        donations: vec![],
+    };
+    let r = rank as f32;
+    let mut a = vec![r, 2.0 * r, 3.0 * r];
+    let mut b = vec![-r, 100.0 + r];
+    let mut ma = vec![0f32; 3];
+    let mut mb = vec![0f32; 2];
+    let inputs = [a.as_mut_ptr() as *mut u8, b.as_mut_ptr() as *mut u8];
+    let outputs = [ma.as_mut_ptr() as *mut u8, mb.as_mut_ptr() as *mut u8];
+    let bound = runtime::exec::Bound {
+        inputs: &inputs,
+        outputs: &outputs,
+        arena: std::ptr::null_mut(),
+    };
+    struct NoKernels;
+    impl runtime::exec::LoopKernels for NoKernels {
+        unsafe fn run(
+            &self,
+            symbol: &str,
+            _: &[runtime::exec::KernelArg],
+            _: &[runtime::exec::KernelArg],
+        ) -> Result<(), String> {
+            Err(format!("no kernel {symbol}"))
+        }
+    }
+    // SAFETY: every bound pointer holds its slot's floats.
+    unsafe { runtime::exec::execute(&plan, &bound, &NoKernels, None) }.unwrap();
+    println!("step {:?} {:?}", ma, mb);
+}
