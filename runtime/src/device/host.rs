@@ -88,13 +88,8 @@ impl Device for HostDevice<'_> {
         offset: usize,
     ) -> Result<(), DeviceError> {
         let n = self.buffer(src)?.len();
-        super::check_range(self.name(), dst, self.buffer(dst)?.len(), offset, n)?;
-        if src == dst {
-            return Err(DeviceError::Backend {
-                device: self.name(),
-                message: format!("copy_into: buffer {} into itself", src.0),
-            });
-        }
+        let size = self.buffer(dst)?.len();
+        super::check_copy_into(self.name(), src, n, dst, size, offset)?;
         let from = self.buffers[src.0].as_slice().as_ptr();
         // SAFETY: distinct allocations; dst holds offset + n bytes (checked).
         unsafe {

@@ -82,14 +82,22 @@ pub(crate) fn check_size(
     })
 }
 
-/// `Ok` when `dst` (of `dst_size` bytes) can take `len` bytes at `offset`.
-pub(crate) fn check_range(
+/// `Ok` when `src` (of `len` bytes) can be copied into `dst` (of `dst_size` bytes) at byte
+/// `offset`: the range fits and the buffers differ (the checks of [`Device::copy_into`]).
+pub(crate) fn check_copy_into(
     device: String,
+    src: BufferId,
+    len: usize,
     dst: BufferId,
     dst_size: usize,
     offset: usize,
-    len: usize,
 ) -> Result<(), DeviceError> {
+    if src == dst {
+        return Err(DeviceError::Backend {
+            device,
+            message: format!("copy_into: buffer {} into itself", src.0),
+        });
+    }
     if offset.checked_add(len).is_some_and(|end| end <= dst_size) {
         return Ok(());
     }

@@ -483,13 +483,8 @@ impl Device for CudaDevice {
         offset: usize,
     ) -> Result<(), DeviceError> {
         let n = self.buffer(src)?.len();
-        super::check_range(self.name(), dst, self.buffer(dst)?.len(), offset, n)?;
-        if src == dst {
-            return Err(err(
-                &self.name(),
-                format!("copy_into: buffer {} into itself", src.0),
-            ));
-        }
+        let size = self.buffer(dst)?.len();
+        super::check_copy_into(self.name(), src, n, dst, size, offset)?;
         self.copy_bytes(src, dst, offset, n)
     }
 
