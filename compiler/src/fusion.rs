@@ -36,6 +36,14 @@ pub enum KernelKind {
 }
 
 impl KernelKind {
+    /// The kinds every target runs outside its generated loop kernels (libraries, runtime).
+    pub const LIBRARY: [KernelKind; 4] = [
+        KernelKind::Gemm,
+        KernelKind::Gather,
+        KernelKind::ScatterAdd,
+        KernelKind::Collective,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             KernelKind::Loop => "loop",

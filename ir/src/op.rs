@@ -272,6 +272,15 @@ impl Op {
         }
     }
 
+    /// True for ops that a library or the runtime runs, never a generated loop kernel (GEMM,
+    /// gather, scatter-add, the data-parallel all-reduce).
+    pub fn is_library(&self) -> bool {
+        matches!(
+            self,
+            Op::MatMul { .. } | Op::Gather | Op::ScatterAdd | Op::AllReduceMean
+        )
+    }
+
     /// True for ops that map elements one to one (useful to fusion).
     pub fn is_elementwise(&self) -> bool {
         matches!(

@@ -73,12 +73,7 @@ impl Target for UnbuiltTarget {
 
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
-            library_kernels: vec![
-                KernelKind::Gemm,
-                KernelKind::Gather,
-                KernelKind::ScatterAdd,
-                KernelKind::Collective,
-            ],
+            library_kernels: KernelKind::LIBRARY.to_vec(),
             alignment: self.alignment,
             precisions: vec![DType::F32, DType::F64],
         }

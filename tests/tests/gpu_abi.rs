@@ -16,15 +16,6 @@ use runtime::device::cuda::steps::{plan_steps, StepSpec, WORKSPACE_ALIGN};
 use std::collections::HashMap;
 use tbc_tests::tiny_configs;
 
-const PHASES: [Phase; 6] = [
-    Phase::Gd,
-    Phase::Td1,
-    Phase::Td2,
-    Phase::Ft,
-    Phase::Eval,
-    Phase::EvalTeacher,
-];
-
 /// Parameters of every `.entry` in `ptx`.
 fn entry_params(ptx: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
@@ -57,7 +48,7 @@ fn plans_kernel_library_and_cuda_step_planning_agree() {
         for precision in Precision::ALL {
             let mut seen = HashMap::new();
             let mut artifacts = Vec::new();
-            for phase in PHASES {
+            for phase in Phase::ALL {
                 let spec = GraphSpec {
                     phase,
                     teacher: &t,

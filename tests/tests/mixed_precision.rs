@@ -33,22 +33,13 @@ fn unit_roundoff(p: Precision) -> f64 {
     }
 }
 
-const PHASES: [Phase; 6] = [
-    Phase::Gd,
-    Phase::Td1,
-    Phase::Td2,
-    Phase::Ft,
-    Phase::Eval,
-    Phase::EvalTeacher,
-];
-
 #[test]
 fn mixed_precision_steps_are_within_twice_autocast_error() {
     let amp = read_fixture("amp_errors.safetensors");
     let mut lines = Vec::new();
     for precision in [Precision::Fp16, Precision::Bf16] {
         for preset in [Preset::mindspore(), Preset::paper()] {
-            for phase in PHASES {
+            for phase in Phase::ALL {
                 let g = tiny_graph_precision(&preset, phase, precision);
                 let training = phase.is_training();
                 // MindSpore runs with a loss scale (unscaled before use); PyTorch has none.

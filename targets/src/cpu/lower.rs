@@ -161,7 +161,7 @@ fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
     }
     for (i, n) in k.nodes.iter().enumerate() {
         match &n.op {
-            Op::MatMul { .. } | Op::Gather | Op::ScatterAdd | Op::AllReduceMean => {
+            op if op.is_library() => {
                 return Err(unsupported(
                     i,
                     "library op (GEMM / gather / scatter-add / collective kernels are not loop kernels)",

@@ -38,12 +38,7 @@ impl Target for CpuTarget {
     /// 64-byte buffers suit AVX-512 loads; f32 (and f64 for tests) throughout.
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
-            library_kernels: vec![
-                KernelKind::Gemm,
-                KernelKind::Gather,
-                KernelKind::ScatterAdd,
-                KernelKind::Collective,
-            ],
+            library_kernels: KernelKind::LIBRARY.to_vec(),
             alignment: 64,
             precisions: vec![DType::F32, DType::F64],
         }

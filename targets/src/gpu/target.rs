@@ -60,12 +60,7 @@ impl Target for GpuTarget {
     /// `--precision fp16|bf16`.
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
-            library_kernels: vec![
-                KernelKind::Gemm,
-                KernelKind::Gather,
-                KernelKind::ScatterAdd,
-                KernelKind::Collective,
-            ],
+            library_kernels: KernelKind::LIBRARY.to_vec(),
             alignment: 256,
             precisions: vec![DType::F32, DType::F16, DType::BF16],
         }

@@ -182,7 +182,7 @@ struct CudaExecutable {
     no_graph: bool,
 }
 
-/// Uploads up to this size are staged in pinned memory and copied asynchronously.
+/// Repeated uploads up to this size are staged in pinned memory and copied asynchronously.
 const STAGED_MAX_BYTES: usize = 8 << 20;
 
 /// A pinned host buffer an upload is copied from, and the event of its last copy: the buffer
@@ -208,6 +208,9 @@ pub struct CudaDevice {
     rt: Arc<CudaRuntime>,
     // Field order is drop order: staging waits for its copies before the buffers go.
     staging: HashMap<usize, Staging>,
+    /// Buffers uploaded once: their next upload gets a staging buffer (parameters, uploaded
+    /// once at start, never hold pinned memory; the batch does from its second step on).
+    uploaded: std::collections::HashSet<usize>,
     executables: Vec<CudaExecutable>,
     buffers: Vec<CudaSlice<u8>>,
     /// The device address of each buffer (stable until the device is dropped).
@@ -219,6 +222,7 @@ impl CudaDevice {
         CudaDevice {
             rt,
             staging: HashMap::new(),
+            uploaded: std::collections::HashSet::new(),
             executables: Vec::new(),
             buffers: Vec::new(),
             ptrs: Vec::new(),
@@ -418,8 +422,8 @@ impl Device for CudaDevice {
         let name = self.name();
         let p = self.ptrs[dst.0];
         let stream = self.rt.stream.cu_stream();
-        if bytes.len() > STAGED_MAX_BYTES {
-            // Large uploads (weights at start) copy from pageable memory and wait.
+        if bytes.len() > STAGED_MAX_BYTES || self.uploaded.insert(dst.0) {
+            // First and large uploads (weights at start) copy from pageable memory and wait.
             // SAFETY: the buffer holds bytes.len() bytes; synchronized before `bytes` goes.
             unsafe { cudarc::driver::result::memcpy_htod_async(p, bytes, stream) }
                 .map_err(|e| err(&name, format!("upload: {e:?}")))?;
