@@ -46,6 +46,18 @@ pub fn compile_tiny_trainer_configs(
     student: Option<&Path>,
     out: &Path,
 ) {
+    compile_tiny_trainer_batch(preset, phases, teacher, student, 4, out)
+}
+
+/// [`compile_tiny_trainer_configs`] for batch `batch` (sequence length 16).
+pub fn compile_tiny_trainer_batch(
+    preset: &str,
+    phases: &str,
+    teacher: Option<&Path>,
+    student: Option<&Path>,
+    batch: usize,
+    out: &Path,
+) {
     std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
     let t = tiny_dir();
     let args = cli::compile_cmd::CompileArgs {
@@ -56,7 +68,7 @@ pub fn compile_tiny_trainer_configs(
             student_config: Some(student.map_or(t.join("student.json"), Path::to_path_buf)),
             preset: preset.into(),
         },
-        batch: 4,
+        batch,
         seq_len: 16,
         compile_to: None,
         dump_after: vec![],

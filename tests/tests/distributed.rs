@@ -5,6 +5,14 @@
 //! non-zero exit instead of leaving the other rank waiting; and `--distribute` outside mpirun is
 //! a clear error. Skips with a message when mpirun is not installed (scripts/setup.sh installs
 //! it).
+//!
+//! The trainer (tiny configs, CPU): `mpirun -n 2` of a batch-2 trainer with `--distribute true`
+//! trains td1 and GD for 50 steps to the parameters of one process with a batch-4 trainer on
+//! the same data, within 1e-6 relative per tensor (not bit for bit: a batch of 4 sums its
+//! gradient rows in another order than the mean of two batches of 2); only rank 0 writes
+//! metrics and checkpoints; a 2-rank job killed with SIGKILL and resumed under mpirun equals
+//! the uninterrupted 2-rank run bit for bit; a rank killed mid-run ends the job in seconds; a
+//! rank started with other flags is refused at start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,4 +135,299 @@ fn distribute_outside_mpirun_is_a_clear_error() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("mpirun -n N"), "{text}");
+}
+
+/// The tiny trainers (td1 and gd, mindspore preset) for batch 2 and batch 4, the data and
+/// models, in one folder.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        for b in [2, 4] {
+            tbc_tests::compile_tiny_trainer_batch(
+                "mindspore",
+                "td1,gd",
+                None,
+                None,
+                b,
+                &dir.path().join(format!("tr{b}")),
+            );
+        }
+        tbc_tests::e2e::write_data(&dir.path().join("train.tfrecord"), 40, 3);
+        tbc_tests::e2e::fixture_model("teacher", &dir.path().join("teacher.safetensors"));
+        tbc_tests::e2e::fixture_model("student", &dir.path().join("student.safetensors"));
+        Setup { dir }
+    }
+
+    fn path(&self, p: &str) -> String {
+        self.dir.path().join(p).display().to_string()
+    }
+
+    /// td1 for 5 epochs of 10 global batches of 4 (shuffled), a checkpoint every 10 steps.
+    fn td1(&self, out: &str) -> Vec<String> {
+        [
+            "task-distill",
+            "--td-phase",
+            "1",
+            "--load-teacher-ckpt-path",
+            &self.path("teacher.safetensors"),
+            "--load-gd-ckpt-path",
+            &self.path("student.safetensors"),
+            "--train-data-dir",
+            &self.path("train.tfrecord"),
+            "--td-phase1-epoch-size",
+            "5",
+            "--save-ckpt-step",
+            "10",
+            "--max-ckpt-num",
+            "3",
+            "--enable-data-sink",
+            "false",
+            "--do-shuffle",
+            "true",
+            "--output-dir",
+            &self.path(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn gd(&self, out: &str) -> Vec<String> {
+        [
+            "general-distill",
+            "--load-teacher-ckpt-path",
+            &self.path("teacher.safetensors"),
+            "--data-dir",
+            &self.path("train.tfrecord"),
+            "--epoch-size",
+            "5",
+            "--save-ckpt-step",
+            "10",
+            "--output-dir",
+            &self.path(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn one(&self, args: &[String]) -> Output {
+        let out = Command::new(self.path("tr4")).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `mpirun -n 2 tr2 ARGS --distribute true` (MPMD `extra` flags for rank 1 when given).
+    fn two(&self, args: &[String], rank1_extra: Option<&[&str]>) -> Command {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe"]);
+        c.env("OMPI_MCA_btl", "self,vader,tcp");
+        match rank1_extra {
+            None => {
+                c.args(["-n", "2"]).arg(self.path("tr2")).args(args);
+                c.args(["--distribute", "true"]);
+            }
+            Some(extra) => {
+                c.args(["-n", "1"]).arg(self.path("tr2")).args(args);
+                c.args(["--distribute", "true", ":", "-n", "1"]);
+                c.arg(self.path("tr2")).args(args).args(extra);
+                c.args(["--distribute", "true"]);
+            }
+        }
+        c
+    }
+}
+
+fn tensors(path: &str) -> std::collections::BTreeMap<String, runtime::tensor_io::RawTensor> {
+    runtime::tensor_io::read(Path::new(path)).unwrap()
+}
+
+/// The worst per-tensor ‖a − b‖ / ‖b‖ over two checkpoints with the same tensors.
+fn worst_relative(a: &str, b: &str) -> f64 {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(name, x)| {
+            let (x, y) = (x.to_f64(), b[name].to_f64());
+            let d: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
+            let n: f64 = y.iter().map(|q| q * q).sum();
+            (d / n.max(1e-300)).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn ckpt(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}")
+}
+
+#[test]
+fn two_ranks_train_as_one_process_with_the_global_batch() {
+    if !have_mpirun() {
+        return;
+    }
+    let s = Setup::new();
+    for (phase, args, ckpt_dir) in [
+        (
+            "td1",
+            Setup::td1 as fn(&Setup, &str) -> Vec<String>,
+            "tinybert_td_phase1_save_ckpt",
+        ),
+        ("gd", Setup::gd, "tinybert_gd_save_ckpt"),
+    ] {
+        s.one(&args(&s, &format!("{phase}_one")));
+        let out = s
+            .two(&args(&s, &format!("{phase}_two")), None)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("2 ranks × batch 2 = global batch 4"),
+            "{stderr}"
+        );
+        let last = "tiny_bert_5_10.safetensors";
+        let one = ckpt(&s.path(&format!("{phase}_one/{ckpt_dir}")), last);
+        let two = ckpt(&s.path(&format!("{phase}_two/{ckpt_dir}")), last);
+        let worst = worst_relative(&two, &one);
+        println!("{phase}: 50 steps, 2 ranks x 2 vs 1 process x 4: worst relative difference per tensor {worst:.2e}");
+        assert!(worst <= 1e-6, "{phase}: {worst}");
+        assert!(
+            worst > 0.0 || phase == "gd",
+            "{phase}: expected rounding differences"
+        );
+        // Rank 0 alone logs: one metrics line per step.
+        let lines = std::fs::read_to_string(s.path(&format!("{phase}_two/metrics.jsonl")))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 50, "{phase}");
+    }
+}
+
+#[test]
+fn a_two_rank_job_killed_and_resumed_equals_the_uninterrupted_one() {
+    if !have_mpirun() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let s = Setup::new();
+    let full = s.two(&s.td1("full"), None).output().unwrap();
+    assert!(
+        full.status.success(),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+    // The whole job (mpirun and its ranks) in a process group of its own, killed with SIGKILL
+    // after 15 of the 50 metrics lines.
+    let mut job = s.two(&s.td1("part"), None);
+    job.process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = job.spawn().unwrap();
+    let metrics = s.path("part/metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 15
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let mut child = child;
+    child.wait().unwrap();
+    let done = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    assert!(done < 50, "the job finished before the kill ({done} lines)");
+    let mut resume = s.td1("part");
+    resume.push("--resume".into());
+    let out = s.two(&resume, None).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming td1"), "{stderr}");
+    let last = "tinybert_td_phase1_save_ckpt/tiny_bert_5_10.safetensors";
+    assert_eq!(
+        tensors(&s.path(&format!("part/{last}"))),
+        tensors(&s.path(&format!("full/{last}"))),
+        "killed after {done} of 50 metrics lines and resumed"
+    );
+    println!("2 ranks killed after {done} of 50 steps and resumed: bit-identical to the uninterrupted job");
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_different_flags_are_refused() {
+    if !have_mpirun() {
+        return;
+    }
+    let s = Setup::new();
+    // A long run; rank 1 (a child of mpirun) is killed once training is under way.
+    let mut args = s.td1("killed");
+    let at = args
+        .iter()
+        .position(|a| a == "--td-phase1-epoch-size")
+        .unwrap();
+    args[at + 1] = "100000".into();
+    let mut job = s.two(&args, None);
+    job.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = job.spawn().unwrap();
+    let metrics = s.path("killed/metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ranks = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let ranks: Vec<String> = String::from_utf8_lossy(&ranks.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ranks.len(), 2, "mpirun's children: {ranks:?}");
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &ranks[1]])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if killed.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the job still runs 30 s after a rank was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    assert!(!status.success());
+    println!("a rank killed with SIGKILL: the job ended in {took:.2?} ({status})");
+
+    // Rank 1 with another learning rate: refused before the first step.
+    let out = s
+        .two(&s.td1("mismatch"), Some(&["--learning-rate", "0.5"]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("differ in their configuration"), "{stderr}");
+    assert!(
+        !Path::new(&s.path("mismatch/metrics.jsonl")).exists(),
+        "no step ran"
+    );
 }

@@ -275,8 +275,14 @@ impl Dataset {
         shard: Shard,
     ) -> Result<Batch, DataError> {
         let rows = self.batch_rows(order, epoch, index, batch_size, shard)?;
+        self.rows_batch(&rows)
+    }
+
+    /// A batch of the given global rows, in that order.
+    pub fn rows_batch(&self, rows: &[usize]) -> Result<Batch, DataError> {
+        let batch_size = rows.len();
         let mut values = self.empty_values(batch_size);
-        for &row in &rows {
+        for &row in rows {
             let ex = self.example(row)?;
             self.decode_row(row, &ex, &mut values)?;
         }

@@ -67,6 +67,11 @@ pub struct LoopArgs {
     /// interrupted).
     #[arg(long)]
     pub resume: bool,
+    /// Data parallel across the ranks of `mpirun -n N` (Open MPI): each rank trains on its part
+    /// of every global batch of N × the compiled batch, gradients are averaged across ranks
+    /// before the update; rank 0 writes checkpoints and logs and evaluates.
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub distribute: bool,
 }
 
 impl LoopArgs {

@@ -302,6 +302,7 @@ pub fn run_phase(
             }
         }
         if step.is_multiple_of(save_ckpt_step) {
+            super::replicas::check_in_step(session, trained, step)?;
             capture(session, &mut state);
             checkpoints.save(step / save_ckpt_step, session, trained, &state)?;
             saved_at = step;
@@ -312,6 +313,7 @@ pub fn run_phase(
         }
     }
     if saved_at != state.global_step {
+        super::replicas::check_in_step(session, trained, state.global_step)?;
         capture(session, &mut state);
         checkpoints.save_final(session, trained, &state)?;
     }

@@ -65,6 +65,8 @@ pub fn time_line(epoch_ms: f64, steps: u64) -> String {
 
 /// Console and metrics-file output of a run.
 pub struct Logger {
+    /// A data-parallel rank other than 0: prints and records nothing.
+    quiet: bool,
     metrics: Option<(PathBuf, Option<File>)>,
     bar: Option<ProgressBar>,
     plain_every: u64,
@@ -80,6 +82,7 @@ impl Logger {
     /// before training leaves nothing behind; a resumed run continues the same file).
     pub fn new(metrics: Option<&Path>) -> Result<Logger, String> {
         Ok(Logger {
+            quiet: false,
             metrics: metrics.map(|p| (p.to_path_buf(), None)),
             bar: None,
             plain_every: 1,
@@ -89,9 +92,21 @@ impl Logger {
         })
     }
 
+    /// The logger of a data-parallel rank other than 0: no progress, no lines, no metrics
+    /// (rank 0 logs the job).
+    pub fn quiet() -> Logger {
+        Logger {
+            quiet: true,
+            ..Logger::new(None).expect("no file to open")
+        }
+    }
+
     /// Starts the progress display of a phase of `total` steps, `done` of them already run.
     pub fn start_phase(&mut self, phase: &str, total: u64, done: u64) {
         self.finish_phase();
+        if self.quiet {
+            return;
+        }
         self.started = Instant::now();
         self.total = total;
         self.done_at_start = done;
@@ -113,6 +128,9 @@ impl Logger {
 
     /// Progress after every step.
     pub fn progress(&mut self, s: &StepLog) {
+        if self.quiet {
+            return;
+        }
         let msg = format!(
             "loss {:.4} scale {} lr {:.3e} {:.1} samples/s",
             s.loss,
@@ -154,6 +172,9 @@ impl Logger {
 
     /// A line for the user (above the progress bar when there is one).
     pub fn println(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{line}")),
             None => println!("{line}"),

@@ -3,6 +3,7 @@
 //!
 //! - [`session`]: one plan with all of its inputs; outputs fed back after every step.
 //! - [`records`]: per-step scalars kept on the device for a sink loop.
+//! - [`replicas`]: the ranks of a data-parallel job start together and stay equal.
 //! - [`schedule`]: step counts (data sink) and the `sched.*` inputs.
 //! - [`driver`]: the loop of one phase.
 //! - [`state`]: checkpoints with everything `--resume` needs.
@@ -19,6 +20,7 @@ pub mod log;
 pub mod models;
 pub mod phases;
 pub mod records;
+pub mod replicas;
 pub mod run_guard;
 pub mod schedule;
 pub mod session;

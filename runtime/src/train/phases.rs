@@ -9,6 +9,7 @@ use super::driver::{run_phase, BestModel, PhaseOutcome, PhaseRun};
 use super::eval::PlanEvaluator;
 use super::log::Logger;
 use super::models::{self, ModelSource};
+use super::replicas;
 use super::run_guard::{refuse_output_over_inputs, RunGuard};
 use super::schedule::StepPlan;
 use super::session::{trained_prefix, Session};
@@ -16,6 +17,7 @@ use super::source::DatasetSource;
 use super::state::{Checkpoints, TrainerState};
 use super::tokenizer_choice::{self, TokenizerSources};
 use crate::device::Backend;
+use crate::dist;
 use plan::exec::ExecutablePlan;
 use plan::manifest::{Manifest, TrainerBundle};
 use std::path::{Path, PathBuf};
@@ -108,9 +110,14 @@ impl<'k> Trainer<'k> {
             sink: common.sink(),
         };
         let trained = trained_prefix(session.plan()).expect("training plan");
-        let checkpoints = Checkpoints::new(ckpt_dir, common.save_ckpt_step, common.max_ckpt_num)?;
+        let lead = dist::world().rank() == 0;
+        let checkpoints = if lead {
+            Checkpoints::new(ckpt_dir, common.save_ckpt_step, common.max_ckpt_num)?
+        } else {
+            Checkpoints::follower(ckpt_dir, common.save_ckpt_step, common.max_ckpt_num)
+        };
         let mut state = TrainerState::new(phase, m, plan.steps_per_epoch);
-        if common.resume {
+        if common.resume && lead {
             match checkpoints.newest()? {
                 Some(found) => {
                     state = checkpoints.restore(&found, &mut session, trained, &state)?;
@@ -126,6 +133,8 @@ impl<'k> Trainer<'k> {
                 ),
             }
         }
+        let config = format!("{}\n{plan:?}\n{common:?}", session.plan().to_json());
+        let state = replicas::start_together(&mut session, state, &config)?;
         println!("{phase} dataset size: {}", plan.steps_per_epoch);
         println!(
             "{phase} dataset repeatcount: {}",
@@ -178,11 +187,44 @@ impl<'k> Trainer<'k> {
             cols,
             self.manifest(),
             common.do_shuffle.then_some(common.seed),
+            (dist::world().rank(), dist::world().size()),
         )
     }
 
+    /// Joins the data-parallel job with `--distribute true` (checks that a run without it is
+    /// not one of several ranks); returns whether this process is rank 0, the one that writes
+    /// checkpoints, logs and evaluates.
+    fn join(&self, common: &LoopArgs) -> Result<bool, String> {
+        let w = dist::init(common.distribute)?;
+        if w.size() > 1 && matches!(self.backend, Backend::Cuda(_)) {
+            return Err(format!(
+                "--distribute on {} ranks: data parallelism across GPUs (NCCL) is not built yet; this GPU trainer runs on one GPU (CPU trainers distribute over MPI)",
+                w.size()
+            ));
+        }
+        if w.size() > 1 && w.rank() == 0 {
+            eprintln!(
+                "data parallel: {} ranks × batch {} = global batch {}; rank 0 writes the checkpoints and logs",
+                w.size(),
+                self.manifest().batch,
+                w.size() * self.manifest().batch
+            );
+        }
+        Ok(w.rank() == 0)
+    }
+
+    /// Rank 0's logger, or a quiet one for the other ranks.
+    fn logger(&self, lead: bool, common: &LoopArgs) -> Result<Logger, String> {
+        if lead {
+            Logger::new(Some(&common.metrics_path()))
+        } else {
+            Ok(Logger::quiet())
+        }
+    }
+
     fn evaluator(&self, plan: &str, data: &Path, task: &str) -> Result<PlanEvaluator<'k>, String> {
-        let source = DatasetSource::open(data, None, &LABELED_COLUMNS, self.manifest(), None)?;
+        let source =
+            DatasetSource::open(data, None, &LABELED_COLUMNS, self.manifest(), None, (0, 1))?;
         PlanEvaluator::new(
             self.plan(plan)?,
             &self.backend,
@@ -194,12 +236,15 @@ impl<'k> Trainer<'k> {
 
     pub fn general_distill(&self, a: &GeneralDistillArgs) -> Result<(), String> {
         let c = &a.common;
+        let lead = self.join(c)?;
         let ckpt_dir = a.save_ckpt_path.as_deref().map_or(vec![], |d| vec![d]);
-        let _guard = RunGuard::start(&c.output_dir, &ckpt_dir)?;
+        let _guard = lead
+            .then(|| RunGuard::start(&c.output_dir, &ckpt_dir))
+            .transpose()?;
         let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), a.data_dir.as_path()];
         inputs.extend(c.schema_dir.as_deref());
         refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
-        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let mut logger = self.logger(lead, c)?;
         let data = self.open_train_data(&a.data_dir, c.schema_dir.as_deref(), false, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.data_dir);
         let session =
@@ -258,9 +303,12 @@ impl<'k> Trainer<'k> {
             .train_data_dir
             .as_deref()
             .ok_or("task distillation needs --train-data-dir")?;
+        let lead = self.join(c)?;
         let export_parent: Vec<&Path> =
             a.task.export_hf.iter().filter_map(|d| d.parent()).collect();
-        let _guard = RunGuard::start(&c.output_dir, &export_parent)?;
+        let _guard = lead
+            .then(|| RunGuard::start(&c.output_dir, &export_parent))
+            .transpose()?;
         let mut inputs = vec![a.load_teacher_ckpt_path.as_path(), train_dir];
         inputs.extend(a.task.eval_data_dir.as_deref());
         inputs.extend(a.load_gd_ckpt_path.as_deref());
@@ -272,7 +320,7 @@ impl<'k> Trainer<'k> {
             refuse_output_over_inputs("--export-hf", dir, &inputs)?;
         }
         refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
-        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let mut logger = self.logger(lead, c)?;
         // A regression student (STS-B) learns from the labels in phase 2.
         let labeled = p2
             && self
@@ -282,9 +330,10 @@ impl<'k> Trainer<'k> {
                 .any(|s| s.name == "label_ids");
         let data = self.open_train_data(train_dir, c.schema_dir.as_deref(), labeled, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, train_dir);
-        // The dev set and the task are checked before phase 1 spends its time.
+        // The dev set and the task are checked before phase 1 spends its time; rank 0
+        // evaluates, the others go on to the next step and wait for it there.
         let mut evaluator = match (&a.task.eval_data_dir, p2 && a.do_eval) {
-            (Some(d), true) => Some(self.evaluator("eval", d, &a.task.task_name)?),
+            (Some(d), true) if lead => Some(self.evaluator("eval", d, &a.task.task_name)?),
             (None, true) => {
                 return Err("--do-eval true needs --eval-data-dir".into());
             }
@@ -352,7 +401,7 @@ impl<'k> Trainer<'k> {
                     evaluator.as_ref().map_or("acc", |e| e.selection()),
                     best_path.display()
                 );
-                if let Some(dir) = &a.task.export_hf {
+                if let Some(dir) = a.task.export_hf.as_ref().filter(|_| lead) {
                     models::export(
                         &best_path,
                         dir,
@@ -369,13 +418,16 @@ impl<'k> Trainer<'k> {
 
     pub fn finetune(&self, a: &FinetuneArgs) -> Result<(), String> {
         let c = &a.common;
+        let lead = self.join(c)?;
         let export_dir = a
             .task
             .export_hf
             .clone()
             .unwrap_or_else(|| c.output_dir.join("teacher_finetuned"));
         let export_parent: Vec<&Path> = export_dir.parent().into_iter().collect();
-        let _guard = RunGuard::start(&c.output_dir, &export_parent)?;
+        let _guard = lead
+            .then(|| RunGuard::start(&c.output_dir, &export_parent))
+            .transpose()?;
         let mut inputs = vec![
             a.load_teacher_ckpt_path.as_path(),
             a.train_data_dir.as_path(),
@@ -386,7 +438,7 @@ impl<'k> Trainer<'k> {
         inputs.extend(c.schema_dir.as_deref());
         refuse_output_over_inputs("--export-hf", &export_dir, &inputs)?;
         refuse_output_over_inputs("--metrics-file", &c.metrics_path(), &inputs)?;
-        let mut logger = Logger::new(Some(&c.metrics_path()))?;
+        let mut logger = self.logger(lead, c)?;
         let data = self.open_train_data(&a.train_data_dir, c.schema_dir.as_deref(), true, c)?;
         warn_data_tokenizer(&a.load_teacher_ckpt_path, &a.train_data_dir);
         let session = self.training_session(
@@ -399,8 +451,8 @@ impl<'k> Trainer<'k> {
             c,
         )?;
         let mut evaluator = match &a.task.eval_data_dir {
-            Some(d) => Some(self.evaluator("eval_teacher", d, &a.task.task_name)?),
-            None => None,
+            Some(d) if lead => Some(self.evaluator("eval_teacher", d, &a.task.task_name)?),
+            _ => None,
         };
         let best_path = c.output_dir.join("teacher_best.safetensors");
         let eval_log = c.output_dir.join("eval_teacher.log");
@@ -419,6 +471,9 @@ impl<'k> Trainer<'k> {
             best,
             &mut logger,
         )?;
+        if !lead {
+            return Ok(());
+        }
         let dir = export_dir;
         let tokenizer = a
             .task
@@ -460,6 +515,7 @@ impl<'k> Trainer<'k> {
             &LABELED_COLUMNS,
             self.manifest(),
             None,
+            (0, 1),
         )?;
         println!("eval dataset size: {}", data.steps());
         println!("eval dataset batch size: {}", self.manifest().batch);

@@ -201,6 +201,36 @@ impl<'k> Session<'k> {
         })
     }
 
+    /// Makes every set input whose name `skip` rejects equal to rank `root`'s (data
+    /// parallelism: every replica starts from the same state; `skip` names what each rank sets
+    /// itself, the batch).
+    pub fn broadcast_inputs(
+        &mut self,
+        group: &dyn crate::dist::Group,
+        root: usize,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        for i in 0..self.plan.inputs.len() {
+            let slot = &self.plan.inputs[i];
+            if !self.set[i] || skip(&slot.name) {
+                continue;
+            }
+            let name = slot.name.clone();
+            let mut bytes = vec![0u8; slot.bytes()];
+            let buffer = self.bindings.inputs[i];
+            self.device
+                .download(buffer, &mut bytes)
+                .map_err(|e| e.to_string())?;
+            group
+                .broadcast(root, &mut bytes)
+                .map_err(|e| format!("broadcast of {name}: {e}"))?;
+            self.device
+                .upload(buffer, &bytes)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The current value of a scalar input as f64.
     pub fn scalar(&self, name: &str) -> Option<f64> {
         self.input(name).map(|t| t.to_f64()[0])

@@ -1,5 +1,9 @@
-//! A [`Dataset`] as the training loop's [`BatchSource`]: the compiled batch size, one shard, and
-//! sequential order unless shuffling was asked for.
+//! A [`Dataset`] as the training loop's [`BatchSource`]: the compiled batch size, sequential
+//! order unless shuffling was asked for, and in a data-parallel job of R ranks this rank's part
+//! of each global batch: global batch `b` is the `B·R` rows from `b·B·R` on in the epoch's
+//! order, and rank `r` reads its rows `r·B .. (r+1)·B`. So R ranks train on exactly the batches
+//! one process with batch `B·R` would (unlike MindSpore's `shard_equal_rows`, which gives each
+//! rank a contiguous slice of the epoch).
 
 use super::driver::BatchSource;
 use crate::data::{Dataset, Order, Shard, ValueRule};
@@ -13,32 +17,38 @@ pub struct DatasetSource {
     data: Dataset,
     order: Order,
     batch: usize,
-    shard: Shard,
+    /// This process's rank and the job's rank count.
+    ranks: (usize, usize),
     steps: u64,
 }
 
 impl DatasetSource {
     /// Opens `data` for the trainer's compiled batch size and sequence length; `shuffle_seed`
-    /// gives a seeded permutation per epoch.
+    /// gives a seeded permutation per epoch; `ranks` is (this rank, rank count).
     pub fn open(
         data: &Path,
         schema: Option<&Path>,
         columns: &[&str],
         m: &Manifest,
         shuffle_seed: Option<u64>,
+        ranks: (usize, usize),
     ) -> Result<DatasetSource, String> {
         let mut ds = Dataset::open(data, schema, columns, m.seq_len).map_err(|e| e.to_string())?;
         println!("{}", files_read(data, &ds));
         ds.set_value_rules(&value_rules(m)?);
         ds.check_all_rows().map_err(|e| e.to_string())?;
-        let shard = Shard::single();
-        let steps = ds.num_batches(m.batch, shard) as u64;
+        let global = m.batch * ranks.1;
+        let steps = ds.num_batches(global, Shard::single()) as u64;
         if steps == 0 {
             return Err(format!(
-                "{}: {} rows is less than one batch of {} (batches drop the remainder; recompile with a smaller --batch)",
+                "{}: {} rows is less than one batch of {global}{} (batches drop the remainder; recompile with a smaller --batch)",
                 data.display(),
                 ds.num_rows(),
-                m.batch
+                if ranks.1 > 1 {
+                    format!(" ({} ranks × {})", ranks.1, m.batch)
+                } else {
+                    String::new()
+                }
             ));
         }
         Ok(DatasetSource {
@@ -48,7 +58,7 @@ impl DatasetSource {
                 None => Order::Sequential,
             },
             batch: m.batch,
-            shard,
+            ranks,
             steps,
         })
     }
@@ -128,8 +138,19 @@ impl BatchSource for DatasetSource {
     }
 
     fn batch(&self, epoch: u64, index: u64) -> Result<BTreeMap<String, RawTensor>, String> {
+        let (rank, size) = self.ranks;
+        let global = self
+            .data
+            .batch_rows(
+                self.order,
+                epoch,
+                index as usize,
+                self.batch * size,
+                Shard::single(),
+            )
+            .map_err(|e| e.to_string())?;
         self.data
-            .batch(self.order, epoch, index as usize, self.batch, self.shard)
+            .rows_batch(&global[rank * self.batch..(rank + 1) * self.batch])
             .map(|b| b.columns)
             .map_err(|e| e.to_string())
     }

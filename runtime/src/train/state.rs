@@ -45,9 +45,14 @@ impl TrainerState {
 /// The rotating checkpoints of one phase, plus its end-of-phase checkpoint
 /// (`tiny_bert_{steps}_1`, so the next phase always starts from the last parameters even when
 /// the step count is not a multiple of `--save-ckpt-step`).
+///
+/// In a data-parallel job only rank 0 writes ([`Checkpoints::new`]); the other ranks get
+/// [`Checkpoints::follower`], which writes and finds nothing (rank 0's state reaches them by
+/// broadcast).
 pub struct Checkpoints {
     periodic: CheckpointDir,
     last: CheckpointDir,
+    writes: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -59,7 +64,22 @@ impl Checkpoints {
         Ok(Checkpoints {
             periodic: CheckpointDir::new(dir, save_step.max(1), max_num as u64).map_err(err)?,
             last: CheckpointDir::new(dir, 1, 1).map_err(err)?,
+            writes: true,
         })
+    }
+
+    /// The checkpoints of a rank other than 0: nothing is written or read, no directory made.
+    pub fn follower(dir: &Path, save_step: u64, max_num: usize) -> Checkpoints {
+        let at = |save_step, max_num| CheckpointDir {
+            dir: dir.to_path_buf(),
+            save_step,
+            max_num,
+        };
+        Checkpoints {
+            periodic: at(save_step.max(1), max_num.max(1) as u64),
+            last: at(1, 1),
+            writes: false,
+        }
     }
 
     fn contents(session: &Session, trained: &str) -> (TensorMap, Moments) {
@@ -85,6 +105,9 @@ impl Checkpoints {
         trained: &str,
         state: &TrainerState,
     ) -> Result<(), String> {
+        if !self.writes {
+            return Ok(());
+        }
         let (w, m) = Self::contents(session, trained);
         self.periodic.save(k, &w, &m, state).map_err(err)?;
         Ok(())
@@ -97,6 +120,9 @@ impl Checkpoints {
         trained: &str,
         state: &TrainerState,
     ) -> Result<(), String> {
+        if !self.writes {
+            return Ok(());
+        }
         let (w, m) = Self::contents(session, trained);
         self.last
             .save(state.global_step, &w, &m, state)
@@ -106,11 +132,17 @@ impl Checkpoints {
 
     /// Replaces the best model file.
     pub fn save_best(&self, path: &Path, params: &TensorMap) -> Result<(), String> {
+        if !self.writes {
+            return Ok(());
+        }
         checkpoint::save_best(path, params).map_err(err)
     }
 
-    /// The newest checkpoint of this phase's directory (by step).
+    /// The newest checkpoint of this phase's directory (by step); none for a follower.
     pub fn newest(&self) -> Result<Option<CheckpointPair>, String> {
+        if !self.writes {
+            return Ok(None);
+        }
         checkpoint::newest(&self.periodic.dir, Newest::Step).map_err(err)
     }
 

@@ -346,8 +346,17 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
         Command::Eval(a) => trainer.eval(a),
         Command::ExportHf(a) => trainer.export(a),
     };
+    let world = crate::dist::world();
     match result {
-        Ok(()) => 0,
+        Ok(()) => {
+            world.finish();
+            0
+        }
+        Err(e) if world.size() > 1 => {
+            // The other ranks may be waiting in a collective for this one: end the job.
+            eprintln!("error (rank {} of {}): {e}", world.rank(), world.size());
+            world.abort(1)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1
