@@ -6,6 +6,8 @@
 //! `dist_probe panic-on R`: rank R panics after the first all-reduce while the others wait in
 //! the next one (the panic hook must end the job).
 //! `dist_probe step`: the host executor's collective step (packs several buffers into one).
+//! `dist_probe bench`: median time of the gradient all-reduce (mean) for gradient sizes from 1M
+//! floats to the real students' 14.5M and 19.5M (BENCHMARKS.md).
 
 use plan::exec::{BufferRef, CollectiveOp, ExecutablePlan, Place, Slot, Step, StepDefaults};
 use plan::ElemType;
@@ -51,8 +53,9 @@ fn main() {
             println!("survived");
         }
         Some("step") => step(rank),
+        Some("bench") => bench(w),
         _ => {
-            eprintln!("usage: dist_probe collectives | panic-on RANK | step");
+            eprintln!("usage: dist_probe collectives | panic-on RANK | step | bench");
             std::process::exit(2);
         }
     }
@@ -115,4 +118,31 @@ fn step(rank: usize) {
     // SAFETY: every bound pointer holds its slot's floats.
     unsafe { runtime::exec::execute(&plan, &bound, &NoKernels, None) }.unwrap();
     println!("step {:?} {:?}", ma, mb);
+}
+
+/// Medians of 10 all-reduces after 2 warm-ups, the ranks lined up before each.
+fn bench(w: &dyn runtime::dist::Group) {
+    // 14.49M: the paper's 4L-312 student; 19.46M: the MindSpore 384-dim student with fit_dense.
+    for n in [1_000_000usize, 4_000_000, 14_490_000, 19_460_000] {
+        let mut data = vec![1.0f32; n];
+        let mut times = Vec::new();
+        for rep in 0..12 {
+            w.min_max(0).unwrap();
+            let t = std::time::Instant::now();
+            w.all_reduce_mean(&mut data).unwrap();
+            if rep >= 2 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        if w.rank() == 0 {
+            println!(
+                "bench {n} floats ({:.1} MB): median {:.2} ms (min {:.2}, max {:.2})",
+                n as f64 * 4.0 / 1e6,
+                (times[4] + times[5]) / 2.0,
+                times[0],
+                times[9]
+            );
+        }
+    }
 }
