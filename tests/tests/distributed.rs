@@ -11,8 +11,9 @@
 //! the same data, within 1e-6 relative per tensor (not bit for bit: a batch of 4 sums its
 //! gradient rows in another order than the mean of two batches of 2); only rank 0 writes
 //! metrics and checkpoints; a 2-rank job killed with SIGKILL and resumed under mpirun equals
-//! the uninterrupted 2-rank run bit for bit; a rank killed mid-run ends the job in seconds; a
-//! rank started with other flags is refused at start.
+//! the uninterrupted 2-rank run bit for bit (td1 and GD); a rank killed mid-run ends the job in
+//! seconds; a rank started with other flags or another data order is refused at start; a
+//! missing MPI library is a clear error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,10 +93,11 @@ fn the_collective_step_averages_every_buffer() {
     let (out, _) = mpirun(2, &["step"], Duration::from_secs(60));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    // rank 0: a = 0, b = (0, 100); rank 1: a = (1, 2, 3), b = (-1, 101).
+    // rank 0: a = 0, b = (0, 100), c = 1; rank 1: a = (1, 2, 3), b = (-1, 101), c = inf: the
+    // overflow of one rank is every rank's, so all skip the step together.
     assert_eq!(
         lines(&out, "step "),
-        vec!["step [0.5, 1.0, 1.5] [-0.5, 100.5]"; 2],
+        vec!["step [0.5, 1.0, 1.5] [-0.5, 100.5] [inf]"; 2],
         "{text}"
     );
 }
@@ -119,6 +121,31 @@ fn a_panicking_rank_ends_the_job_in_seconds() {
     println!(
         "a panic on rank 1 ended the job in {took:.2?} (exit {:?})",
         out.status.code()
+    );
+}
+
+#[test]
+fn a_missing_mpi_library_is_a_clear_error() {
+    if !have_mpirun() {
+        return;
+    }
+    let out = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "-n",
+            "1",
+            "-x",
+            "TBC_MPI_LIB=/nonexistent/libmpi.so.40",
+        ])
+        .arg(probe())
+        .arg("collectives")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("apt-get install openmpi-bin libopenmpi3") && text.contains("TBC_MPI_LIB"),
+        "{text}"
     );
 }
 
@@ -321,47 +348,59 @@ fn a_two_rank_job_killed_and_resumed_equals_the_uninterrupted_one() {
     }
     use std::os::unix::process::CommandExt;
     let s = Setup::new();
-    let full = s.two(&s.td1("full"), None).output().unwrap();
-    assert!(
-        full.status.success(),
-        "{}",
-        String::from_utf8_lossy(&full.stderr)
-    );
-    // The whole job (mpirun and its ranks) in a process group of its own, killed with SIGKILL
-    // after 15 of the 50 metrics lines.
-    let mut job = s.two(&s.td1("part"), None);
-    job.process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = job.spawn().unwrap();
-    let metrics = s.path("part/metrics.jsonl");
-    let start = Instant::now();
-    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 15
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        std::thread::sleep(Duration::from_millis(2));
+    for (phase, args, ckpt_dir) in [
+        (
+            "td1",
+            Setup::td1 as fn(&Setup, &str) -> Vec<String>,
+            "tinybert_td_phase1_save_ckpt",
+        ),
+        ("gd", Setup::gd, "tinybert_gd_save_ckpt"),
+    ] {
+        let (full, part) = (format!("{phase}_full"), format!("{phase}_part"));
+        let done = s.two(&args(&s, &full), None).output().unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        // The whole job (mpirun and its ranks) in a process group of its own, killed with
+        // SIGKILL after 15 of the 50 metrics lines.
+        let mut job = s.two(&args(&s, &part), None);
+        job.process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = job.spawn().unwrap();
+        let metrics = s.path(&format!("{part}/metrics.jsonl"));
+        let start = Instant::now();
+        while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 15
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        let cut = std::fs::read_to_string(&metrics).unwrap().lines().count();
+        assert!(
+            cut < 50,
+            "{phase}: the job finished before the kill ({cut} lines)"
+        );
+        let mut resume = args(&s, &part);
+        resume.push("--resume".into());
+        let out = s.two(&resume, None).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(&format!("resuming {phase}")), "{stderr}");
+        let last = format!("{ckpt_dir}/tiny_bert_5_10.safetensors");
+        assert_eq!(
+            tensors(&s.path(&format!("{part}/{last}"))),
+            tensors(&s.path(&format!("{full}/{last}"))),
+            "{phase}: killed after {cut} of 50 metrics lines and resumed"
+        );
+        println!("{phase}: 2 ranks killed after {cut} of 50 steps and resumed: bit-identical to the uninterrupted job");
     }
-    Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    let mut child = child;
-    child.wait().unwrap();
-    let done = std::fs::read_to_string(&metrics).unwrap().lines().count();
-    assert!(done < 50, "the job finished before the kill ({done} lines)");
-    let mut resume = s.td1("part");
-    resume.push("--resume".into());
-    let out = s.two(&resume, None).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("resuming td1"), "{stderr}");
-    let last = "tinybert_td_phase1_save_ckpt/tiny_bert_5_10.safetensors";
-    assert_eq!(
-        tensors(&s.path(&format!("part/{last}"))),
-        tensors(&s.path(&format!("full/{last}"))),
-        "killed after {done} of 50 metrics lines and resumed"
-    );
-    println!("2 ranks killed after {done} of 50 steps and resumed: bit-identical to the uninterrupted job");
 }
 
 #[test]
@@ -418,16 +457,25 @@ fn a_killed_rank_ends_the_job_and_different_flags_are_refused() {
     assert!(!status.success());
     println!("a rank killed with SIGKILL: the job ended in {took:.2?} ({status})");
 
-    // Rank 1 with another learning rate: refused before the first step.
-    let out = s
-        .two(&s.td1("mismatch"), Some(&["--learning-rate", "0.5"]))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("differ in their configuration"), "{stderr}");
-    assert!(
-        !Path::new(&s.path("mismatch/metrics.jsonl")).exists(),
-        "no step ran"
-    );
+    // Rank 1 with another learning rate, or another shuffling seed (its shard would not be its
+    // part of the same global batches): refused before the first step.
+    for (case, extra) in [
+        ("lr", ["--learning-rate", "0.5"]),
+        ("order", ["--seed", "1"]),
+    ] {
+        let out = s
+            .two(&s.td1(&format!("mismatch_{case}")), Some(&extra))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: {stderr}");
+        assert!(
+            stderr.contains("differ in their configuration"),
+            "{case}: {stderr}"
+        );
+        assert!(
+            !Path::new(&s.path(&format!("mismatch_{case}/metrics.jsonl"))).exists(),
+            "{case}: no step ran"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::ffi::{c_int, c_void};
 
 type Handle = *mut c_void;
 
-/// The library names tried, in order (`TBC_MPI_LIB` first when set).
+/// The library names tried, in order (`TBC_MPI_LIB` instead, when set).
 const LIBRARY_NAMES: [&str; 2] = ["libmpi.so.40", "libmpi.so"];
 
 struct Api {
@@ -51,10 +51,10 @@ const MPI_IN_PLACE: *const c_void = std::ptr::without_provenance(1);
 const MAX_COUNT: usize = i32::MAX as usize;
 
 fn open() -> Result<Library, String> {
-    let mut names: Vec<String> = LIBRARY_NAMES.iter().map(|s| s.to_string()).collect();
-    if let Ok(p) = std::env::var("TBC_MPI_LIB") {
-        names.insert(0, p);
-    }
+    let names: Vec<String> = match std::env::var("TBC_MPI_LIB") {
+        Ok(p) => vec![p],
+        Err(_) => LIBRARY_NAMES.iter().map(|s| s.to_string()).collect(),
+    };
     let mut errors = Vec::new();
     for n in &names {
         // SAFETY: loading Open MPI runs its constructors, which are meant to run in any process.

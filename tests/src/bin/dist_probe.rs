@@ -62,8 +62,9 @@ fn main() {
     w.finish();
 }
 
-/// A plan of one collective step over two inputs (3 and 2 floats) into two outputs, run by the
-/// host executor: every rank gets the mean of the ranks' inputs in its outputs.
+/// A plan of one collective step over three inputs (3, 2 and 1 floats) into three outputs, run
+/// by the host executor: every rank gets the mean of the ranks' inputs in its outputs; an
+/// infinite value on one rank (an overflowing gradient) reaches every rank.
 fn step(rank: usize) {
     let f = |place, n: usize| BufferRef {
         place,
@@ -78,12 +79,20 @@ fn step(rank: usize) {
     let plan = ExecutablePlan {
         name: "probe".into(),
         arena_bytes: 0,
-        inputs: vec![slot("a", 3), slot("b", 2)],
-        outputs: vec![slot("ma", 3), slot("mb", 2)],
+        inputs: vec![slot("a", 3), slot("b", 2), slot("c", 1)],
+        outputs: vec![slot("ma", 3), slot("mb", 2), slot("mc", 1)],
         steps: vec![Step::Collective {
             op: CollectiveOp::AllReduceMean,
-            inputs: vec![f(Place::Input(0), 3), f(Place::Input(1), 2)],
-            outputs: vec![f(Place::Output(0), 3), f(Place::Output(1), 2)],
+            inputs: vec![
+                f(Place::Input(0), 3),
+                f(Place::Input(1), 2),
+                f(Place::Input(2), 1),
+            ],
+            outputs: vec![
+                f(Place::Output(0), 3),
+                f(Place::Output(1), 2),
+                f(Place::Output(2), 1),
+            ],
         }],
         defaults: StepDefaults {
             loss_scale: 1.0,
@@ -95,10 +104,20 @@ fn step(rank: usize) {
     let r = rank as f32;
     let mut a = vec![r, 2.0 * r, 3.0 * r];
     let mut b = vec![-r, 100.0 + r];
+    let mut c = vec![if rank == 1 { f32::INFINITY } else { 1.0 }];
     let mut ma = vec![0f32; 3];
     let mut mb = vec![0f32; 2];
-    let inputs = [a.as_mut_ptr() as *mut u8, b.as_mut_ptr() as *mut u8];
-    let outputs = [ma.as_mut_ptr() as *mut u8, mb.as_mut_ptr() as *mut u8];
+    let mut mc = vec![0f32; 1];
+    let inputs = [
+        a.as_mut_ptr() as *mut u8,
+        b.as_mut_ptr() as *mut u8,
+        c.as_mut_ptr() as *mut u8,
+    ];
+    let outputs = [
+        ma.as_mut_ptr() as *mut u8,
+        mb.as_mut_ptr() as *mut u8,
+        mc.as_mut_ptr() as *mut u8,
+    ];
     let bound = runtime::exec::Bound {
         inputs: &inputs,
         outputs: &outputs,
@@ -117,7 +136,7 @@ fn step(rank: usize) {
     }
     // SAFETY: every bound pointer holds its slot's floats.
     unsafe { runtime::exec::execute(&plan, &bound, &NoKernels, None) }.unwrap();
-    println!("step {:?} {:?}", ma, mb);
+    println!("step {:?} {:?} {:?}", ma, mb, mc);
 }
 
 /// Medians of 10 all-reduces after 2 warm-ups, the ranks lined up before each.
