@@ -10,7 +10,9 @@
 #   4. CUDA graphs: fp32 steps replayed from a graph equal the steps launched one by one
 #      (TBC_CUDA_GRAPHS=0), bit for bit;
 #   5. across targets: td1 with a data sink of 4 steps on the GPU against the CPU trainer, and
-#      a run killed on one target resumed on the other, against the uninterrupted GPU run.
+#      a run killed on one target resumed on the other, against the uninterrupted GPU run;
+#   6. data parallel on NCCL with one GPU (torchrun's environment, no MPI): td1 with
+#      --distribute true equals the plain GPU run bit for bit (the mean over one rank).
 # cuBLASLt is found in the pip wheels by the trainer itself (TBC_CUDA_LIBS adds folders).
 # Usage: gpu-check.sh BUNDLE [REPORT]      exit status: the number of failed checks (0: all pass)
 set -uo pipefail
@@ -142,6 +144,17 @@ if [[ -x $cpu ]]; then
       "$($CHECK last-ckpt gpu_then_cpu)" "$($CHECK last-ckpt full)" 1e-3
   else
     failed=$((failed + 1)); log "FAIL td1 resumed on the CPU trainer"
+  fi
+fi
+
+# 6. NCCL, world size 1 (GPU bundles only: CPU trainers distribute over MPI)
+if [[ $(cat "$B/TARGET") == gpu ]]; then
+  if out=$(RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 \
+      "$tr" "${td1_args[@]}" --output-dir nccl1 --distribute true 2>&1); then
+    check "td1 --distribute true on NCCL (1 GPU) equals the plain run" $CHECK same \
+      "$($CHECK last-ckpt nccl1)" "$($CHECK last-ckpt full)"
+  else
+    failed=$((failed + 1)); log "FAIL td1 on NCCL: $(echo "$out" | tail -3 | tr '\n' ' ')"
   fi
 fi
 

@@ -119,7 +119,15 @@ fn plans_kernel_library_and_cuda_step_planning_agree() {
                             check_buffer(plan, dst, &what);
                             assert_eq!(src.bytes(), dst.bytes());
                         }
-                        StepSpec::Nothing => {}
+                        StepSpec::Collective { inputs, outputs } => {
+                            assert_eq!(inputs.len(), outputs.len(), "{what}");
+                            for (i, o) in inputs.iter().zip(outputs) {
+                                check_buffer(plan, i, &what);
+                                check_buffer(plan, o, &what);
+                                assert_eq!((i.elem, &i.shape), (o.elem, &o.shape), "{what}");
+                                assert_eq!(i.elem, ir::DType::F32, "{what}: f32 gradients");
+                            }
+                        }
                     }
                 }
             }

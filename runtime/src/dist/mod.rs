@@ -4,7 +4,8 @@
 //!
 //! One process is a [`Single`] group: every collective is the identity. Under `mpirun` with
 //! `--distribute true` the group is [`mpi::Mpi`], Open MPI loaded at run time, so a trainer
-//! that does not distribute needs no MPI installed.
+//! that does not distribute needs no MPI installed. A GPU job started without MPI (torchrun's
+//! environment) installs an NCCL group instead (`device::cuda::nccl::NcclGroup`).
 
 pub mod mpi;
 
@@ -79,14 +80,42 @@ pub fn init(distribute: bool) -> Result<&'static dyn Group, String> {
         }
         return Ok(world());
     }
-    if std::env::var("OMPI_COMM_WORLD_SIZE").is_err() && std::env::var("PMIX_RANK").is_err() {
+    if !under_mpi() {
         return Err(match launched {
-            Some(_) => "--distribute true: RANK/WORLD_SIZE are set (torchrun) but this trainer's data-parallel engine on the CPU is MPI; start it with `mpirun -n N ./trainer … --distribute true` (Open MPI)".into(),
+            Some(_) => "--distribute true: RANK/WORLD_SIZE are set (torchrun), which GPU trainers use through NCCL; a CPU trainer's data-parallel engine is MPI: start it with `mpirun -n N ./trainer … --distribute true` (Open MPI)".into(),
             None => "--distribute true needs the ranks of an MPI job: start the trainer with `mpirun -n N ./trainer … --distribute true` (Open MPI: apt-get install openmpi-bin)".into(),
         });
     }
-    let group = mpi::Mpi::init()?;
-    if WORLD.set(Box::new(group)).is_err() {
+    install(Box::new(mpi::Mpi::init()?))
+}
+
+/// Whether this process was started by an MPI launcher.
+pub fn under_mpi() -> bool {
+    std::env::var("OMPI_COMM_WORLD_SIZE").is_ok() || std::env::var("PMIX_RANK").is_ok()
+}
+
+/// torchrun's `(RANK, WORLD_SIZE)`, when both are set.
+pub fn torchrun() -> Option<(usize, usize)> {
+    let get = |v: &str| std::env::var(v).ok()?.parse().ok();
+    Some((get("RANK")?, get("WORLD_SIZE")?))
+}
+
+/// This process's rank among those on its machine (which GPU it takes).
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "LOCAL_RANK",
+        "MPI_LOCALRANKID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
+}
+
+/// Makes `group` the process's group (once, before any session), with a panic hook that ends
+/// the whole job.
+pub fn install(group: Box<dyn Group>) -> Result<&'static dyn Group, String> {
+    if WORLD.set(group).is_err() {
         return Err("the data-parallel group was set up twice".into());
     }
     let hook = std::panic::take_hook();

@@ -191,17 +191,10 @@ impl<'k> Trainer<'k> {
         )
     }
 
-    /// Joins the data-parallel job with `--distribute true` (checks that a run without it is
-    /// not one of several ranks); returns whether this process is rank 0, the one that writes
-    /// checkpoints, logs and evaluates.
-    fn join(&self, common: &LoopArgs) -> Result<bool, String> {
-        let w = dist::init(common.distribute)?;
-        if w.size() > 1 && matches!(self.backend, Backend::Cuda(_)) {
-            return Err(format!(
-                "--distribute on {} ranks: data parallelism across GPUs (NCCL) is not built yet; this GPU trainer runs on one GPU (CPU trainers distribute over MPI)",
-                w.size()
-            ));
-        }
+    /// Whether this process is rank 0 of the data-parallel job (`trainer::job` joined it), the
+    /// one that writes checkpoints, logs and evaluates.
+    fn join(&self) -> bool {
+        let w = dist::world();
         if w.size() > 1 && w.rank() == 0 {
             eprintln!(
                 "data parallel: {} ranks × batch {} = global batch {}; rank 0 writes the checkpoints and logs",
@@ -210,7 +203,7 @@ impl<'k> Trainer<'k> {
                 w.size() * self.manifest().batch
             );
         }
-        Ok(w.rank() == 0)
+        w.rank() == 0
     }
 
     /// Rank 0's logger, or a quiet one for the other ranks.
@@ -236,7 +229,7 @@ impl<'k> Trainer<'k> {
 
     pub fn general_distill(&self, a: &GeneralDistillArgs) -> Result<(), String> {
         let c = &a.common;
-        let lead = self.join(c)?;
+        let lead = self.join();
         let ckpt_dir = a.save_ckpt_path.as_deref().map_or(vec![], |d| vec![d]);
         let _guard = lead
             .then(|| RunGuard::start(&c.output_dir, &ckpt_dir))
@@ -303,7 +296,7 @@ impl<'k> Trainer<'k> {
             .train_data_dir
             .as_deref()
             .ok_or("task distillation needs --train-data-dir")?;
-        let lead = self.join(c)?;
+        let lead = self.join();
         let export_parent: Vec<&Path> =
             a.task.export_hf.iter().filter_map(|d| d.parent()).collect();
         let _guard = lead
@@ -418,7 +411,7 @@ impl<'k> Trainer<'k> {
 
     pub fn finetune(&self, a: &FinetuneArgs) -> Result<(), String> {
         let c = &a.common;
-        let lead = self.join(c)?;
+        let lead = self.join();
         let export_dir = a
             .task
             .export_hf

@@ -308,17 +308,22 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
     };
     let plans = &bundle.plans;
     // A GPU trainer opens its GPU for the commands that run plans (not `info`, `export-hf`).
-    let backend = match &bundle.gpu {
-        Some(library) if !matches!(cli.command, Command::Info | Command::ExportHf(_)) => {
-            match crate::device::cuda::CudaRuntime::open(library) {
-                Ok(rt) => Backend::Cuda(rt),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return 1;
-                }
-            }
+    let gpu = bundle
+        .gpu
+        .as_ref()
+        .filter(|_| !matches!(cli.command, Command::Info | Command::ExportHf(_)));
+    let distribute = match &cli.command {
+        Command::GeneralDistill(a) => a.common.distribute,
+        Command::TaskDistill(a) => a.common.distribute,
+        Command::Finetune(a) => a.common.distribute,
+        _ => false,
+    };
+    let backend = match super::job::start(kernels, gpu, distribute) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if distribute { 2 } else { 1 };
         }
-        _ => Backend::Host(kernels),
     };
     let trainer = Trainer {
         bundle: &bundle,

@@ -4,8 +4,10 @@
 //!
 //! - [`kernels`]: the linked kernel table behind `LoopKernels`.
 //! - [`cli`]: the trainer's command line (`info`, `step`, the training commands).
+//! - [`job`]: the data-parallel group and the backend, before any session.
 
 pub mod cli;
+pub mod job;
 pub mod kernels;
 
 pub use cli::{describe, info, trainer_main};

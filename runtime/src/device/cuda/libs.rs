@@ -48,7 +48,7 @@ fn search_dirs_from(
     }
     site_packages.push(PathBuf::from("/usr/lib/python3/dist-packages"));
     for sp in site_packages {
-        for sub in ["nvidia/cu13/lib", "nvidia/cublas/lib"] {
+        for sub in ["nvidia/cu13/lib", "nvidia/cublas/lib", "nvidia/nccl/lib"] {
             dirs.push(sp.join(sub));
         }
     }
@@ -131,6 +131,47 @@ fn load_cublaslt_from(dirs: &[PathBuf]) -> Result<(), String> {
     ))
 }
 
+/// Opens the first of `names` the loader finds, else the first found in [`search_dirs`]; the
+/// error names `what`, the folders searched, the pip `wheel` and TBC_CUDA_LIBS.
+pub fn open_library(
+    names: &[&str],
+    what: &str,
+    wheel: &str,
+) -> Result<libloading::os::unix::Library, String> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // SAFETY: loading NVIDIA's library runs its initializers, which are safe to run.
+    let open = |n: &std::ffi::OsStr| unsafe { Library::open(Some(n), RTLD_NOW | RTLD_GLOBAL) };
+    for n in names {
+        if let Ok(lib) = open(std::ffi::OsStr::new(n)) {
+            return Ok(lib);
+        }
+    }
+    let dirs = search_dirs();
+    for dir in &dirs {
+        for n in names {
+            let path = dir.join(n);
+            if path.is_file() {
+                return open(path.as_os_str())
+                    .map_err(|e| format!("cannot load {}: {e}", path.display()));
+            }
+        }
+    }
+    let looked: Vec<String> = dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .map(|d| d.display().to_string())
+        .collect();
+    Err(format!(
+        "{what} not found: {} is not on the loader's path{}; install it with `pip install {wheel}` or put its folder in TBC_CUDA_LIBS",
+        names.join(" or "),
+        if looked.is_empty() {
+            String::new()
+        } else {
+            format!(" and not in {}", looked.join(", "))
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +192,23 @@ mod tests {
         assert_eq!(
             dirs.last().unwrap(),
             &PathBuf::from("/usr/local/cuda/lib64")
+        );
+    }
+
+    /// A missing NCCL is an error that says what to install and which variable to set.
+    #[test]
+    fn missing_nccl_is_a_clear_error() {
+        let e = open_library(
+            &["libnccl_absent_for_test.so.2"],
+            "NCCL",
+            "nvidia-nccl-cu13",
+        )
+        .err()
+        .expect("no such library");
+        assert!(e.contains("NCCL not found"), "{e}");
+        assert!(
+            e.contains("pip install nvidia-nccl-cu13") && e.contains("TBC_CUDA_LIBS"),
+            "{e}"
         );
     }
 

@@ -13,6 +13,7 @@
 
 pub mod gemm;
 pub mod libs;
+pub mod nccl;
 pub mod steps;
 
 use super::{Bindings, BufferId, Device, DeviceError, ExecutableId};
@@ -45,6 +46,8 @@ pub struct CudaRuntime {
     name: String,
     /// Whether plans are captured as CUDA graphs (`TBC_CUDA_GRAPHS=0`: no).
     graphs: bool,
+    /// The job's NCCL communicator, in a data-parallel run.
+    nccl: std::sync::OnceLock<Arc<nccl::NcclComm>>,
 }
 
 // SAFETY: the cuBLASLt handle is used only through `&CudaRuntime` from the thread that drives
@@ -53,8 +56,9 @@ unsafe impl Send for CudaRuntime {}
 unsafe impl Sync for CudaRuntime {}
 
 impl CudaRuntime {
-    /// Opens GPU 0 for `library`'s kernels.
-    pub fn open(library: &GpuKernelLibrary) -> Result<Arc<CudaRuntime>, String> {
+    /// Opens GPU `ordinal` (modulo the GPUs present: a node's ranks share them out by local
+    /// rank) for `library`'s kernels.
+    pub fn open(library: &GpuKernelLibrary, ordinal: usize) -> Result<Arc<CudaRuntime>, String> {
         if !libs::driver_present() {
             return Err(
                 "no CUDA driver found (libcuda.so.1 is not on this machine's library path); this trainer was compiled for --target gpu and runs on an NVIDIA GPU with its driver installed (or recompile with --target cpu)"
@@ -66,8 +70,10 @@ impl CudaRuntime {
         if count < 1 {
             return Err("the CUDA driver reports no GPU on this machine".into());
         }
-        let ctx = CudaContext::new(0).map_err(|e| format!("cannot open GPU 0: {e:?}"))?;
-        let gpu_name = ctx.name().unwrap_or_else(|_| "GPU 0".into());
+        let ordinal = ordinal % count as usize;
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| format!("cannot open GPU {ordinal}: {e:?}"))?;
+        let gpu_name = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| format!("{gpu_name}: {e:?}"))?;
@@ -119,9 +125,35 @@ impl CudaRuntime {
             library: library.clone(),
             blas,
             blas_workspace,
-            name: format!("cuda:0 ({gpu_name})"),
+            name: format!("cuda:{ordinal} ({gpu_name})"),
             graphs: std::env::var("TBC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+            nccl: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Joins the data-parallel job's NCCL communicator: `id` is rank 0's unique id (from MPI,
+    /// or the same on every rank through `NCCL_COMM_ID`). From now on the plans' gradient
+    /// all-reduce runs on it.
+    pub fn join_nccl(
+        &self,
+        lib: nccl::Nccl,
+        id: nccl::UniqueId,
+        rank: usize,
+        size: usize,
+    ) -> Result<Arc<nccl::NcclComm>, String> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| format!("{}: {e:?}", self.name))?;
+        let comm = Arc::new(nccl::NcclComm::join(lib, id, rank, size)?);
+        self.nccl
+            .set(comm.clone())
+            .map_err(|_| format!("{}: joined NCCL twice", self.name))?;
+        Ok(comm)
+    }
+
+    /// The runtime's stream (the NCCL group's collectives run on it).
+    pub fn stream(&self) -> Arc<CudaStream> {
+        self.stream.clone()
     }
 
     /// Makes the context current on this thread (the raw driver calls below need it; cudarc's
@@ -174,6 +206,8 @@ struct CudaExecutable {
     steps: Vec<StepSpec>,
     /// cuBLASLt set up for each GEMM step, in step order.
     gemms: Vec<gemm::PreparedGemm>,
+    /// The flat buffer of the gradient all-reduce (NCCL only).
+    flat: Option<CudaSlice<u8>>,
     submissions: u64,
     /// The steps captured over one set of bindings (a session binds the same buffers every
     /// step), replayed while the bindings stay the same.
@@ -378,7 +412,51 @@ fn enqueue(
                 }
                 .map_err(|err_| err(name, format!("copy: {err_:?}")))?;
             }
-            StepSpec::Nothing => {}
+            StepSpec::Collective { inputs, outputs } => match (rt.nccl.get(), &e.flat) {
+                (Some(comm), Some(flat)) => {
+                    // Pack, average on the GPUs, unpack.
+                    let flat = rt.ptr(flat);
+                    let copy = |dst: u64, src: u64, n: usize| {
+                        // SAFETY: both ranges lie in live buffers (the flat buffer holds every
+                        // input, in order).
+                        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, n, stream) }
+                            .map_err(|err_| err(name, format!("all-reduce copy: {err_:?}")))
+                    };
+                    let mut offset = 0u64;
+                    for i in inputs {
+                        copy(flat + offset, at(i), i.bytes())?;
+                        offset += i.bytes() as u64;
+                    }
+                    // SAFETY: the flat buffer holds offset / 4 f32 values.
+                    unsafe { comm.all_reduce_avg(flat, offset as usize / 4, stream as _) }
+                        .map_err(|m| err(name, m))?;
+                    let mut offset = 0u64;
+                    for o in outputs {
+                        copy(at(o), flat + offset, o.bytes())?;
+                        offset += o.bytes() as u64;
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(err(
+                        name,
+                        "the plan was loaded before NCCL was joined (no all-reduce buffer)",
+                    ))
+                }
+                _ => {
+                    for (src, dst) in inputs.iter().zip(outputs) {
+                        // SAFETY: plan buffers of src.bytes() each.
+                        unsafe {
+                            cudarc::driver::result::memcpy_dtod_async(
+                                at(dst),
+                                at(src),
+                                src.bytes(),
+                                stream,
+                            )
+                        }
+                        .map_err(|err_| err(name, format!("copy: {err_:?}")))?;
+                    }
+                }
+            },
         }
     }
     Ok(())
@@ -510,12 +588,28 @@ impl Device for CudaDevice {
         }
         let arena = self.rt.alloc(plan.arena_bytes, "the plan's arena")?;
         let workspace = self.rt.alloc(workspace_bytes, "kernel workspace")?;
+        let flat_bytes: usize = steps
+            .iter()
+            .map(|s| match s {
+                StepSpec::Collective { inputs, .. } => inputs.iter().map(|b| b.bytes()).sum(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let flat = match self.rt.nccl.get() {
+            Some(_) if flat_bytes > 0 => Some(
+                self.rt
+                    .alloc(flat_bytes, "the gradient all-reduce buffer")?,
+            ),
+            _ => None,
+        };
         self.executables.push(CudaExecutable {
             plan: plan.clone(),
             arena,
             workspace,
             steps,
             gemms,
+            flat,
             submissions: 0,
             graph: None,
             no_graph: false,

@@ -2,10 +2,11 @@
 //! every machine): a loop, gather or scatter-add step is its kernel's launches from the
 //! trainer's GPU kernel library over the step's buffers followed by the kernel's workspace
 //! buffers (the kernel-library ABI), a GEMM a cuBLASLt call of its shape and precision, a copy a
-//! device copy; a collective over one device copies each input to its output.
+//! device copy; the gradient all-reduce an NCCL all-reduce over one flat buffer (copies on one
+//! GPU without NCCL).
 
 use super::gemm::GemmShape;
-use plan::exec::{BufferRef, ExecutablePlan, GemmPrecision, Step};
+use plan::exec::{BufferRef, CollectiveOp, ExecutablePlan, GemmPrecision, Step};
 use plan::gpu::{GpuKernelLibrary, GpuKernelSpec, TableKernel};
 
 /// Alignment of the workspace buffers (cuBLASLt and the kernels' 16-byte vector accesses).
@@ -33,7 +34,12 @@ pub enum StepSpec {
         src: BufferRef,
         dst: BufferRef,
     },
-    Nothing,
+    /// The gradient all-reduce: `outputs[i]` = the mean of `inputs[i]` over the GPUs of the
+    /// job (NCCL, through one flat buffer); on one GPU without NCCL, copies.
+    Collective {
+        inputs: Vec<BufferRef>,
+        outputs: Vec<BufferRef>,
+    },
 }
 
 /// A plan's steps on the GPU and the workspace bytes its kernels need (the largest of any one
@@ -144,16 +150,19 @@ pub fn plan_steps(
                 src: src.clone(),
                 dst: dst.clone(),
             },
-            // A group of one GPU (data parallelism over NCCL is not built yet): each output
-            // is its input.
             Step::Collective {
-                inputs, outputs, ..
-            } => {
-                steps.extend(inputs.iter().zip(outputs).map(|(src, dst)| StepSpec::Copy {
-                    src: src.clone(),
-                    dst: dst.clone(),
-                }));
-                continue;
+                op: CollectiveOp::AllReduceMean,
+                inputs,
+                outputs,
+            } => StepSpec::Collective {
+                inputs: inputs.clone(),
+                outputs: outputs.clone(),
+            },
+            Step::Collective { op, .. } => {
+                return Err(format!(
+                    "plan \"{}\": the GPU runs no {op:?} collective step",
+                    plan.name
+                ))
             }
         };
         steps.push(spec);
