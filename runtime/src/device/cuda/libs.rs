@@ -198,13 +198,13 @@ mod tests {
     /// A missing NCCL is an error that says what to install and which variable to set.
     #[test]
     fn missing_nccl_is_a_clear_error() {
-        let e = open_library(
+        let Err(e) = open_library(
             &["libnccl_absent_for_test.so.2"],
             "NCCL",
             "nvidia-nccl-cu13",
-        )
-        .err()
-        .expect("no such library");
+        ) else {
+            panic!("no such library");
+        };
         assert!(e.contains("NCCL not found"), "{e}");
         assert!(
             e.contains("pip install nvidia-nccl-cu13") && e.contains("TBC_CUDA_LIBS"),
