@@ -176,7 +176,7 @@ impl Setup {
         for b in [2, 4] {
             tbc_tests::compile_tiny_trainer_batch(
                 "mindspore",
-                "td1,gd",
+                "td1,td2,eval,gd",
                 None,
                 None,
                 b,
@@ -184,6 +184,7 @@ impl Setup {
             );
         }
         tbc_tests::e2e::write_data(&dir.path().join("train.tfrecord"), 40, 3);
+        tbc_tests::e2e::write_data(&dir.path().join("dev.tfrecord"), 16, 9);
         tbc_tests::e2e::fixture_model("teacher", &dir.path().join("teacher.safetensors"));
         tbc_tests::e2e::fixture_model("student", &dir.path().join("student.safetensors"));
         Setup { dir }
@@ -478,4 +479,36 @@ fn a_killed_rank_ends_the_job_and_different_flags_are_refused() {
             "{case}: no step ran"
         );
     }
+}
+
+#[test]
+fn both_task_distillation_phases_with_evaluation_on_two_ranks() {
+    if !have_mpirun() {
+        return;
+    }
+    let s = Setup::new();
+    let mut args = s.td1("both");
+    let phase = args.iter().position(|a| a == "1").unwrap();
+    args[phase] = "both".into();
+    args.extend(
+        [
+            "--td-phase2-epoch-size",
+            "2",
+            "--eval-data-dir",
+            &s.path("dev.tfrecord"),
+            "--task-name",
+            "MNLI",
+            "--export-hf",
+            &s.path("both/student_hf"),
+        ]
+        .map(String::from),
+    );
+    let out = s.two(&args, None).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Rank 0 evaluated once per epoch of phase 2 and exported the best student.
+    let evals = std::fs::read_to_string(s.path("both/eval.log")).unwrap();
+    assert_eq!(evals.lines().count(), 2, "{evals}");
+    assert!(Path::new(&s.path("both/student_hf/config.json")).is_file());
+    assert!(Path::new(&s.path("both/tinybert_td_phase2_save_ckpt")).is_dir());
 }

@@ -363,15 +363,17 @@ impl<'k> Trainer<'k> {
                 (Some(p), false) => p.clone(),
                 _ => td1_dir.clone(),
             };
-            let session = self.training_session(
-                "td2",
-                Some(&a.load_teacher_ckpt_path),
-                &ModelSource::Checkpoint {
+            // Phase 1's checkpoint is rank 0's file (and may still be being written when the
+            // others get here): they start from any student and take rank 0's by broadcast.
+            let student = match lead {
+                true => ModelSource::Checkpoint {
                     path: td1,
                     from_gd: false,
                 },
-                c,
-            )?;
+                false => ModelSource::Init,
+            };
+            let session =
+                self.training_session("td2", Some(&a.load_teacher_ckpt_path), &student, c)?;
             let eval_log = c.output_dir.join("eval.log");
             let best = evaluator.as_ref().map(|_| BestModel {
                 path: &best_path,
