@@ -339,6 +339,27 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
             .lines()
             .count();
         assert_eq!(lines, 50, "{phase}");
+        // The logged loss is the job's: the mean over the ranks, as one process logs it.
+        let loss = |dir: &str| -> Vec<f64> {
+            std::fs::read_to_string(s.path(&format!("{dir}/metrics.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["loss"].as_f64().unwrap()
+                })
+                .collect()
+        };
+        let (l1, l2) = (loss(&format!("{phase}_one")), loss(&format!("{phase}_two")));
+        let worst = l1
+            .iter()
+            .zip(&l2)
+            .map(|(a, b)| ((a - b) / a).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "{phase}: logged losses, 2 ranks vs 1 process: worst relative difference {worst:.2e}"
+        );
+        assert!(worst < 1e-5, "{phase}: {worst}");
     }
 }
 

@@ -202,7 +202,11 @@ pub fn run_phase(
             continue;
         }
         // A host synchronisation: the steps since the last one are logged now.
-        let rows = session.take_records().map_err(|e| e.to_string())?;
+        let mut rows = session.take_records().map_err(|e| e.to_string())?;
+        if callback {
+            // Every rank gets here at the same steps: the logged losses become the job's.
+            mean_losses_over_ranks(&mut rows)?;
+        }
         let seconds = read_at.elapsed().as_secs_f64();
         read_at = Instant::now();
         let first = step + 1 - rows.len() as u64;
@@ -332,6 +336,31 @@ pub fn run_phase(
         best_metric: state.best_metric,
         seconds: phase_start.elapsed().as_secs_f64(),
     })
+}
+
+/// In a data-parallel job, each step's loss and loss terms (each rank's are over its part of
+/// the global batch) become their mean over the ranks: the loss of the global batch, as one
+/// process would log it. Overflow, scale and lr are the same on every rank already.
+fn mean_losses_over_ranks(rows: &mut [BTreeMap<String, f64>]) -> Result<(), String> {
+    let world = crate::dist::world();
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let is_loss = |k: &str| k == "loss" || k.starts_with("loss.");
+    let mut values: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.iter().filter(|(k, _)| is_loss(k)).map(|(_, v)| *v as f32))
+        .collect();
+    world.all_reduce_mean(&mut values)?;
+    let mut it = values.into_iter();
+    for r in rows.iter_mut() {
+        for (k, v) in r.iter_mut() {
+            if is_loss(k) {
+                *v = it.next().expect("one value per loss") as f64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The message of a run stopped by SIGINT/SIGTERM between two steps.
