@@ -94,41 +94,14 @@ pub fn ensure_cublaslt() -> Result<(), String> {
 
 /// Loads cuBLASLt by path from the first of `dirs` that has it.
 fn load_cublaslt_from(dirs: &[PathBuf]) -> Result<(), String> {
-    for dir in dirs {
-        for name in CUBLASLT_NAMES {
-            let path = dir.join(name);
-            if !path.is_file() {
-                continue;
-            }
-            // SAFETY: loading NVIDIA's cuBLASLt, whose initializers are safe to run; the handle
-            // is leaked on purpose so the library stays loaded for cudarc.
-            match unsafe { libloading::Library::new(&path) } {
-                Ok(lib) => {
-                    std::mem::forget(lib);
-                    if cublaslt_present() {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    return Err(format!("cannot load {}: {e}", path.display()));
-                }
-            }
-        }
+    let lib = open_in(&CUBLASLT_NAMES, "cuBLASLt", "nvidia-cublas", dirs)?;
+    // Leaked on purpose: the library stays loaded for cudarc, which opens it by its bare name.
+    std::mem::forget(lib);
+    if cublaslt_present() {
+        Ok(())
+    } else {
+        Err("cuBLASLt was loaded by path but cudarc still cannot open it by name".into())
     }
-    let looked: Vec<String> = dirs
-        .iter()
-        .filter(|d| d.is_dir())
-        .map(|d| d.display().to_string())
-        .collect();
-    Err(format!(
-        "cuBLASLt not found: it is not on the loader's path and not in {} (searched for {}); install it with `pip install nvidia-cublas` or put its folder in TBC_CUDA_LIBS",
-        if looked.is_empty() {
-            "any pip wheel folder (none exist here)".to_string()
-        } else {
-            looked.join(", ")
-        },
-        CUBLASLT_NAMES.join(" or ")
-    ))
 }
 
 /// Opens the first of `names` the loader finds, else the first found in [`search_dirs`]; the
@@ -138,16 +111,30 @@ pub fn open_library(
     what: &str,
     wheel: &str,
 ) -> Result<libloading::os::unix::Library, String> {
-    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-    // SAFETY: loading NVIDIA's library runs its initializers, which are safe to run.
-    let open = |n: &std::ffi::OsStr| unsafe { Library::open(Some(n), RTLD_NOW | RTLD_GLOBAL) };
     for n in names {
         if let Ok(lib) = open(std::ffi::OsStr::new(n)) {
             return Ok(lib);
         }
     }
-    let dirs = search_dirs();
-    for dir in &dirs {
+    open_in(names, what, wheel, &search_dirs())
+}
+
+/// Loads a library of NVIDIA's by name or path (its initializers are safe to run), its
+/// symbols visible to the libraries it loads.
+fn open(n: &std::ffi::OsStr) -> Result<libloading::os::unix::Library, libloading::Error> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // SAFETY: see above.
+    unsafe { Library::open(Some(n), RTLD_NOW | RTLD_GLOBAL) }
+}
+
+/// The first of `names` in the first of `dirs` that has one, by path.
+fn open_in(
+    names: &[&str],
+    what: &str,
+    wheel: &str,
+    dirs: &[PathBuf],
+) -> Result<libloading::os::unix::Library, String> {
+    for dir in dirs {
         for n in names {
             let path = dir.join(n);
             if path.is_file() {
@@ -162,12 +149,12 @@ pub fn open_library(
         .map(|d| d.display().to_string())
         .collect();
     Err(format!(
-        "{what} not found: {} is not on the loader's path{}; install it with `pip install {wheel}` or put its folder in TBC_CUDA_LIBS",
+        "{what} not found: {} is not on the loader's path and not in {}; install it with `pip install {wheel}` or put its folder in TBC_CUDA_LIBS",
         names.join(" or "),
         if looked.is_empty() {
-            String::new()
+            "any pip wheel folder (none exist here)".to_string()
         } else {
-            format!(" and not in {}", looked.join(", "))
+            looked.join(", ")
         }
     ))
 }

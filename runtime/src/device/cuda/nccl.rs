@@ -156,12 +156,8 @@ impl NcclComm {
         count: usize,
         stream: Stream,
     ) -> Result<(), String> {
-        let p = buffer as *mut c_void;
         // SAFETY: per the caller.
-        let code = unsafe {
-            (self.nccl.api.all_reduce)(p, p, count, NCCL_FLOAT32, NCCL_AVG, self.comm, stream)
-        };
-        self.nccl.check("ncclAllReduce", code)
+        unsafe { self.reduce(buffer, count, NCCL_FLOAT32, NCCL_AVG, stream) }
     }
 
     /// Enqueues on `stream`: `count` elements of type `ty` at `buffer`, reduced with `op`.
