@@ -3,6 +3,7 @@
 //! scatter-add) with [`host_math`]. [`Runner`] binds caller slices each run (`tbc step`,
 //! `trainer step`); the training driver goes through [`crate::device`] instead.
 
+pub mod bf16;
 mod host_math;
 mod profile;
 
@@ -38,8 +39,10 @@ pub enum RuntimeError {
     Kernel { symbol: String, message: String },
     #[error("unsupported element type {0:?} for {1}")]
     Unsupported(ElemType, &'static str),
-    #[error("GEMM precision {0:?}: the host computes and accumulates in the operands' type")]
+    #[error("GEMM precision {0:?}: the host runs f32 and f64 GEMMs, and bf16 GEMMs with f32 sums")]
     Precision(GemmPrecision),
+    #[error("bf16 GEMM: {0}")]
+    Bf16Gemm(String),
     #[error("collective: {0}")]
     Collective(String),
 }
@@ -313,25 +316,49 @@ unsafe fn run_step(
                 precision,
                 epilogue,
             } => {
-                if *precision != GemmPrecision::uniform(a.elem) {
-                    return Err(RuntimeError::Precision(*precision));
-                }
-                // SAFETY: a, b, c are valid for their shapes; c does not overlap a or b.
-                unsafe {
-                    host_math::gemm(
-                        a.elem,
-                        addr(a),
-                        addr(b),
-                        addr(c),
-                        *transpose_a,
-                        *transpose_b,
-                        *batch,
-                        *m,
-                        *n,
-                        *k,
-                    )?;
-                    if let Some(GemmEpilogue::Bias { bias }) = epilogue {
-                        host_math::add_bias(c.elem, addr(c), addr(bias), *batch * *m, *n)?;
+                let bf16_mixed = GemmPrecision {
+                    input: ElemType::BF16,
+                    compute: ElemType::BF16,
+                    accumulate: ElemType::F32,
+                };
+                if *precision == bf16_mixed && epilogue.is_none() {
+                    let kernel = bf16::kernel().map_err(RuntimeError::Bf16Gemm)?;
+                    // SAFETY: as below, bf16 elements.
+                    unsafe {
+                        bf16::gemm(
+                            kernel,
+                            addr(a) as *const u16,
+                            addr(b) as *const u16,
+                            addr(c) as *mut u16,
+                            *transpose_a,
+                            *transpose_b,
+                            *batch,
+                            *m,
+                            *n,
+                            *k,
+                        )
+                    }
+                } else {
+                    if *precision != GemmPrecision::uniform(a.elem) {
+                        return Err(RuntimeError::Precision(*precision));
+                    }
+                    // SAFETY: a, b, c are valid for their shapes; c does not overlap a or b.
+                    unsafe {
+                        host_math::gemm(
+                            a.elem,
+                            addr(a),
+                            addr(b),
+                            addr(c),
+                            *transpose_a,
+                            *transpose_b,
+                            *batch,
+                            *m,
+                            *n,
+                            *k,
+                        )?;
+                        if let Some(GemmEpilogue::Bias { bias }) = epilogue {
+                            host_math::add_bias(c.elem, addr(c), addr(bias), *batch * *m, *n)?;
+                        }
                     }
                 }
             }

@@ -20,6 +20,7 @@
 
 use super::partition::Part;
 use super::{ArgLayout, KernelFunc, LowerError, LowerOptions};
+use crate::scalar::half::{self, compute_ty, is_half};
 use crate::scalar::{self, float_lit, mem_ty, reg_ty, MathSpelling, ScalarSink};
 use compiler::kernel_analysis::{KernelAnalysis, LoopNest};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
@@ -176,7 +177,10 @@ fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
             _ => {}
         }
         for d in std::iter::once(n.ty.dtype).chain(n.inputs.iter().map(|v| k.ty(*v).dtype)) {
-            if !matches!(d, DType::F32 | DType::F64 | DType::I32 | DType::Bool) {
+            if !matches!(
+                d,
+                DType::F32 | DType::F64 | DType::BF16 | DType::I32 | DType::Bool
+            ) {
                 return Err(LowerError::UnsupportedDType {
                     kernel: name.to_string(),
                     node: i,
@@ -188,6 +192,12 @@ fn validate(k: &Graph, name: &str) -> Result<(), LowerError> {
         if let Op::Reduce { .. } = n.op {
             if k.ty(n.inputs[0]).dtype == DType::Bool {
                 return Err(unsupported(i, "reduction of a bool tensor"));
+            }
+            if is_half(k.ty(n.inputs[0]).dtype) || is_half(n.ty.dtype) {
+                return Err(unsupported(
+                    i,
+                    "reduction of 16-bit floats (the mixed-precision pass reduces in f32)",
+                ));
             }
         }
     }
@@ -415,6 +425,9 @@ impl<'g> Emitter<'g> {
             let z = self.iconst(b, 0, "i8");
             val = self.op(b, format!("arith.cmpi ne, {val}, {z} : i8"));
         }
+        if is_half(m.dtype) {
+            val = half::widen(&mut self.sink(b), val, m.dtype);
+        }
         if let Some(count) = m.mean_count {
             let c = self.fconst(b, count as f64, store_d);
             val = self.op(b, format!("arith.divf {val}, {c} : {}", reg_ty(store_d)));
@@ -454,9 +467,9 @@ impl<'g> Emitter<'g> {
     fn eval_inline(&mut self, b: &mut Body, v: ValueId, ix: &[Ix]) -> Result<String, LowerError> {
         let g = self.g;
         let node = g.node(v);
-        let d = node.ty.dtype;
+        let d = compute_ty(node.ty.dtype);
         let arg = |i: usize| node.inputs[i];
-        Ok(match &node.op {
+        let value = match &node.op {
             Op::Constant { value } => self.const_of(b, *value, d),
             Op::Iota { axis } => {
                 let i = self.global_index(b, v.index(), *axis, ix[*axis]);
@@ -470,7 +483,7 @@ impl<'g> Emitter<'g> {
             }
             Op::Unary(u) => {
                 let x = self.eval(b, arg(0), ix)?;
-                scalar::unary(&mut self.sink(b), *u, &x, g.ty(arg(0)).dtype)
+                scalar::unary(&mut self.sink(b), *u, &x, compute_ty(g.ty(arg(0)).dtype))
             }
             Op::Binary(op) => {
                 let x = self.eval(b, arg(0), ix)?;
@@ -480,7 +493,7 @@ impl<'g> Emitter<'g> {
             Op::Compare(c) => {
                 let x = self.eval(b, arg(0), ix)?;
                 let y = self.eval(b, arg(1), ix)?;
-                let od = g.ty(arg(0)).dtype;
+                let od = compute_ty(g.ty(arg(0)).dtype);
                 scalar::compare(&mut self.sink(b), *c, &x, &y, od)
             }
             Op::Select => {
@@ -491,7 +504,7 @@ impl<'g> Emitter<'g> {
             }
             Op::Cast => {
                 let x = self.eval(b, arg(0), ix)?;
-                scalar::cast(&mut self.sink(b), &x, g.ty(arg(0)).dtype, d)
+                scalar::cast(&mut self.sink(b), &x, compute_ty(g.ty(arg(0)).dtype), d)
             }
             Op::Broadcast { dims } => {
                 let inner: Vec<Ix> = dims.iter().map(|&r| ix[r]).collect();
@@ -526,6 +539,16 @@ impl<'g> Emitter<'g> {
             Op::Reshape | Op::MatMul { .. } | Op::Gather | Op::ScatterAdd | Op::AllReduceMean => {
                 return Err(self.internal(v, "is not a loop op"))
             }
+        };
+        // A 16-bit result rounds its f32 value (index-only ops pass an exact value through).
+        let index_only = matches!(
+            node.op,
+            Op::Broadcast { .. } | Op::Transpose { .. } | Op::Slice { .. }
+        );
+        Ok(if index_only {
+            value
+        } else {
+            half::round_to(&mut self.sink(b), value, node.ty.dtype)
         })
     }
 
@@ -582,12 +605,12 @@ impl<'g> Emitter<'g> {
         ))
     }
 
-    /// Register value → memory element (bool → i8).
+    /// Register value → memory element (bool → i8, a 16-bit float narrowed).
     fn mem_value(&mut self, b: &mut Body, x: &str, d: DType) -> String {
         if d == DType::Bool {
             self.op(b, format!("arith.extui {x} : i1 to i8"))
         } else {
-            x.to_string()
+            half::narrow(&mut self.sink(b), x, d)
         }
     }
 
@@ -873,7 +896,7 @@ impl<'g> Emitter<'g> {
             ),
         );
         let val = self.finish_read(&mut body, raw, &src);
-        let zero = self.const_of(&mut body, 0.0, d);
+        let zero = self.const_of(&mut body, 0.0, compute_ty(d));
         let r = match inside {
             Some(c) => self.op(
                 &mut body,

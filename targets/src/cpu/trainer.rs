@@ -34,13 +34,15 @@ impl Target for CpuTarget {
         "cpu"
     }
 
-    /// GEMMs, gathers and scatter-adds run in the runtime (the `gemm` crate and plain loops);
-    /// 64-byte buffers suit AVX-512 loads; f32 (and f64 for tests) throughout.
+    /// GEMMs, gathers and scatter-adds run in the runtime (the `gemm` crate, the bf16 GEMMs of
+    /// `runtime::exec::bf16` and plain loops); 64-byte buffers suit AVX-512 loads; f32 (and f64
+    /// for tests) throughout, or bf16 GEMMs with `--precision bf16`. No f16: few CPUs multiply
+    /// it natively (AVX512-FP16), and none of this project's machines.
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
             library_kernels: KernelKind::LIBRARY.to_vec(),
             alignment: 64,
-            precisions: vec![DType::F32, DType::F64],
+            precisions: vec![DType::F32, DType::F64, DType::BF16],
         }
     }
 

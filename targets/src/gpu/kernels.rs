@@ -18,6 +18,7 @@
 
 use super::writer::{reg_ty, BufferParam, Flavor, Reg, Shared, Writer, WARP};
 use super::GpuLowerError;
+use crate::scalar::half::{self, compute_ty, is_half};
 use crate::scalar::{self, ScalarSink};
 use compiler::kernel_analysis::{KernelAnalysis, LoopNest};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
@@ -68,20 +69,6 @@ impl GpuKernel {
 /// Element types of GPU loop kernel values (16-bit floats: the mixed-precision pass's GEMM
 /// operands and results, computed in f32 and rounded).
 const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::Bool];
-
-/// A 16-bit float type.
-fn is_half(d: DType) -> bool {
-    matches!(d, DType::F16 | DType::BF16)
-}
-
-/// The type an op on `d` computes in (16-bit floats in f32).
-fn compute_ty(d: DType) -> DType {
-    if is_half(d) {
-        DType::F32
-    } else {
-        d
-    }
-}
 
 /// Checks that `k` is a loop kernel the GPU back end can build.
 fn validate(k: &Graph, name: &str) -> Result<(), GpuLowerError> {
@@ -317,67 +304,24 @@ impl<'g> Builder<'g> {
 
     /// A loaded element (memory type) → register value (bool from `i8`, 16-bit floats widened).
     fn loaded_value(&mut self, x: String, d: DType) -> String {
-        match d {
-            DType::Bool => {
-                let z = scalar::iconst(&mut self.w, 0, "i8");
-                self.w.op(format!("arith.cmpi ne, {x}, {z} : i8"))
-            }
-            DType::F16 => self.w.op(format!("arith.extf {x} : f16 to f32")),
-            DType::BF16 => {
-                let w = self.w.op(format!("arith.extui {x} : i16 to i32"));
-                let c16 = scalar::iconst(&mut self.w, 16, "i32");
-                let hi = self.w.op(format!("arith.shli {w}, {c16} : i32"));
-                self.w.op(format!("arith.bitcast {hi} : i32 to f32"))
-            }
-            _ => x,
+        if d == DType::Bool {
+            let z = scalar::iconst(&mut self.w, 0, "i8");
+            return self.w.op(format!("arith.cmpi ne, {x}, {z} : i8"));
         }
+        half::widen(&mut self.w, x, d)
     }
 
     /// A register value → memory element (bool to `i8`; a 16-bit float, already exact, narrowed).
     fn stored_value(&mut self, x: &str, d: DType) -> String {
-        match d {
-            DType::Bool => self.w.op(format!("arith.extui {x} : i1 to i8")),
-            DType::F16 => self.w.op(format!("arith.truncf {x} : f32 to f16")),
-            DType::BF16 => {
-                let bits = self.w.op(format!("arith.bitcast {x} : f32 to i32"));
-                let c16 = scalar::iconst(&mut self.w, 16, "i32");
-                let hi = self.w.op(format!("arith.shrui {bits}, {c16} : i32"));
-                self.w.op(format!("arith.trunci {hi} : i32 to i16"))
-            }
-            _ => x.to_string(),
+        if d == DType::Bool {
+            return self.w.op(format!("arith.extui {x} : i1 to i8"));
         }
+        half::narrow(&mut self.w, x, d)
     }
 
-    /// An f32 register value rounded to the nearest value of `d` (round to nearest even), still
-    /// in an f32 register; other types unchanged. bf16 rounds by integer code, NaN kept quiet
-    /// with its sign and high payload bits (as the interpreter's `half::bf16::from_f32`).
+    /// An f32 register value rounded to the nearest value of `d` ([`half::round_to`]).
     fn round_to(&mut self, x: String, d: DType) -> String {
-        match d {
-            DType::F16 => {
-                let h = self.w.op(format!("arith.truncf {x} : f32 to f16"));
-                self.w.op(format!("arith.extf {h} : f16 to f32"))
-            }
-            DType::BF16 => {
-                let w = &mut self.w;
-                let bits = w.op(format!("arith.bitcast {x} : f32 to i32"));
-                let c16 = scalar::iconst(w, 16, "i32");
-                let one = scalar::iconst(w, 1, "i32");
-                let bias = scalar::iconst(w, 0x7FFF, "i32");
-                let lsb = w.op(format!("arith.shrui {bits}, {c16} : i32"));
-                let lsb = w.op(format!("arith.andi {lsb}, {one} : i32"));
-                let r = w.op(format!("arith.addi {bits}, {bias} : i32"));
-                let r = w.op(format!("arith.addi {r}, {lsb} : i32"));
-                let mask = scalar::iconst(w, 0xFFFF_0000u32 as i32 as i64, "i32");
-                let r = w.op(format!("arith.andi {r}, {mask} : i32"));
-                let quiet = scalar::iconst(w, 0x0040_0000, "i32");
-                let nan = w.op(format!("arith.ori {bits}, {quiet} : i32"));
-                let nan = w.op(format!("arith.andi {nan}, {mask} : i32"));
-                let is_nan = w.op(format!("arith.cmpf uno, {x}, {x} : f32"));
-                let r = w.op(format!("arith.select {is_nan}, {nan}, {r} : i32"));
-                w.op(format!("arith.bitcast {r} : i32 to f32"))
-            }
-            _ => x,
-        }
+        half::round_to(&mut self.w, x, d)
     }
 
     fn store_node(&mut self, v: ValueId, index: &str, x: &str) {

@@ -33,24 +33,9 @@ pub enum Flavor {
 /// Threads of a warp (the width of `gpu.shuffle`).
 pub const WARP: usize = 32;
 
-/// The element type of `d` in GPU memory: f16 as itself, bf16 as its bits (`i16`, converted
-/// by integer code so that both flavors round the same way without library calls), bool as `i8`.
-pub fn mem_ty(d: DType) -> &'static str {
-    match d {
-        DType::F16 => "f16",
-        DType::BF16 => "i16",
-        other => crate::scalar::mem_ty(other),
-    }
-}
-
-/// The register type of `d`: 16-bit floats live in f32 registers, holding exactly a value of
-/// their type (every op that makes one rounds its f32 result).
-pub fn reg_ty(d: DType) -> &'static str {
-    match d {
-        DType::F16 | DType::BF16 => "f32",
-        other => crate::scalar::reg_ty(other),
-    }
-}
+/// The element type of `d` in GPU memory (f16 as itself, bf16 as its bits: see
+/// `scalar::half`), and in registers (16-bit floats in f32).
+pub use crate::scalar::{mem_ty, reg_ty};
 
 /// A global buffer parameter: a flat array of `len` elements of `dtype` (see [`mem_ty`]).
 #[derive(Clone, Debug, PartialEq)]

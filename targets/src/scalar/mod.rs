@@ -3,6 +3,7 @@
 //! `linalg.generic` bodies, the GPU inside a thread's code. A back end supplies a
 //! [`ScalarSink`]; the semantics are the interpreter's (`ir::interp`), op by op.
 
+pub mod half;
 pub mod math;
 
 use ir::{BinaryOp, CmpOp, DType, UnaryOp};
@@ -27,10 +28,10 @@ pub enum MathSpelling {
     Ptx,
 }
 
-/// Element type in registers.
+/// Element type in registers (16-bit floats live in f32 registers, see [`half`]).
 pub fn reg_ty(d: DType) -> &'static str {
     match d {
-        DType::F32 => "f32",
+        DType::F32 | DType::F16 | DType::BF16 => "f32",
         DType::F64 => "f64",
         DType::I32 => "i32",
         DType::Bool => "i1",
@@ -38,10 +39,13 @@ pub fn reg_ty(d: DType) -> &'static str {
     }
 }
 
-/// Element type in memory (memref / tensor element type).
+/// Element type in memory (memref / tensor element type): bool as `i8`, f16 as itself, bf16
+/// as its bits (`i16`, see [`half`]).
 pub fn mem_ty(d: DType) -> &'static str {
     match d {
         DType::Bool => "i8",
+        DType::F16 => "f16",
+        DType::BF16 => "i16",
         other => reg_ty(other),
     }
 }
