@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: the tiny fixture configs, running a phase through
 //! the interpreter with the fixture inputs, and tolerance-based comparison.
 
+pub mod amp;
 pub mod e2e;
 
 use compiler::frontend::config::{HfBertConfig, ModelConfig};
@@ -58,6 +59,36 @@ pub fn compile_tiny_trainer_batch(
     batch: usize,
     out: &Path,
 ) {
+    compile_tiny_trainer_full(
+        preset,
+        phases,
+        teacher,
+        student,
+        batch,
+        Default::default(),
+        out,
+    )
+}
+
+/// [`compile_tiny_trainer`] with `--precision`.
+pub fn compile_tiny_trainer_precision(
+    preset: &str,
+    phases: &str,
+    precision: compiler::passes::mixed_precision::Precision,
+    out: &Path,
+) {
+    compile_tiny_trainer_full(preset, phases, None, None, 4, precision, out)
+}
+
+fn compile_tiny_trainer_full(
+    preset: &str,
+    phases: &str,
+    teacher: Option<&Path>,
+    student: Option<&Path>,
+    batch: usize,
+    precision: compiler::passes::mixed_precision::Precision,
+    out: &Path,
+) {
     std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
     let t = tiny_dir();
     let args = cli::compile_cmd::CompileArgs {
@@ -76,7 +107,7 @@ pub fn compile_tiny_trainer_batch(
         cpu: "x86-64-v3".into(),
         gpu_arch: "sm_80".into(),
         emit: None,
-        precision: Default::default(),
+        precision,
     };
     cli::compile_cmd::run(&args).unwrap();
 }
@@ -271,6 +302,8 @@ pub fn l2(t: &Tensor) -> f64 {
 /// absolutely against that largest norm; all others by [`rel_err`].
 pub struct OutputComparer {
     max_norm: HashMap<String, f64>,
+    /// Round-off level of an f32 reference (1e-6, or the unit roundoff of a 16-bit step).
+    f32_level: f64,
 }
 
 fn kind_of(name: &str) -> &str {
@@ -286,13 +319,32 @@ impl OutputComparer {
                 *e = e.max(l2(t));
             }
         }
-        OutputComparer { max_norm }
+        OutputComparer {
+            max_norm,
+            f32_level: 1e-6,
+        }
+    }
+
+    /// A comparer whose f32 reference was computed with 16-bit GEMMs: round-off of an exact zero
+    /// is then up to `unit_roundoff` of the largest tensor of its kind.
+    pub fn for_16_bit_reference<'a>(
+        reference: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+        unit_roundoff: f64,
+    ) -> Self {
+        OutputComparer {
+            f32_level: unit_roundoff,
+            ..OutputComparer::new(reference)
+        }
     }
 
     /// True when the reference tensor `name` is round-off of an exact zero.
     pub fn is_roundoff(&self, name: &str, e: &Tensor) -> bool {
         let m = self.max_norm.get(kind_of(name)).copied().unwrap_or(0.0);
-        let level = if e.dtype() == DType::F64 { 1e-12 } else { 1e-6 };
+        let level = if e.dtype() == DType::F64 {
+            1e-12
+        } else {
+            self.f32_level
+        };
         l2(e) < level * m
     }
 

@@ -17,21 +17,8 @@ use compiler::frontend::preset::{Phase, Preset};
 use compiler::passes::mixed_precision::Precision;
 use ir::Tensor;
 use std::collections::BTreeMap;
+use tbc_tests::amp::within_twice_autocast;
 use tbc_tests::*;
-
-/// Adam's first step from zero moments: its sensitivity to the gradient (0.1·lr/eps) and its
-/// largest size (lr·0.1/√0.001), at the fixtures' lr 1e-3.
-const ADAM_SENSITIVITY: f64 = 1e-3 * 0.1 / 1e-6;
-const ADAM_STEP: f64 = 1e-3 * 0.1 / 0.031_622_776_601_683_79;
-
-/// The unit roundoff of the 16-bit type (half an ulp of 1).
-fn unit_roundoff(p: Precision) -> f64 {
-    match p {
-        Precision::Fp16 => 2f64.powi(-11),
-        Precision::Bf16 => 2f64.powi(-8),
-        Precision::Fp32 => 2f64.powi(-24),
-    }
-}
 
 #[test]
 fn mixed_precision_steps_are_within_twice_autocast_error() {
@@ -62,54 +49,10 @@ fn mixed_precision_steps_are_within_twice_autocast_error() {
                     preset.name,
                     phase.name()
                 ));
-                let cmp = OutputComparer::new(expected.iter());
-                let (mut compared, mut worst_ratio, mut worst) = (0, 0.0f64, String::new());
-                for (name, e) in &expected {
-                    if !e.dtype().is_float() || name == "lr" {
-                        continue;
-                    }
-                    let key = format!("{precision}/{}/{}/{name}", preset.name, phase.name());
-                    let amp_err = amp
-                        .get(&key)
-                        .unwrap_or_else(|| panic!("amp_errors has no {key}"))
-                        .to_f64()[0];
-                    let a = &ours[name];
-                    let err = cmp.error(name, a, e);
-                    let mut bound = (2.0 * amp_err).max(unit_roundoff(precision));
-                    if let Some(p) = name.strip_prefix("param.") {
-                        let g = format!("grad.{p}");
-                        if cmp.is_roundoff(&g, &expected[&g]) {
-                            let moved = a
-                                .to_f64()
-                                .iter()
-                                .zip(e.to_f64())
-                                .map(|(x, y)| (x - y).abs())
-                                .fold(0.0, f64::max);
-                            assert!(
-                                moved <= ADAM_STEP * 1.01,
-                                "{key}: moved {moved:.3e}, more than one Adam step"
-                            );
-                            compared += 1;
-                            continue;
-                        }
-                        bound += ADAM_SENSITIVITY * diff_norm(&ours[&g], &expected[&g]) / l2(e);
-                    }
-                    assert!(
-                        err <= bound,
-                        "{key}: error {err:.3e} > bound {bound:.3e} (autocast {amp_err:.3e})"
-                    );
-                    compared += 1;
-                    if err / bound > worst_ratio {
-                        worst_ratio = err / bound;
-                        worst = format!("{name}: {err:.2e}, autocast {amp_err:.2e}");
-                    }
-                }
-                lines.push(format!(
-                    "{precision} {:9} {:12}: {compared} tensors within bound; closest {:.2} of it ({worst})",
-                    preset.name,
-                    phase.name(),
-                    worst_ratio
-                ));
+                lines.push(
+                    within_twice_autocast(&amp, &expected, &ours, precision, &preset.name, phase)
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
             }
         }
     }
