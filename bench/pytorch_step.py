@@ -74,6 +74,9 @@ def parse_args(argv=None):
                          "hand-written LayerNorm and erf GELU (the TinyBERT repo's own code)")
     ap.add_argument("--compile-mode", default=None,
                     help="torch.compile(mode=...), e.g. max-autotune (default: torch's default)")
+    ap.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                    help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16) "
+                         "(GEMMs in bf16, fp32 master weights and optimizer), as tbc's --precision bf16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-cache", action="store_true",
                     help="let torch.compile reuse inductor's on-disk caches (default: a fresh, empty cache "
@@ -102,7 +105,8 @@ def child_env(threads, cache_dir=None):
 def run_child(args, what):
     argv = [sys.executable, os.path.abspath(__file__), "--child", what, "--shape", args.shape,
             "--threads", str(args.threads), "--warmup", str(args.warmup), "--reps", str(args.reps),
-            "--ops", args.ops, "--seed", str(args.seed), "--modes", args.modes]
+            "--ops", args.ops, "--seed", str(args.seed), "--modes", args.modes,
+            "--autocast", args.autocast]
     if args.batch is not None:
         argv += ["--batch", str(args.batch)]
     if args.seq_len is not None:
@@ -314,8 +318,9 @@ def make_updates(torch, ref, names, lr):
 class Trainer:
     """State (student params, Adam moments) and one td1 step for a mode."""
 
-    def __init__(self, torch, ref, model, T, S, mode, lr=LR, compile_mode=None):
+    def __init__(self, torch, ref, model, T, S, mode, lr=LR, compile_mode=None, autocast="none"):
         self.torch, self.model, self.T, self.mode = torch, model, T, mode
+        self.autocast = autocast == "bf16"
         self.S = S
         self.names = used_names(list(S))
         for n in self.names:
@@ -359,8 +364,11 @@ class Trainer:
         torch = self.torch
         if self.mode == "compile-step":
             with torch.no_grad():  # parameters are mutated in place; func.grad enables grad inside
-                return self.full_step(self.S, self.T, self.M, self.V, batch)
-        loss, att, rep = self.loss_fn(self.S, self.T, batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                    return self.full_step(self.S, self.T, self.M, self.V, batch)
+        # autocast's recipe: the forward and loss under autocast, the backward and update outside
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss, att, rep = self.loss_fn(self.S, self.T, batch)
         grads = torch.autograd.grad(loss, [self.S[n] for n in self.names])
         with torch.no_grad():
             self.update([self.S[n] for n in self.names], [self.M[n] for n in self.names],
@@ -405,7 +413,8 @@ def child_bench(args):
     tcfg, scfg, T, S, batch = build(torch, ref, args, tpath, spath, B, L)
     torch.manual_seed(args.seed)  # dropout stream
     model = Model(torch, ref, tcfg, scfg, args.ops)
-    tr = Trainer(torch, ref, model, T, S, args.mode, compile_mode=args.compile_mode)
+    tr = Trainer(torch, ref, model, T, S, args.mode, compile_mode=args.compile_mode,
+                 autocast=args.autocast)
     setup_s = time.perf_counter() - t0
     rss_setup = maxrss_mib(resource.RUSAGE_SELF)
     load0 = os.getloadavg()[0]
@@ -441,6 +450,7 @@ def child_bench(args):
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "ops": args.ops,
+        "autocast": args.autocast,
         "warmup": warmup,
         "reps": args.reps,
         "median_s": med,
