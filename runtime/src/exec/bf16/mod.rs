@@ -2,18 +2,19 @@
 //! sums in f32, as the mixed-precision graph says (the interpreter sums in f64; the result is
 //! rounded to bf16 either way). Two kernels, one chosen per process by the CPU ([`kernel`]):
 //!
-//! - [`Bf16Kernel::Dot`]: AVX512-BF16's `vdpbf16ps` on packed operands (`dot.rs`). Twice the
-//!   multiply rate of f32 FMAs where the CPU runs it at full rate (AMD Zen 4/5).
+//! - [`Bf16Kernel::Dot`]: AVX512-BF16's `vdpbf16ps` on operands packed as bf16 pairs
+//!   (`packed.rs`). Twice the multiply rate of f32 FMAs where the CPU runs it at full rate (AMD
+//!   Zen 4/5).
 //! - [`Bf16Kernel::Widen`]: operands widened to f32 (exact), the f32 GEMM of the `gemm` crate,
-//!   the result rounded (`widen.rs`). Every CPU; and the faster one where `vdpbf16ps` runs at half
-//!   rate (measured on Intel Xeon 5th gen: 0.5 `vdpbf16ps` vs 2 f32 FMAs per cycle, see
-//!   BENCHMARKS.md).
+//!   the result rounded (`widen.rs`). Every CPU; and the faster one where
+//!   `vdpbf16ps` runs at half rate (measured on an Intel Xeon: 0.5 `vdpbf16ps` vs 2 f32 FMAs per
+//!   cycle, see BENCHMARKS.md).
 //!
 //! The choice is fixed per machine (not timed at start-up) so that a resumed run sums in the same
 //! order as the run it continues. `TBC_BF16_GEMM=dot|widen` overrides it.
 
 #[cfg(target_arch = "x86_64")]
-mod dot;
+mod packed;
 mod widen;
 
 use std::sync::OnceLock;
@@ -151,11 +152,11 @@ pub unsafe fn gemm(
         n,
         k,
     };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Bf16Kernel::Dot if cpu_has_avx512_bf16() => dot::gemm(a, b, c, &shape),
-        _ => widen::gemm(a, b, c, &shape),
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Bf16Kernel::Dot && cpu_has_avx512_bf16() {
+        return packed::gemm(a, b, c, &shape);
     }
+    widen::gemm(a, b, c, &shape)
 }
 
 /// The problem of one batched GEMM call.
