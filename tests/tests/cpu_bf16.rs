@@ -126,24 +126,19 @@ fn bf16_trainer_matches_the_interpreter_and_stays_within_twice_autocast_error() 
     let out = dir.path().join("step.safetensors");
     for preset in [Preset::mindspore(), Preset::paper()] {
         let trainer = dir.path().join(format!("trainer-{}", preset.name));
-        compile_tiny_trainer_precision(&preset.name, PHASES, Precision::Bf16, &trainer);
+        compile_tiny_trainer_precision(preset.name, PHASES, Precision::Bf16, &trainer);
         for phase in Phase::ALL {
-            ok_step(&trainer, &preset.name, phase, &out, None);
+            ok_step(&trainer, preset.name, phase, &out, None);
             let got = read(&out);
-            let vs_interp = against_interpreter(
-                &amp,
-                &got,
-                &interpreter(&preset, phase),
-                &preset.name,
-                phase,
-            );
+            let vs_interp =
+                against_interpreter(&amp, &got, &interpreter(&preset, phase), preset.name, phase);
             let expected = read_fixture(&format!(
                 "expected_{}_{}.safetensors",
                 preset.name,
                 phase.name()
             ));
             let line =
-                within_twice_autocast(&amp, &expected, &got, Precision::Bf16, &preset.name, phase)
+                within_twice_autocast(&amp, &expected, &got, Precision::Bf16, preset.name, phase)
                     .unwrap_or_else(|e| panic!("trainer: {e}"));
             println!("vs interpreter: {vs_interp}\nvs float64:     {line}");
         }
@@ -155,10 +150,24 @@ fn both_gemm_kernels_agree_and_the_widening_one_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::mindspore();
     let trainer = dir.path().join("trainer");
-    compile_tiny_trainer_precision(&preset.name, "td1", Precision::Bf16, &trainer);
+    compile_tiny_trainer_precision(preset.name, "td1", Precision::Bf16, &trainer);
     let want = interpreter(&preset, Phase::Td1);
     let amp = read_fixture("amp_errors.safetensors");
     let out = dir.path().join("step.safetensors");
+
+    // `info` names the kernel this CPU gets.
+    let info = Command::new(&trainer)
+        .arg("info")
+        .env("TBC_BF16_GEMM", "widen")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(
+            "bf16 GEMMs on this CPU: f32 GEMMs on operands widened to f32 (TBC_BF16_GEMM=widen)"
+        ),
+        "{info}"
+    );
 
     // The fallback for CPUs without AVX512-BF16, forced: a one-line notice, then the same step.
     let err = ok_step(&trainer, "mindspore", Phase::Td1, &out, Some("widen"));

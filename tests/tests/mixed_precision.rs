@@ -50,7 +50,7 @@ fn mixed_precision_steps_are_within_twice_autocast_error() {
                     phase.name()
                 ));
                 lines.push(
-                    within_twice_autocast(&amp, &expected, &ours, precision, &preset.name, phase)
+                    within_twice_autocast(&amp, &expected, &ours, precision, preset.name, phase)
                         .unwrap_or_else(|e| panic!("{e}")),
                 );
             }

@@ -11,6 +11,7 @@ use crate::train::phases::Trainer;
 use clap::{Args, Parser, Subcommand};
 use plan::exec::{ExecutablePlan, Step};
 use plan::manifest::TrainerBundle;
+use plan::ElemType;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -342,6 +343,15 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
                 None => println!("target cpu"),
             }
             print!("{}", info(plans));
+            let bf16 = plans.iter().flat_map(|p| &p.steps).any(
+                |s| matches!(s, Step::Gemm { precision, .. } if precision.input == ElemType::BF16),
+            );
+            if bf16 && bundle.gpu.is_none() {
+                match crate::exec::bf16::this_cpu() {
+                    Ok(c) => println!("bf16 GEMMs on this CPU: {}", c.describe()),
+                    Err(e) => println!("bf16 GEMMs on this CPU: {e}"),
+                }
+            }
             Ok(())
         }
         Command::Step(cmd) => step(plans, &backend, cmd),

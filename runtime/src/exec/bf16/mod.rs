@@ -92,12 +92,27 @@ pub fn choose(has_bf16: bool, amd: bool, var: Option<&str>) -> Result<Bf16Choice
     }
 }
 
+impl Bf16Choice {
+    /// For `trainer info`.
+    pub fn describe(&self) -> String {
+        match self.kernel {
+            Bf16Kernel::Dot => "vdpbf16ps (AVX512-BF16)".into(),
+            Bf16Kernel::Widen => format!("f32 GEMMs on operands widened to f32 ({})", self.why),
+        }
+    }
+}
+
+/// The choice for this CPU and the environment's `TBC_BF16_GEMM`.
+pub fn this_cpu() -> Result<Bf16Choice, String> {
+    let var = std::env::var("TBC_BF16_GEMM").ok();
+    choose(cpu_has_avx512_bf16(), cpu_is_amd(), var.as_deref())
+}
+
 /// This process's bf16 GEMM kernel: chosen once; the widening one says why on stderr, once.
 pub fn kernel() -> Result<Bf16Kernel, String> {
     static CHOICE: OnceLock<Result<Bf16Choice, String>> = OnceLock::new();
     let choice = CHOICE.get_or_init(|| {
-        let var = std::env::var("TBC_BF16_GEMM").ok();
-        let c = choose(cpu_has_avx512_bf16(), cpu_is_amd(), var.as_deref())?;
+        let c = this_cpu()?;
         if c.kernel == Bf16Kernel::Widen {
             eprintln!(
                 "tbc: bf16 GEMMs run as f32 GEMMs on operands widened to f32 ({})",
