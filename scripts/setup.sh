@@ -11,7 +11,7 @@ set -euo pipefail
 
 LLVM_PREFIX=/usr/lib/llvm-22
 PACKAGES=(
-  build-essential   # cc/c++ (tblgen's C++ shim, linking test libraries)
+  build-essential   # cc/c++ (tblgen's C++ shim, linking test libraries, the Ascend C emulation tests)
   llvm-22-dev       # llvm-config, LLVM headers and static libraries (inkwell, melior)
   libmlir-22-dev    # MLIR headers and static libMLIR*.a / libMLIRCAPI*.a (mlir-sys)
   mlir-22-tools     # mlir-opt, mlir-translate (debugging, MLIR_NOTES.md recipes)

@@ -1,0 +1,91 @@
+//! The Ascend C emulation header (`targets/ascend_emu/kernel_operator.h`), built with g++ into
+//! small programs (`targets/tests/ascend_emu/*.cpp`): correct kernels give the right numbers
+//! (double-buffered Add in float and half with DataCopyPad tails, exact; a row softmax with V→S
+//! events against float64; ReduceSum in half in the NPU's tree order), and each planted fault
+//! ends the launch with a clear message and a failing status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Builds `tests/ascend_emu/<name>.cpp` against the header into `dir`.
+fn build(name: &str, dir: &Path) -> PathBuf {
+    let exe = dir.join(name);
+    let o = Command::new("g++")
+        .args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(here().join("ascend_emu"))
+        .arg(here().join(format!("tests/ascend_emu/{name}.cpp")))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("g++ (scripts/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "g++ {name}.cpp:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    exe
+}
+
+fn run(exe: &Path, args: &[&str]) -> (Output, String) {
+    let o = Command::new(exe).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o, text)
+}
+
+#[test]
+fn correct_kernels_compute_the_right_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["add_double_buffer", "softmax_rows", "reduce_order"] {
+        let (o, text) = run(&build(name, dir.path()), &[]);
+        print!("{text}");
+        assert!(o.status.success(), "{name}: {text}");
+    }
+}
+
+#[test]
+fn planted_faults_are_caught_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build("faults", dir.path());
+    let (o, text) = run(&exe, &["0"]);
+    assert!(o.status.success(), "no fault planted: {text}");
+    for (fault, expected) in [
+        (
+            "1",
+            "DataCopy GM->UB: 10 elements = 40 bytes: GM<->UB copies move whole 32-byte blocks",
+        ),
+        (
+            "2",
+            "InitBuffer: Unified Buffer overflow: 102400 more bytes with 102400 of 196608 in use",
+        ),
+        ("3", "DeQue: queue 0 is empty (an EnQue missing?)"),
+        ("4", "blocks 0 and 1 both write GM buffer"),
+        ("5", "Exp: UB operand at byte 4 is not 32-byte aligned"),
+        (
+            "6",
+            "kernel end: queue 0 still holds buffer 0 (allocated, never freed)",
+        ),
+    ] {
+        let (o, text) = run(&exe, &[fault]);
+        assert_eq!(o.status.code(), Some(1), "fault {fault}: {text}");
+        assert!(
+            text.starts_with("ascend-emu: faulty") && text.contains(expected),
+            "fault {fault}: {text}"
+        );
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
+    }
+    // The UB size follows TBC_ASCEND_UB_BYTES (256 KiB: Ascend 910): the same plan then fits.
+    let o = Command::new(&exe)
+        .arg("2")
+        .env("TBC_ASCEND_UB_BYTES", "262144")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
