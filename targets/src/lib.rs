@@ -2,6 +2,7 @@
 //! in [`registry`]. [`cpu`] lowers loop kernels through MLIR (melior) → LLVM IR → object code
 //! (inkwell, [`toolchain`]) and links the trainer ([`link`]).
 
+pub mod ascend;
 pub mod cpu;
 pub mod gpu;
 pub mod link;

@@ -1,0 +1,652 @@
+//! One fused loop kernel → one Ascend C vector kernel, built as an MLIR EmitC module at the tile
+//! level: the `extern "C" __global__ __aicore__` entry over `GM_ADDR` buffers, the multi-core
+//! split by `GetBlockIdx()`, a `TPipe` with a double-buffered `TQue` per tensor input and
+//! output and a `TBuf` of scratch tiles, and per tile CopyIn (`DataCopy`, or `DataCopyPad` for a
+//! tail that is not whole 32-byte blocks) / Compute (count-form vector calls as
+//! `emitc.call_opaque`, a `PipeBarrier<PIPE_V>` after each) / CopyOut. Queue and buffer methods
+//! have no EmitC op; they are `emitc.verbatim` with SSA operands.
+//!
+//! Built: element-wise kernels over same-shape f32 tensors, with scalar operands (constants,
+//! 0-d inputs read with `GetValue`, scalar arithmetic on the scalar unit). Every other kernel
+//! class (reductions, softmax, LayerNorm, broadcasts of tensors, transposes, slices, random
+//! numbers, compares and selects, f16) is an `Unsupported` error naming the op.
+
+use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
+use super::AscendError;
+use ir::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
+use std::fmt::Write;
+
+const LT: &str = "!emitc.opaque<\"AscendC::LocalTensor<float>\">";
+const GT: &str = "!emitc.opaque<\"AscendC::GlobalTensor<float>\">";
+const QIN: &str = "!emitc.opaque<\"AscendC::TQue<AscendC::QuePosition::VECIN, 2>\">";
+const QOUT: &str = "!emitc.opaque<\"AscendC::TQue<AscendC::QuePosition::VECOUT, 2>\">";
+const TBUF: &str = "!emitc.opaque<\"AscendC::TBuf<AscendC::TPosition::VECCALC>\">";
+const PIPE: &str = "!emitc.opaque<\"AscendC::TPipe\">";
+const GM_ADDR: &str = "!emitc.opaque<\"GM_ADDR\">";
+
+/// A built kernel: its EmitC module and how it runs.
+#[derive(Clone, Debug)]
+pub struct AscendKernel {
+    pub name: String,
+    /// The EmitC module (`mlir-translate --mlir-to-cpp` prints it as Ascend C).
+    pub mlir: String,
+    pub plan: ElementwisePlan,
+    /// Parameters in order: the kernel's inputs, then its outputs (`GM_ADDR` each).
+    pub params: usize,
+}
+
+/// How a value of the kernel is held.
+#[derive(Clone, Debug)]
+enum Held {
+    /// A scalar in a register (f32 SSA value).
+    Scalar(String),
+    /// A tile in UB (LocalTensor SSA value).
+    Tile(String),
+}
+
+/// Builds kernel graph `k` (named `name`) for `soc`.
+pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, AscendError> {
+    let unsupported = |why: String| AscendError::Unsupported {
+        kernel: name.to_string(),
+        why,
+    };
+    // The tensor shape every non-scalar value has.
+    let mut shape: Option<&Vec<usize>> = None;
+    for (i, n) in k.nodes.iter().enumerate() {
+        if n.ty.dtype != DType::F32 {
+            return Err(unsupported(format!(
+                "node %{i} ({}) is {}: only f32 element-wise kernels are built for Ascend yet",
+                n.op.mnemonic(),
+                n.ty.dtype
+            )));
+        }
+        let ok = match &n.op {
+            Op::Input { .. } | Op::Constant { .. } => true,
+            Op::Unary(u) => matches!(
+                u,
+                UnaryOp::Neg
+                    | UnaryOp::Abs
+                    | UnaryOp::Exp
+                    | UnaryOp::Log
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Rsqrt
+                    | UnaryOp::StopGradient
+            ),
+            Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
+            Op::Broadcast { .. } => k.ty(n.inputs[0]).shape.is_empty(),
+            Op::Cast => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(unsupported(format!(
+                "node %{i} ({}): this kernel class is not built for Ascend yet (element-wise \
+                 kernels are)",
+                n.op.mnemonic()
+            )));
+        }
+        if !n.ty.shape.is_empty() {
+            match shape {
+                None => shape = Some(&n.ty.shape),
+                Some(s) if s != &n.ty.shape => {
+                    return Err(unsupported(format!(
+                        "node %{i} has shape {:?}, others {s:?}: only same-shape element-wise \
+                         kernels are built for Ascend yet",
+                        n.ty.shape
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    let Some(shape) = shape else {
+        return Err(unsupported("a kernel of scalars only".into()));
+    };
+    for (o, v) in &k.outputs {
+        if k.ty(*v).shape.is_empty() {
+            return Err(unsupported(format!("output {o} is a scalar")));
+        }
+        if matches!(k.node(*v).op, Op::Input { .. }) {
+            return Err(unsupported(format!("output {o} is an input")));
+        }
+    }
+    let elements: usize = shape.iter().product();
+    let inputs: Vec<ValueId> = (0..k.len())
+        .map(|i| ValueId(i as u32))
+        .filter(|v| matches!(k.node(*v).op, Op::Input { .. }))
+        .collect();
+    let tensor_inputs = inputs
+        .iter()
+        .filter(|v| !k.ty(**v).shape.is_empty())
+        .count();
+    let outputs = k.outputs.len();
+    // Scratch: one tile per computed tensor that is not an output, plus one for scalars
+    // duplicated into a tile.
+    let is_output = |v: ValueId| k.outputs.iter().any(|(_, o)| *o == v);
+    let temps = (0..k.len())
+        .map(|i| ValueId(i as u32))
+        .filter(|&v| {
+            let n = k.node(v);
+            !n.ty.shape.is_empty()
+                && !is_output(v)
+                && !matches!(n.op, Op::Input { .. } | Op::Broadcast { .. })
+        })
+        .count();
+    let plan =
+        plan_elementwise(soc, elements, 4, tensor_inputs + outputs, temps + 1).map_err(|why| {
+            AscendError::DoesNotFit {
+                kernel: name.to_string(),
+                soc: soc.name,
+                why,
+            }
+        })?;
+    let mut e = Emitter::default();
+    let mlir = e.kernel(k, name, &inputs, &plan, elements)?;
+    Ok(AscendKernel {
+        name: name.to_string(),
+        mlir,
+        plan,
+        params: inputs.len() + outputs,
+    })
+}
+
+/// EmitC text with fresh SSA names.
+#[derive(Default)]
+struct Emitter {
+    body: String,
+    next: usize,
+    indent: usize,
+}
+
+impl Emitter {
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%v{}", self.next)
+    }
+
+    fn line(&mut self, s: &str) {
+        for _ in 0..self.indent {
+            self.body.push_str("  ");
+        }
+        self.body.push_str(s);
+        self.body.push('\n');
+    }
+
+    /// `%v = "emitc.constant"() <{value = lit : ty}>`.
+    fn constant(&mut self, lit: &str, ty: &str) -> String {
+        let v = self.fresh();
+        self.line(&format!(
+            "{v} = \"emitc.constant\"() <{{value = {lit} : {ty}}}> : () -> {ty}"
+        ));
+        v
+    }
+
+    fn f32_const(&mut self, x: f64) -> String {
+        self.constant(&crate::scalar::float_lit(x, DType::F32), "f32")
+    }
+
+    /// A declared, uninitialized variable of opaque type `ty`.
+    fn variable(&mut self, ty: &str) -> String {
+        let v = self.fresh();
+        self.line(&format!(
+            "{v} = \"emitc.variable\"() <{{value = #emitc.opaque<\"\">}}> : () -> !emitc.lvalue<{ty}>"
+        ));
+        v
+    }
+
+    /// `emitc.verbatim` with `{}` placeholders filled by `args` (SSA name, type); a literal `{`
+    /// is written `{{`.
+    fn verbatim(&mut self, text: &str, args: &[(&str, String)]) {
+        let names: Vec<&str> = args.iter().map(|a| a.0).collect();
+        let tys: Vec<&str> = args.iter().map(|a| a.1.as_str()).collect();
+        let text = text.replace('"', "\\\"");
+        if args.is_empty() {
+            self.line(&format!("emitc.verbatim \"{text}\""));
+        } else {
+            self.line(&format!(
+                "emitc.verbatim \"{text}\" args {} : {}",
+                names.join(", "),
+                tys.join(", ")
+            ));
+        }
+    }
+
+    /// A value of type `ty` assigned by `text` (whose first `{}` is the variable), loaded.
+    fn assigned(&mut self, ty: &str, text: &str, args: &[(&str, String)]) -> String {
+        let var = self.variable(ty);
+        let mut all = vec![(var.as_str(), lv(ty))];
+        all.extend(args.iter().cloned());
+        self.verbatim(text, &all);
+        let v = self.fresh();
+        self.line(&format!("{v} = emitc.load {var} : {}", lv(ty)));
+        v
+    }
+
+    /// `AscendC::<api>(args…)` followed by `PipeBarrier<PIPE_V>`.
+    fn vector(&mut self, api: &str, args: &[(&str, &str)]) {
+        let names: Vec<&str> = args.iter().map(|a| a.0).collect();
+        let tys: Vec<&str> = args.iter().map(|a| a.1).collect();
+        self.line(&format!(
+            "emitc.call_opaque \"AscendC::{api}\"({}) : ({}) -> ()",
+            names.join(", "),
+            tys.join(", ")
+        ));
+        self.line(
+            "emitc.call_opaque \"AscendC::PipeBarrier\"() {template_args = [#emitc.opaque<\"PIPE_V\">]} : () -> ()",
+        );
+    }
+
+    fn binop(&mut self, op: &str, a: &str, b: &str, ty: &str) -> String {
+        let v = self.fresh();
+        self.line(&format!("{v} = emitc.{op} {a}, {b} : ({ty}, {ty}) -> {ty}"));
+        v
+    }
+
+    fn kernel(
+        &mut self,
+        k: &Graph,
+        name: &str,
+        inputs: &[ValueId],
+        plan: &ElementwisePlan,
+        elements: usize,
+    ) -> Result<String, AscendError> {
+        self.indent = 1;
+        let n_in = inputs.len();
+        let params: Vec<String> = (0..n_in + k.outputs.len())
+            .map(|i| format!("%p{i}: {GM_ADDR}"))
+            .collect();
+        let pipe = self.variable(PIPE);
+        // Global views and queues of the tensor inputs and outputs.
+        let mut in_q: Vec<Option<(String, String)>> = Vec::new();
+        for (i, &v) in inputs.iter().enumerate() {
+            in_q.push(if k.ty(v).shape.is_empty() {
+                None
+            } else {
+                Some((self.variable(GT), self.variable(QIN)))
+            });
+            let _ = i;
+        }
+        let out_q: Vec<(String, String)> = k
+            .outputs
+            .iter()
+            .map(|_| (self.variable(GT), self.variable(QOUT)))
+            .collect();
+        let scratch = self.variable(TBUF);
+        let blk = self.fresh();
+        self.line(&format!(
+            "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
+        ));
+        let per = self.constant(&plan.per_block.to_string(), "i64");
+        let total = self.constant(&elements.to_string(), "i64");
+        let start = self.binop("mul", &blk, &per, "i64");
+        let rem = self.binop("sub", &total, &start, "i64");
+        let lt = self.fresh();
+        self.line(&format!(
+            "{lt} = emitc.cmp lt, {rem}, {per} : (i64, i64) -> i1"
+        ));
+        let len = self.fresh();
+        self.line(&format!(
+            "{len} = emitc.conditional {lt}, {rem}, {per} : i64"
+        ));
+        // Scalars of the inputs, read once on the scalar unit; tensor views of this block.
+        let mut held: Vec<Option<Held>> = vec![None; k.len()];
+        for (i, &v) in inputs.iter().enumerate() {
+            let p = format!("%p{i}");
+            match &in_q[i] {
+                None => {
+                    let g = self.variable(GT);
+                    self.verbatim(
+                        "{}.SetGlobalBuffer((__gm__ float*){}, 1);",
+                        &[(&g, lv(GT)), (&p, GM_ADDR.into())],
+                    );
+                    let s = self.assigned("f32", "{} = {}.GetValue(0);", &[(&g, lv(GT))]);
+                    held[v.index()] = Some(Held::Scalar(s));
+                }
+                Some((g, _)) => self.verbatim(
+                    "{}.SetGlobalBuffer((__gm__ float*){} + {}, {});",
+                    &[
+                        (g, lv(GT)),
+                        (&p, GM_ADDR.into()),
+                        (&start, "i64".into()),
+                        (&len, "i64".into()),
+                    ],
+                ),
+            }
+        }
+        for (o, (g, _)) in out_q.iter().enumerate() {
+            let p = format!("%p{}", n_in + o);
+            self.verbatim(
+                "{}.SetGlobalBuffer((__gm__ float*){} + {}, {});",
+                &[
+                    (g, lv(GT)),
+                    (&p, GM_ADDR.into()),
+                    (&start, "i64".into()),
+                    (&len, "i64".into()),
+                ],
+            );
+        }
+        let tile_bytes = plan.tile * 4;
+        for q in in_q
+            .iter()
+            .flatten()
+            .map(|x| (&x.1, QIN))
+            .chain(out_q.iter().map(|x| (&x.1, QOUT)))
+        {
+            self.verbatim(
+                &format!("{{}}.InitBuffer({{}}, 2, {tile_bytes});"),
+                &[(&pipe, lv(PIPE)), (q.0, lv(q.1))],
+            );
+        }
+        let slots = plan.ub_used / tile_bytes - 2 * (in_q.iter().flatten().count() + out_q.len());
+        self.verbatim(
+            &format!("{{}}.InitBuffer({{}}, {});", slots * tile_bytes),
+            &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
+        );
+        let c0 = self.constant("0", "i64");
+        let tile = self.constant(&plan.tile.to_string(), "i64");
+        let eight = self.constant("8", "i32");
+        let zero32 = self.constant("0", "i32");
+        let off = "%off".to_string();
+        self.line(&format!(
+            "emitc.for {off} = {c0} to {len} step {tile} : i64 {{"
+        ));
+        self.indent += 1;
+        let left = self.binop("sub", &len, &off, "i64");
+        let short = self.fresh();
+        self.line(&format!(
+            "{short} = emitc.cmp lt, {left}, {tile} : (i64, i64) -> i1"
+        ));
+        let n64 = self.fresh();
+        self.line(&format!(
+            "{n64} = emitc.conditional {short}, {left}, {tile} : i64"
+        ));
+        let n = self.fresh();
+        self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
+        let r = self.binop("rem", &n, &eight, "i32");
+        let whole = self.fresh();
+        self.line(&format!(
+            "{whole} = emitc.cmp eq, {r}, {zero32} : (i32, i32) -> i1"
+        ));
+
+        self.verbatim("// CopyIn", &[]);
+        for (g, q) in in_q.iter().flatten() {
+            let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QIN))]);
+            let gs = self.assigned(GT, "{} = {}[{}];", &[(g, lv(GT)), (&off, "i64".into())]);
+            self.copy(&whole, &t, &gs, &n, true);
+            self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, LT.into())]);
+        }
+
+        self.verbatim("// Compute", &[]);
+        let mut to_free = Vec::new();
+        let mut tensor_inputs = in_q.iter().flatten();
+        for &v in inputs {
+            if k.ty(v).shape.is_empty() {
+                continue;
+            }
+            let (_, q) = tensor_inputs.next().expect("one queue per tensor input");
+            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QIN))]);
+            to_free.push((q.clone(), t.clone()));
+            held[v.index()] = Some(Held::Tile(t));
+        }
+        let mut out_tiles = Vec::new();
+        for (_, q) in &out_q {
+            out_tiles.push(self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QOUT))]));
+        }
+        let mut next_slot = 0usize;
+        let mut slot = |e: &mut Emitter| {
+            let at = e.constant(&(next_slot * plan.tile).to_string(), "i32");
+            next_slot += 1;
+            e.assigned(
+                LT,
+                "{} = {}.Get<float>()[{}];",
+                &[(&scratch, lv(TBUF)), (&at, "i32".into())],
+            )
+        };
+        let dup = slot(self);
+        for i in 0..k.len() {
+            let v = ValueId(i as u32);
+            if held[i].is_some() {
+                continue;
+            }
+            let node = k.node(v);
+            let outs: Vec<usize> = k
+                .outputs
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, o))| *o == v)
+                .map(|(j, _)| j)
+                .collect();
+            // A value whose operands are all scalars (a splat constant's arithmetic, a
+            // broadcast scalar's) stays a scalar until an output needs its tile.
+            let scalar = node
+                .inputs
+                .iter()
+                .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
+            let arg = |j: usize| {
+                held[node.inputs[j].index()]
+                    .clone()
+                    .expect("operands first")
+            };
+            let h = match &node.op {
+                Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
+                Op::Broadcast { .. } | Op::Cast => arg(0),
+                Op::Unary(UnaryOp::StopGradient) => arg(0),
+                _ if scalar => Held::Scalar(self.scalar_op(k, v, &held, name)?),
+                _ => {
+                    let d = match outs.first() {
+                        Some(&o) => out_tiles[o].clone(),
+                        None => slot(self),
+                    };
+                    self.tile_op(k, v, &held, &d, &dup, &n, name)?;
+                    Held::Tile(d)
+                }
+            };
+            // An output that is a scalar or another output's value: copied into its tile.
+            for (j, &o) in outs.iter().enumerate() {
+                let dst = &out_tiles[o];
+                match &h {
+                    Held::Tile(t) if j == 0 && t == dst => {}
+                    Held::Tile(t) => {
+                        let z = self.f32_const(0.0);
+                        self.vector("Adds", &[(dst, LT), (t, LT), (&z, "f32"), (&n, "i32")]);
+                    }
+                    Held::Scalar(s) => {
+                        self.vector("Duplicate", &[(dst, LT), (s, "f32"), (&n, "i32")])
+                    }
+                }
+            }
+            held[i] = Some(h);
+        }
+        for (q, t) in &to_free {
+            self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, LT.into())]);
+        }
+        for ((_, q), t) in out_q.iter().zip(&out_tiles) {
+            self.verbatim("{}.EnQue({});", &[(q, lv(QOUT)), (t, LT.into())]);
+        }
+
+        self.verbatim("// CopyOut", &[]);
+        for (g, q) in &out_q {
+            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QOUT))]);
+            let gs = self.assigned(GT, "{} = {}[{}];", &[(g, lv(GT)), (&off, "i64".into())]);
+            self.copy(&whole, &t, &gs, &n, false);
+            self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, LT.into())]);
+        }
+        self.indent -= 1;
+        self.line("}");
+        self.line("emitc.return");
+        let mut m = String::new();
+        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
+        writeln!(
+            m,
+            "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",
+            params.join(", ")
+        )
+        .unwrap();
+        m.push_str(&self.body);
+        m.push_str("}\n");
+        Ok(m)
+    }
+
+    /// GM ↔ UB copy of `n` elements: `DataCopy` when they are whole 32-byte blocks, else
+    /// `DataCopyPad` (padding the UB tile's tail with zeros on the way in).
+    fn copy(&mut self, whole: &str, t: &str, g: &str, n: &str, gm_to_ub: bool) {
+        let (a, at, b, bt) = if gm_to_ub {
+            (t, LT, g, GT)
+        } else {
+            (g, GT, t, LT)
+        };
+        self.line(&format!("emitc.if {whole} {{"));
+        self.indent += 1;
+        self.line(&format!(
+            "emitc.call_opaque \"AscendC::DataCopy\"({a}, {b}, {n}) : ({at}, {bt}, i32) -> ()"
+        ));
+        self.indent -= 1;
+        self.line("} else {");
+        self.indent += 1;
+        let pad = if gm_to_ub {
+            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0}, AscendC::DataCopyPadExtParams<float>{{true, 0, 0, 0.0f});"
+        } else {
+            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0});"
+        };
+        self.verbatim(pad, &[(a, at.into()), (b, bt.into()), (n, "i32".into())]);
+        self.indent -= 1;
+        self.line("}");
+    }
+
+    /// A scalar node on the scalar unit.
+    fn scalar_op(
+        &mut self,
+        k: &Graph,
+        v: ValueId,
+        held: &[Option<Held>],
+        name: &str,
+    ) -> Result<String, AscendError> {
+        let node = k.node(v);
+        let s = |j: usize| match &held[node.inputs[j].index()] {
+            Some(Held::Scalar(s)) => s.clone(),
+            _ => unreachable!("a scalar's operands are scalars"),
+        };
+        Ok(match &node.op {
+            Op::Unary(UnaryOp::Neg) => {
+                let m = self.f32_const(-1.0);
+                self.binop("mul", &s(0), &m, "f32")
+            }
+            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div)) => {
+                let op = match b {
+                    BinaryOp::Add => "add",
+                    BinaryOp::Sub => "sub",
+                    BinaryOp::Mul => "mul",
+                    _ => "div",
+                };
+                self.binop(op, &s(0), &s(1), "f32")
+            }
+            op => {
+                return Err(AscendError::Unsupported {
+                    kernel: name.to_string(),
+                    why: format!(
+                        "scalar {} is not built for Ascend yet (vector ops are)",
+                        op.mnemonic()
+                    ),
+                })
+            }
+        })
+    }
+
+    /// A tensor node into tile `d` (`dup`: the scratch tile a scalar is duplicated into).
+    #[allow(clippy::too_many_arguments)]
+    fn tile_op(
+        &mut self,
+        k: &Graph,
+        v: ValueId,
+        held: &[Option<Held>],
+        d: &str,
+        dup: &str,
+        n: &str,
+        name: &str,
+    ) -> Result<(), AscendError> {
+        let node = k.node(v);
+        let get = |j: usize| {
+            held[node.inputs[j].index()]
+                .clone()
+                .expect("operands first")
+        };
+        let i32t = "i32";
+        match &node.op {
+            Op::Unary(u) => {
+                let Held::Tile(x) = get(0) else {
+                    unreachable!("a tensor's unary operand is a tensor")
+                };
+                match u {
+                    UnaryOp::Neg => {
+                        let m = self.f32_const(-1.0);
+                        self.vector("Muls", &[(d, LT), (&x, LT), (&m, "f32"), (n, i32t)]);
+                    }
+                    UnaryOp::Rsqrt => {
+                        // Sqrt then an exact division (the hardware Rsqrt is not accurate).
+                        self.vector("Sqrt", &[(d, LT), (&x, LT), (n, i32t)]);
+                        let one = self.f32_const(1.0);
+                        self.vector("Duplicate", &[(dup, LT), (&one, "f32"), (n, i32t)]);
+                        self.vector("Div", &[(d, LT), (dup, LT), (d, LT), (n, i32t)]);
+                    }
+                    u => {
+                        let api = match u {
+                            UnaryOp::Abs => "Abs",
+                            UnaryOp::Exp => "Exp",
+                            UnaryOp::Log => "Ln",
+                            _ => "Sqrt",
+                        };
+                        self.vector(api, &[(d, LT), (&x, LT), (n, i32t)]);
+                    }
+                }
+            }
+            Op::Binary(b) => {
+                let api = match b {
+                    BinaryOp::Add => "Add",
+                    BinaryOp::Sub => "Sub",
+                    BinaryOp::Mul => "Mul",
+                    BinaryOp::Div => "Div",
+                    BinaryOp::Max => "Max",
+                    _ => "Min",
+                };
+                match (get(0), get(1)) {
+                    (Held::Tile(x), Held::Tile(y)) => {
+                        self.vector(api, &[(d, LT), (&x, LT), (&y, LT), (n, i32t)])
+                    }
+                    (Held::Tile(t), Held::Scalar(s)) | (Held::Scalar(s), Held::Tile(t))
+                        if matches!(
+                            b,
+                            BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
+                        ) =>
+                    {
+                        let api = format!("{api}s");
+                        self.vector(&api, &[(d, LT), (&t, LT), (&s, "f32"), (n, i32t)]);
+                    }
+                    (a, b2) => {
+                        // Sub and Div with a scalar: the scalar duplicated into a tile (exact).
+                        let tile_of = |e: &mut Emitter, h: Held| match h {
+                            Held::Tile(t) => t,
+                            Held::Scalar(s) => {
+                                e.vector("Duplicate", &[(dup, LT), (&s, "f32"), (n, i32t)]);
+                                dup.to_string()
+                            }
+                        };
+                        let x = tile_of(self, a);
+                        let y = tile_of(self, b2);
+                        self.vector(api, &[(d, LT), (&x, LT), (&y, LT), (n, i32t)]);
+                    }
+                }
+            }
+            op => {
+                return Err(AscendError::Unsupported {
+                    kernel: name.to_string(),
+                    why: format!("{} is not built for Ascend yet", op.mnemonic()),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lvalue type of `ty`.
+fn lv(ty: &str) -> String {
+    format!("!emitc.lvalue<{ty}>")
+}

@@ -1,0 +1,66 @@
+//! The Ascend back end (in progress, the Ascend target issue): fused loop kernels become Ascend C
+//! vector kernels, built as MLIR EmitC modules at the tile level (`kernel.rs`: `TPipe`, double-
+//! buffered `TQue`s, CopyIn / Compute / CopyOut, the multi-core split by `GetBlockIdx()`, the
+//! vector calls as `emitc.call_opaque`), sized by the tiling planner (`tiling.rs`) and printed
+//! to C++ by MLIR's C++ emitter. Built so far: element-wise kernels (same-shape f32 tensors and
+//! scalars; the other kernel classes are clear errors). `ascend_emu/kernel_operator.h` is our
+//! CPU emulation of the Ascend C API subset, which the tests build the printed kernels against.
+
+pub mod kernel;
+pub mod tiling;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Our emulation of CANN's `kernel_operator.h` (see the file's header).
+pub const EMULATION_HEADER: &str = include_str!("../../ascend_emu/kernel_operator.h");
+
+/// An Ascend back-end failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AscendError {
+    #[error("kernel {kernel}: {why}")]
+    Unsupported { kernel: String, why: String },
+    #[error("kernel {kernel}: does not fit the {soc} Unified Buffer: {why}")]
+    DoesNotFit {
+        kernel: String,
+        soc: &'static str,
+        why: String,
+    },
+    #[error("MLIR's C++ emitter: {0}")]
+    Translate(String),
+}
+
+/// MLIR 22's `mlir-translate` (the C++ emitter): on PATH as `mlir-translate-22`, or in the LLVM
+/// prefix `scripts/setup.sh` installs.
+fn mlir_translate() -> PathBuf {
+    let prefixed = PathBuf::from("/usr/lib/llvm-22/bin/mlir-translate");
+    if prefixed.is_file() {
+        prefixed
+    } else {
+        PathBuf::from("mlir-translate-22")
+    }
+}
+
+/// Verifies an EmitC module and prints it as C++ (`mlir-translate --mlir-to-cpp`).
+pub fn emitc_to_cpp(module: &str) -> Result<String, AscendError> {
+    let dir = tempfile::tempdir().map_err(|e| AscendError::Translate(e.to_string()))?;
+    let path = dir.path().join("kernel.mlir");
+    std::fs::write(&path, module).map_err(|e| AscendError::Translate(e.to_string()))?;
+    let tool = mlir_translate();
+    let o = Command::new(&tool)
+        .arg("--mlir-to-cpp")
+        .arg(&path)
+        .output()
+        .map_err(|e| {
+            AscendError::Translate(format!(
+                "cannot run {} ({e}); scripts/setup.sh installs LLVM/MLIR 22",
+                tool.display()
+            ))
+        })?;
+    if !o.status.success() {
+        return Err(AscendError::Translate(
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        ));
+    }
+    String::from_utf8(o.stdout).map_err(|e| AscendError::Translate(e.to_string()))
+}

@@ -1,0 +1,125 @@
+//! The tiling planner: how a kernel's elements spread over the vector cores and how large a tile
+//! its Unified Buffer holds. Every `InitBuffer` of the kernel is summed against the SoC's UB
+//! budget, so a plan that does not fit is a compile-time error, not a hardware fault.
+
+/// What the planner needs to know about a chip (`--ascend-soc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AscendSoc {
+    pub name: &'static str,
+    /// Unified Buffer bytes per vector core.
+    pub ub_bytes: usize,
+    /// Vector cores a kernel may use (`block_dim` ≤ this).
+    pub vector_cores: usize,
+}
+
+/// Ascend 910B (A2): 192 KiB UB per AIV, 48 AIVs (910B1/B2).
+pub const ASCEND_910B: AscendSoc = AscendSoc {
+    name: "ascend910b",
+    ub_bytes: 192 * 1024,
+    vector_cores: 48,
+};
+
+/// Ascend 910 (first generation): 256 KiB UB, 32 AI cores.
+pub const ASCEND_910: AscendSoc = AscendSoc {
+    name: "ascend910",
+    ub_bytes: 256 * 1024,
+    vector_cores: 32,
+};
+
+/// The SoCs `--ascend-soc` knows.
+pub const SOCS: [AscendSoc; 2] = [ASCEND_910B, ASCEND_910];
+
+/// UB bytes left unplanned (the level-0 forms' reserved space on some chips, stack).
+pub const UB_HEADROOM: usize = 8 * 1024;
+/// Largest tile, in elements (longer tiles gain nothing once copies are this long).
+pub const MAX_TILE: usize = 8192;
+/// Tiles are multiples of one 256-byte vector repeat of the element type.
+const REPEAT_BYTES: usize = 256;
+/// Block ranges are multiples of one 32-byte data block.
+const BLOCK_BYTES: usize = 32;
+
+/// How an element-wise kernel over `elements` values runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElementwisePlan {
+    /// Cores used (`block_dim`).
+    pub block_dim: usize,
+    /// Elements per core (the last one gets the rest), a multiple of 32 bytes.
+    pub per_block: usize,
+    /// Elements per tile, a multiple of 256 bytes.
+    pub tile: usize,
+    /// UB bytes the kernel's buffers take.
+    pub ub_used: usize,
+}
+
+/// Plans `elements` values of `elem_bytes` each through `queues` double-buffered queues (inputs
+/// and outputs) and `scratch` single tile-sized buffers, on `soc`.
+pub fn plan_elementwise(
+    soc: &AscendSoc,
+    elements: usize,
+    elem_bytes: usize,
+    queues: usize,
+    scratch: usize,
+) -> Result<ElementwisePlan, String> {
+    let slots = 2 * queues + scratch;
+    let budget = soc.ub_bytes - UB_HEADROOM;
+    let repeat = REPEAT_BYTES / elem_bytes;
+    let fit = budget / (slots.max(1) * elem_bytes) / repeat * repeat;
+    if fit == 0 {
+        return Err(format!(
+            "{queues} double-buffered queues and {scratch} scratch tiles need {} bytes for one \
+             256-byte tile each, more than the {budget} bytes of UB available",
+            slots * REPEAT_BYTES
+        ));
+    }
+    let block = BLOCK_BYTES / elem_bytes;
+    // Enough work per core to be worth a core: at least one repeat.
+    let block_dim = soc.vector_cores.min(elements.div_ceil(repeat)).max(1);
+    let per_block = elements.div_ceil(block_dim).div_ceil(block) * block;
+    let block_dim = elements.div_ceil(per_block).max(1);
+    let tile = fit.min(MAX_TILE).min(per_block.div_ceil(repeat) * repeat);
+    Ok(ElementwisePlan {
+        block_dim,
+        per_block,
+        tile,
+        ub_used: slots * tile * elem_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_fit_the_unified_buffer_and_cover_every_element() {
+        for soc in SOCS {
+            for &(n, queues, scratch) in &[
+                (1, 2, 0),
+                (1000, 3, 2),
+                (4_718_592, 5, 6),
+                (9_437_184, 9, 4),
+            ] {
+                let p = plan_elementwise(&soc, n, 4, queues, scratch).unwrap();
+                assert!(p.ub_used + UB_HEADROOM <= soc.ub_bytes, "{p:?}");
+                assert!(p.block_dim <= soc.vector_cores && p.block_dim >= 1);
+                assert_eq!(p.per_block % 8, 0);
+                assert_eq!(p.tile % 64, 0);
+                assert!(p.per_block * p.block_dim >= n);
+                assert!(p.per_block * (p.block_dim - 1) < n, "no empty core: {p:?}");
+            }
+        }
+        // A big kernel on 910B: 48 cores, tiles as large as the UB allows.
+        let p = plan_elementwise(&ASCEND_910B, 4_718_592, 4, 5, 6).unwrap();
+        assert_eq!(p.block_dim, 48);
+        assert_eq!(p.tile, (192 * 1024 - 8 * 1024) / (16 * 4) / 64 * 64);
+    }
+
+    #[test]
+    fn a_kernel_that_cannot_fit_says_why() {
+        let e = plan_elementwise(&ASCEND_910B, 1024, 4, 200, 300).unwrap_err();
+        assert!(
+            e.contains("200 double-buffered queues and 300 scratch tiles"),
+            "{e}"
+        );
+        assert!(e.contains("188416 bytes of UB"), "{e}");
+    }
+}
