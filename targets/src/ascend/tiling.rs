@@ -115,9 +115,9 @@ mod tests {
 
     #[test]
     fn a_kernel_that_cannot_fit_says_why() {
-        let e = plan_elementwise(&ASCEND_910B, 1024, 4, 200, 300).unwrap_err();
+        let e = plan_elementwise(&ASCEND_910B, 1024, 4, 400, 300).unwrap_err();
         assert!(
-            e.contains("200 double-buffered queues and 300 scratch tiles"),
+            e.contains("400 double-buffered queues and 300 scratch tiles"),
             "{e}"
         );
         assert!(e.contains("188416 bytes of UB"), "{e}");
