@@ -178,3 +178,28 @@ fn element_wise_kernels_of_td1_and_td2_match_the_interpreter() {
     check_phase("td1", &Preset::mindspore(), Phase::Td1, dir.path());
     check_phase("td2", &Preset::paper(), Phase::Td2, dir.path());
 }
+
+/// The EmitC module and the Ascend C it prints, for an element-wise kernel with a scalar input,
+/// constants, a `DataCopyPad` tail (111 floats) and two outputs.
+#[test]
+fn snapshots_of_an_element_wise_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("ew");
+    let t = TensorType::new(DType::F32, vec![3, 37]);
+    let x = b.input("in0", t.clone());
+    let y = b.input("in1", t.clone());
+    let s = b.input("in2", TensorType::new(DType::F32, vec![]));
+    let e = b.exp(x);
+    let p = b.mul(e, y);
+    let s2 = b.mul_scalar(s, 2.0);
+    let s2 = b.broadcast(s2, &[3, 37], &[]);
+    let out0 = b.sub(p, s2);
+    let y1 = b.add_scalar(y, 1.0);
+    let out1 = b.rsqrt(y1);
+    b.output("out0", out0);
+    b.output("out1", out1);
+    let k = build(&b.finish(), "ew", &ASCEND_910B).unwrap();
+    assert_eq!((k.plan.block_dim, k.plan.per_block), (2, 56));
+    insta::assert_snapshot!("ascend_emitc_elementwise", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_elementwise", emitc_to_cpp(&k.mlir).unwrap());
+}
