@@ -14,7 +14,7 @@ PACKAGES=(
   build-essential   # cc/c++ (tblgen's C++ shim, linking test libraries, the Ascend C emulation tests)
   llvm-22-dev       # llvm-config, LLVM headers and static libraries (inkwell, melior)
   libmlir-22-dev    # MLIR headers and static libMLIR*.a / libMLIRCAPI*.a (mlir-sys)
-  mlir-22-tools     # mlir-opt, mlir-translate (debugging, MLIR_NOTES.md recipes)
+  mlir-22-tools     # mlir-translate (the Ascend kernels' C++ emitter), mlir-opt (MLIR_NOTES.md recipes)
   clang-22          # clang for hand-checking generated .ll
   libclang-22-dev   # libclang.so for bindgen (mlir-sys builds its bindings)
   libpolly-22-dev   # `llvm-config --link-static` fails without libPolly*.a
