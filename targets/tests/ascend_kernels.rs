@@ -1,4 +1,4 @@
-//! The Ascend back end's element-wise kernels, end to end on the CPU: every loop kernel of the
+//! The Ascend back end's element-wise and row kernels, end to end on the CPU: every loop kernel of the
 //! tiny td1 and td2 steps that the Ascend builder takes (the others are clear `Unsupported`
 //! errors, counted) becomes an EmitC module, printed to Ascend C by MLIR's C++ emitter, built
 //! with g++ against our emulation header, run on emulated cores over the values a training step
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
-use targets::ascend::kernel::{build, AscendKernel};
 use targets::ascend::tiling::ASCEND_910B;
+use targets::ascend::{build_kernel, AscendKernel};
 use targets::ascend::{emitc_to_cpp, AscendError};
 
 mod common;
@@ -31,7 +31,7 @@ fn program(kernels: &[(AscendKernel, String)]) -> String {
             "    case {i}: return AscendC::EmuLaunch(\"{}\", {}, {}, {});",
             k.name,
             k.name,
-            k.plan.block_dim,
+            k.block_dim,
             args.join(", ")
         )
         .unwrap();
@@ -88,7 +88,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     for r in &runs {
         let name = format!("k{}", r.index);
-        match build(&r.graph, &name, &ASCEND_910B) {
+        match build_kernel(&r.graph, &name, &ASCEND_910B) {
             Ok(k) => {
                 let cpp = emitc_to_cpp(&k.mlir)
                     .unwrap_or_else(|e| panic!("{label} {name}: {e}\n{}", k.mlir));
@@ -165,7 +165,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
         ));
     }
     println!(
-        "{label}: {} element-wise kernels built, run on emulated 910B cores and equal to the interpreter (worst norm-wise {:.2e}); {} not built yet: {skipped:?}",
+        "{label}: {} element-wise and row kernels built, run on emulated 910B cores and equal to the interpreter (worst norm-wise {:.2e}); {} not built yet: {skipped:?}",
         built.len(),
         worst.norm,
         runs.len() - built.len()
@@ -173,7 +173,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
 }
 
 #[test]
-fn element_wise_kernels_of_td1_and_td2_match_the_interpreter() {
+fn element_wise_and_row_kernels_of_td1_and_td2_match_the_interpreter() {
     let dir = tempfile::tempdir().unwrap();
     check_phase("td1", &Preset::mindspore(), Phase::Td1, dir.path());
     check_phase("td2", &Preset::paper(), Phase::Td2, dir.path());
@@ -198,8 +198,8 @@ fn snapshots_of_an_element_wise_kernel() {
     let out1 = b.rsqrt(y1);
     b.output("out0", out0);
     b.output("out1", out1);
-    let k = build(&b.finish(), "ew", &ASCEND_910B).unwrap();
-    assert_eq!((k.plan.block_dim, k.plan.per_block), (2, 56));
+    let k = build_kernel(&b.finish(), "ew", &ASCEND_910B).unwrap();
+    assert_eq!(k.block_dim, 2);
     insta::assert_snapshot!("ascend_emitc_elementwise", k.mlir);
     insta::assert_snapshot!("ascend_cpp_elementwise", emitc_to_cpp(&k.mlir).unwrap());
 }

@@ -6,7 +6,9 @@
 //! scalars; the other kernel classes are clear errors). `ascend_emu/kernel_operator.h` is our
 //! CPU emulation of the Ascend C API subset, which the tests build the printed kernels against.
 
-pub mod kernel;
+mod elementwise;
+mod emitc;
+mod rows;
 pub mod tiling;
 
 use std::path::PathBuf;
@@ -14,6 +16,40 @@ use std::process::Command;
 
 /// Our emulation of CANN's `kernel_operator.h` (see the file's header).
 pub const EMULATION_HEADER: &str = include_str!("../../ascend_emu/kernel_operator.h");
+
+/// A built kernel: its EmitC module and how it runs.
+#[derive(Clone, Debug)]
+pub struct AscendKernel {
+    pub name: String,
+    /// The EmitC module (`mlir-translate --mlir-to-cpp` prints it as Ascend C).
+    pub mlir: String,
+    /// Vector cores it runs on.
+    pub block_dim: usize,
+    /// Unified Buffer bytes its buffers take.
+    pub ub_bytes: usize,
+    /// Parameters in order: the kernel's inputs, then its outputs (`GM_ADDR` each).
+    pub params: usize,
+}
+
+/// Builds loop kernel `k` (named `name`) for `soc`: an element-wise kernel when every tensor of
+/// it has one shape, else a row kernel (values along the last axis, rows split over the cores).
+pub fn build_kernel(
+    k: &ir::Graph,
+    name: &str,
+    soc: &tiling::AscendSoc,
+) -> Result<AscendKernel, AscendError> {
+    let mut shapes = k
+        .nodes
+        .iter()
+        .map(|n| &n.ty.shape)
+        .filter(|s| !s.is_empty());
+    let first = shapes.next();
+    if shapes.all(|s| Some(s) == first) {
+        elementwise::build(k, name, soc)
+    } else {
+        rows::build(k, name, soc)
+    }
+}
 
 /// An Ascend back-end failure.
 #[derive(Debug, thiserror::Error)]

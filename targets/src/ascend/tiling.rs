@@ -85,6 +85,46 @@ pub fn plan_elementwise(
     })
 }
 
+/// How a row kernel over `rows × cols` runs: whole rows per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsPlan {
+    pub block_dim: usize,
+    /// Rows per core (the last one gets the rest).
+    pub rows_per_block: usize,
+    /// UB bytes of one row's tile (32-byte multiple).
+    pub row_bytes: usize,
+    pub ub_used: usize,
+}
+
+/// Plans `rows` rows of `cols` values through `queues` double-buffered queues and `scratch`
+/// row-sized buffers, on `soc`.
+pub fn plan_rows(
+    soc: &AscendSoc,
+    rows: usize,
+    cols: usize,
+    elem_bytes: usize,
+    queues: usize,
+    scratch: usize,
+) -> Result<RowsPlan, String> {
+    let row_bytes = (cols * elem_bytes).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    let slots = 2 * queues + scratch;
+    let budget = soc.ub_bytes - UB_HEADROOM;
+    if slots * row_bytes > budget {
+        return Err(format!(
+            "rows of {cols} values ({row_bytes} bytes) in {queues} double-buffered queues and              {scratch} scratch rows need {} bytes, more than the {budget} bytes of UB available              (rows this long need column tiles, not built yet)",
+            slots * row_bytes
+        ));
+    }
+    let block_dim = soc.vector_cores.min(rows).max(1);
+    let rows_per_block = rows.div_ceil(block_dim);
+    Ok(RowsPlan {
+        block_dim: rows.div_ceil(rows_per_block).max(1),
+        rows_per_block,
+        row_bytes,
+        ub_used: slots * row_bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

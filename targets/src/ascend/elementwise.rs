@@ -1,4 +1,4 @@
-//! One fused loop kernel → one Ascend C vector kernel, built as an MLIR EmitC module at the tile
+//! An element-wise fused loop kernel → one Ascend C vector kernel, built as an MLIR EmitC module at the tile
 //! level: the `extern "C" __global__ __aicore__` entry over `GM_ADDR` buffers, the multi-core
 //! split by `GetBlockIdx()`, a `TPipe` with a double-buffered `TQue` per tensor input and
 //! output and a `TBuf` of scratch tiles, and per tile CopyIn (`DataCopy`, or `DataCopyPad` for a
@@ -11,38 +11,12 @@
 //! class (reductions, softmax, LayerNorm, broadcasts of tensors, transposes, slices, random
 //! numbers, compares and selects, f16) is an `Unsupported` error naming the op.
 
+use super::emitc::{lv, Emitter, Held, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF};
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
 use super::AscendError;
+use super::AscendKernel;
 use ir::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
 use std::fmt::Write;
-
-const LT: &str = "!emitc.opaque<\"AscendC::LocalTensor<float>\">";
-const GT: &str = "!emitc.opaque<\"AscendC::GlobalTensor<float>\">";
-const QIN: &str = "!emitc.opaque<\"AscendC::TQue<AscendC::QuePosition::VECIN, 2>\">";
-const QOUT: &str = "!emitc.opaque<\"AscendC::TQue<AscendC::QuePosition::VECOUT, 2>\">";
-const TBUF: &str = "!emitc.opaque<\"AscendC::TBuf<AscendC::TPosition::VECCALC>\">";
-const PIPE: &str = "!emitc.opaque<\"AscendC::TPipe\">";
-const GM_ADDR: &str = "!emitc.opaque<\"GM_ADDR\">";
-
-/// A built kernel: its EmitC module and how it runs.
-#[derive(Clone, Debug)]
-pub struct AscendKernel {
-    pub name: String,
-    /// The EmitC module (`mlir-translate --mlir-to-cpp` prints it as Ascend C).
-    pub mlir: String,
-    pub plan: ElementwisePlan,
-    /// Parameters in order: the kernel's inputs, then its outputs (`GM_ADDR` each).
-    pub params: usize,
-}
-
-/// How a value of the kernel is held.
-#[derive(Clone, Debug)]
-enum Held {
-    /// A scalar in a register (f32 SSA value).
-    Scalar(String),
-    /// A tile in UB (LocalTensor SSA value).
-    Tile(String),
-}
 
 /// Builds kernel graph `k` (named `name`) for `soc`.
 pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, AscendError> {
@@ -144,103 +118,13 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
-        plan,
+        block_dim: plan.block_dim,
+        ub_bytes: plan.ub_used,
         params: inputs.len() + outputs,
     })
 }
 
-/// EmitC text with fresh SSA names.
-#[derive(Default)]
-struct Emitter {
-    body: String,
-    next: usize,
-    indent: usize,
-}
-
 impl Emitter {
-    fn fresh(&mut self) -> String {
-        self.next += 1;
-        format!("%v{}", self.next)
-    }
-
-    fn line(&mut self, s: &str) {
-        for _ in 0..self.indent {
-            self.body.push_str("  ");
-        }
-        self.body.push_str(s);
-        self.body.push('\n');
-    }
-
-    /// `%v = "emitc.constant"() <{value = lit : ty}>`.
-    fn constant(&mut self, lit: &str, ty: &str) -> String {
-        let v = self.fresh();
-        self.line(&format!(
-            "{v} = \"emitc.constant\"() <{{value = {lit} : {ty}}}> : () -> {ty}"
-        ));
-        v
-    }
-
-    fn f32_const(&mut self, x: f64) -> String {
-        self.constant(&crate::scalar::float_lit(x, DType::F32), "f32")
-    }
-
-    /// A declared, uninitialized variable of opaque type `ty`.
-    fn variable(&mut self, ty: &str) -> String {
-        let v = self.fresh();
-        self.line(&format!(
-            "{v} = \"emitc.variable\"() <{{value = #emitc.opaque<\"\">}}> : () -> !emitc.lvalue<{ty}>"
-        ));
-        v
-    }
-
-    /// `emitc.verbatim` with `{}` placeholders filled by `args` (SSA name, type); a literal `{`
-    /// is written `{{`.
-    fn verbatim(&mut self, text: &str, args: &[(&str, String)]) {
-        let names: Vec<&str> = args.iter().map(|a| a.0).collect();
-        let tys: Vec<&str> = args.iter().map(|a| a.1.as_str()).collect();
-        let text = text.replace('"', "\\\"");
-        if args.is_empty() {
-            self.line(&format!("emitc.verbatim \"{text}\""));
-        } else {
-            self.line(&format!(
-                "emitc.verbatim \"{text}\" args {} : {}",
-                names.join(", "),
-                tys.join(", ")
-            ));
-        }
-    }
-
-    /// A value of type `ty` assigned by `text` (whose first `{}` is the variable), loaded.
-    fn assigned(&mut self, ty: &str, text: &str, args: &[(&str, String)]) -> String {
-        let var = self.variable(ty);
-        let mut all = vec![(var.as_str(), lv(ty))];
-        all.extend(args.iter().cloned());
-        self.verbatim(text, &all);
-        let v = self.fresh();
-        self.line(&format!("{v} = emitc.load {var} : {}", lv(ty)));
-        v
-    }
-
-    /// `AscendC::<api>(args…)` followed by `PipeBarrier<PIPE_V>`.
-    fn vector(&mut self, api: &str, args: &[(&str, &str)]) {
-        let names: Vec<&str> = args.iter().map(|a| a.0).collect();
-        let tys: Vec<&str> = args.iter().map(|a| a.1).collect();
-        self.line(&format!(
-            "emitc.call_opaque \"AscendC::{api}\"({}) : ({}) -> ()",
-            names.join(", "),
-            tys.join(", ")
-        ));
-        self.line(
-            "emitc.call_opaque \"AscendC::PipeBarrier\"() {template_args = [#emitc.opaque<\"PIPE_V\">]} : () -> ()",
-        );
-    }
-
-    fn binop(&mut self, op: &str, a: &str, b: &str, ty: &str) -> String {
-        let v = self.fresh();
-        self.line(&format!("{v} = emitc.{op} {a}, {b} : ({ty}, {ty}) -> {ty}"));
-        v
-    }
-
     fn kernel(
         &mut self,
         k: &Graph,
@@ -485,168 +369,4 @@ impl Emitter {
         m.push_str("}\n");
         Ok(m)
     }
-
-    /// GM ↔ UB copy of `n` elements: `DataCopy` when they are whole 32-byte blocks, else
-    /// `DataCopyPad` (padding the UB tile's tail with zeros on the way in).
-    fn copy(&mut self, whole: &str, t: &str, g: &str, n: &str, gm_to_ub: bool) {
-        let (a, at, b, bt) = if gm_to_ub {
-            (t, LT, g, GT)
-        } else {
-            (g, GT, t, LT)
-        };
-        self.line(&format!("emitc.if {whole} {{"));
-        self.indent += 1;
-        self.line(&format!(
-            "emitc.call_opaque \"AscendC::DataCopy\"({a}, {b}, {n}) : ({at}, {bt}, i32) -> ()"
-        ));
-        self.indent -= 1;
-        self.line("} else {");
-        self.indent += 1;
-        let pad = if gm_to_ub {
-            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0}, AscendC::DataCopyPadExtParams<float>{{true, 0, 0, 0.0f});"
-        } else {
-            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0});"
-        };
-        self.verbatim(pad, &[(a, at.into()), (b, bt.into()), (n, "i32".into())]);
-        self.indent -= 1;
-        self.line("}");
-    }
-
-    /// A scalar node on the scalar unit.
-    fn scalar_op(
-        &mut self,
-        k: &Graph,
-        v: ValueId,
-        held: &[Option<Held>],
-        name: &str,
-    ) -> Result<String, AscendError> {
-        let node = k.node(v);
-        let s = |j: usize| match &held[node.inputs[j].index()] {
-            Some(Held::Scalar(s)) => s.clone(),
-            _ => unreachable!("a scalar's operands are scalars"),
-        };
-        Ok(match &node.op {
-            Op::Unary(UnaryOp::Neg) => {
-                let m = self.f32_const(-1.0);
-                self.binop("mul", &s(0), &m, "f32")
-            }
-            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div)) => {
-                let op = match b {
-                    BinaryOp::Add => "add",
-                    BinaryOp::Sub => "sub",
-                    BinaryOp::Mul => "mul",
-                    _ => "div",
-                };
-                self.binop(op, &s(0), &s(1), "f32")
-            }
-            op => {
-                return Err(AscendError::Unsupported {
-                    kernel: name.to_string(),
-                    why: format!(
-                        "scalar {} is not built for Ascend yet (vector ops are)",
-                        op.mnemonic()
-                    ),
-                })
-            }
-        })
-    }
-
-    /// A tensor node into tile `d` (`dup`: the scratch tile a scalar is duplicated into).
-    #[allow(clippy::too_many_arguments)]
-    fn tile_op(
-        &mut self,
-        k: &Graph,
-        v: ValueId,
-        held: &[Option<Held>],
-        d: &str,
-        dup: &str,
-        n: &str,
-        name: &str,
-    ) -> Result<(), AscendError> {
-        let node = k.node(v);
-        let get = |j: usize| {
-            held[node.inputs[j].index()]
-                .clone()
-                .expect("operands first")
-        };
-        let i32t = "i32";
-        match &node.op {
-            Op::Unary(u) => {
-                let Held::Tile(x) = get(0) else {
-                    unreachable!("a tensor's unary operand is a tensor")
-                };
-                match u {
-                    UnaryOp::Neg => {
-                        let m = self.f32_const(-1.0);
-                        self.vector("Muls", &[(d, LT), (&x, LT), (&m, "f32"), (n, i32t)]);
-                    }
-                    UnaryOp::Rsqrt => {
-                        // Sqrt then an exact division (the hardware Rsqrt is not accurate).
-                        self.vector("Sqrt", &[(d, LT), (&x, LT), (n, i32t)]);
-                        let one = self.f32_const(1.0);
-                        self.vector("Duplicate", &[(dup, LT), (&one, "f32"), (n, i32t)]);
-                        self.vector("Div", &[(d, LT), (dup, LT), (d, LT), (n, i32t)]);
-                    }
-                    u => {
-                        let api = match u {
-                            UnaryOp::Abs => "Abs",
-                            UnaryOp::Exp => "Exp",
-                            UnaryOp::Log => "Ln",
-                            _ => "Sqrt",
-                        };
-                        self.vector(api, &[(d, LT), (&x, LT), (n, i32t)]);
-                    }
-                }
-            }
-            Op::Binary(b) => {
-                let api = match b {
-                    BinaryOp::Add => "Add",
-                    BinaryOp::Sub => "Sub",
-                    BinaryOp::Mul => "Mul",
-                    BinaryOp::Div => "Div",
-                    BinaryOp::Max => "Max",
-                    _ => "Min",
-                };
-                match (get(0), get(1)) {
-                    (Held::Tile(x), Held::Tile(y)) => {
-                        self.vector(api, &[(d, LT), (&x, LT), (&y, LT), (n, i32t)])
-                    }
-                    (Held::Tile(t), Held::Scalar(s)) | (Held::Scalar(s), Held::Tile(t))
-                        if matches!(
-                            b,
-                            BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
-                        ) =>
-                    {
-                        let api = format!("{api}s");
-                        self.vector(&api, &[(d, LT), (&t, LT), (&s, "f32"), (n, i32t)]);
-                    }
-                    (a, b2) => {
-                        // Sub and Div with a scalar: the scalar duplicated into a tile (exact).
-                        let tile_of = |e: &mut Emitter, h: Held| match h {
-                            Held::Tile(t) => t,
-                            Held::Scalar(s) => {
-                                e.vector("Duplicate", &[(dup, LT), (&s, "f32"), (n, i32t)]);
-                                dup.to_string()
-                            }
-                        };
-                        let x = tile_of(self, a);
-                        let y = tile_of(self, b2);
-                        self.vector(api, &[(d, LT), (&x, LT), (&y, LT), (n, i32t)]);
-                    }
-                }
-            }
-            op => {
-                return Err(AscendError::Unsupported {
-                    kernel: name.to_string(),
-                    why: format!("{} is not built for Ascend yet", op.mnemonic()),
-                })
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The lvalue type of `ty`.
-fn lv(ty: &str) -> String {
-    format!("!emitc.lvalue<{ty}>")
 }

@@ -1,0 +1,557 @@
+//! A row kernel → one Ascend C vector kernel: every tensor of the kernel is a whole `[rows, C]`
+//! value, a per-row value `[rows]` (a reduction over the last axis, or one broadcast along it),
+//! a column vector `[C]` broadcast over the rows, or a scalar. Rows split over the vector
+//! cores; each step takes one row: CopyIn of the row of every full input, Compute (vector calls
+//! over the row; a reduction over it is `ReduceSum`/`ReduceMax`/`ReduceMin` read on the scalar
+//! unit after a V→S event, so per-row values are scalars), CopyOut of the full outputs' rows and
+//! `SetValue` of the per-row outputs. Column vectors are loaded once per core. Softmax,
+//! LayerNorm forward and the cross-entropy rows are this class.
+//!
+//! Not built (clear errors): reductions over other axes (sums over rows: bias gradients),
+//! per-row or column outputs of several cores' rows, other shapes, rows longer than the UB
+//! holds.
+
+use super::emitc::{lv, Emitter, Held, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF};
+use super::tiling::{plan_rows, AscendSoc, RowsPlan};
+use super::{AscendError, AscendKernel};
+use ir::{BinaryOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
+use std::fmt::Write;
+
+/// What a value of a row kernel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `[rows…, C]`.
+    Full,
+    /// `[rows…]`: one value per row.
+    Row,
+    /// `[C]`, the same for every row.
+    Col,
+    Scalar,
+}
+
+/// Builds row kernel `k` (named `name`) for `soc`.
+pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, AscendError> {
+    let unsupported = |why: String| AscendError::Unsupported {
+        kernel: name.to_string(),
+        why,
+    };
+    let full = k
+        .nodes
+        .iter()
+        .map(|n| &n.ty.shape)
+        .max_by_key(|s| (s.len(), s.iter().product::<usize>()))
+        .cloned()
+        .unwrap_or_default();
+    if full.len() < 2 {
+        return Err(unsupported("no [rows, C] tensor: not a row kernel".into()));
+    }
+    let lead = &full[..full.len() - 1];
+    let cols = full[full.len() - 1];
+    let rows: usize = lead.iter().product();
+    let last = full.len() - 1;
+    // With a square [C, C] kernel a [C] value is a row or a column value: its broadcasts say
+    // which (a reduction's result is a row value; others follow their first operand).
+    let ambiguous = lead == [cols];
+    let broadcast_as = |v: usize| -> Option<Kind> {
+        k.nodes.iter().find_map(|n| match &n.op {
+            Op::Broadcast { dims } if n.inputs[0].index() == v && dims.len() == 1 => {
+                Some(if dims[0] == last {
+                    Kind::Col
+                } else {
+                    Kind::Row
+                })
+            }
+            _ => None,
+        })
+    };
+    let mut kinds: Vec<Kind> = Vec::with_capacity(k.len());
+    for (i, n) in k.nodes.iter().enumerate() {
+        let s = n.ty.shape.as_slice();
+        let kind = if s == full.as_slice() {
+            Some(Kind::Full)
+        } else if ambiguous && s == [cols] {
+            Some(match &n.op {
+                Op::Reduce { .. } => Kind::Row,
+                _ => broadcast_as(i)
+                    .or_else(|| n.inputs.first().map(|x| kinds[x.index()]))
+                    .unwrap_or(Kind::Row),
+            })
+        } else if s == lead {
+            Some(Kind::Row)
+        } else if s == [cols] {
+            Some(Kind::Col)
+        } else if s.is_empty() {
+            Some(Kind::Scalar)
+        } else {
+            None
+        };
+        if n.ty.dtype != DType::F32 {
+            return Err(unsupported(format!(
+                "node %{i} ({}) is {}: only f32 row kernels are built for Ascend yet",
+                n.op.mnemonic(),
+                n.ty.dtype
+            )));
+        }
+        let Some(kind) = kind else {
+            return Err(unsupported(format!(
+                "node %{i} has shape {:?} in a row kernel over {full:?}",
+                n.ty.shape
+            )));
+        };
+        let input_kind = |j: usize| kinds_get(&kinds, n.inputs[j]);
+        let ok = match &n.op {
+            Op::Input { .. } | Op::Constant { .. } => true,
+            Op::Reduce { axes, .. } => input_kind(0) == Kind::Full && axes.as_slice() == [last],
+            Op::Broadcast { dims } => match input_kind(0) {
+                Kind::Scalar => true,
+                Kind::Row => kind == Kind::Full && dims.iter().copied().eq(0..last),
+                Kind::Col => kind == Kind::Full && dims.as_slice() == [last],
+                Kind::Full => false,
+            },
+            Op::Unary(u) => matches!(
+                u,
+                UnaryOp::Neg
+                    | UnaryOp::Abs
+                    | UnaryOp::Exp
+                    | UnaryOp::Log
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Rsqrt
+                    | UnaryOp::StopGradient
+            ),
+            Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
+            Op::Cast => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(unsupported(format!(
+                "node %{i} ({}): this kernel class is not built for Ascend yet (element-wise \
+                 and row kernels are)",
+                n.op.mnemonic()
+            )));
+        }
+        kinds.push(kind);
+    }
+    for (o, v) in &k.outputs {
+        let kd = kinds[v.index()];
+        if !matches!(kd, Kind::Full | Kind::Row) {
+            return Err(unsupported(format!(
+                "output {o} is a {kd:?} value (written by every core): not built for Ascend yet"
+            )));
+        }
+        if matches!(k.node(*v).op, Op::Input { .. }) {
+            return Err(unsupported(format!("output {o} is an input")));
+        }
+    }
+    let inputs: Vec<ValueId> = (0..k.len())
+        .map(|i| ValueId(i as u32))
+        .filter(|v| matches!(k.node(*v).op, Op::Input { .. }))
+        .collect();
+    let full_in = inputs
+        .iter()
+        .filter(|v| kinds[v.index()] == Kind::Full)
+        .count();
+    let full_out = k
+        .outputs
+        .iter()
+        .filter(|(_, v)| kinds[v.index()] == Kind::Full)
+        .count();
+    // Scratch rows: every computed full or column value, the column inputs, the duplicated
+    // scalar, the reduction's result and its work row.
+    let computed = (0..k.len())
+        .filter(|&i| {
+            matches!(kinds[i], Kind::Full | Kind::Col)
+                && !matches!(k.nodes[i].op, Op::Input { .. } | Op::Broadcast { .. })
+        })
+        .count();
+    let col_in = inputs
+        .iter()
+        .filter(|v| kinds[v.index()] == Kind::Col)
+        .count();
+    let plan = plan_rows(
+        soc,
+        rows,
+        cols,
+        4,
+        full_in + full_out,
+        computed + col_in + 3,
+    )
+    .map_err(|why| AscendError::DoesNotFit {
+        kernel: name.to_string(),
+        soc: soc.name,
+        why,
+    })?;
+    let mut e = Emitter::default();
+    let mlir = e.rows_kernel(k, name, &inputs, &kinds, &plan, (rows, cols))?;
+    Ok(AscendKernel {
+        name: name.to_string(),
+        mlir,
+        block_dim: plan.block_dim,
+        ub_bytes: plan.ub_used,
+        params: inputs.len() + k.outputs.len(),
+    })
+}
+
+fn kinds_get(kinds: &[Kind], v: ValueId) -> Kind {
+    kinds[v.index()]
+}
+
+impl Emitter {
+    fn rows_kernel(
+        &mut self,
+        k: &Graph,
+        name: &str,
+        inputs: &[ValueId],
+        kinds: &[Kind],
+        plan: &RowsPlan,
+        (rows, cols): (usize, usize),
+    ) -> Result<String, AscendError> {
+        self.indent = 1;
+        let n_in = inputs.len();
+        let params: Vec<String> = (0..n_in + k.outputs.len())
+            .map(|i| format!("%p{i}: {GM_ADDR}"))
+            .collect();
+        let whole = (cols * 4) % 32 == 0;
+        let pipe = self.variable(PIPE);
+        let scratch = self.variable(TBUF);
+        let blk = self.fresh();
+        self.line(&format!(
+            "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
+        ));
+        let per = self.constant(&plan.rows_per_block.to_string(), "i64");
+        let total = self.constant(&rows.to_string(), "i64");
+        let first = self.binop("mul", &blk, &per, "i64");
+        let end0 = self.binop("add", &first, &per, "i64");
+        let lt = self.fresh();
+        self.line(&format!(
+            "{lt} = emitc.cmp lt, {end0}, {total} : (i64, i64) -> i1"
+        ));
+        let end = self.fresh();
+        self.line(&format!(
+            "{end} = emitc.conditional {lt}, {end0}, {total} : i64"
+        ));
+        let n = self.constant(&cols.to_string(), "i32");
+        let c64 = self.constant(&cols.to_string(), "i64");
+        let row_bytes = plan.row_bytes;
+        // Global views, queues and column inputs.
+        let mut gm: Vec<String> = Vec::new();
+        let params_of = inputs
+            .iter()
+            .copied()
+            .chain(k.outputs.iter().map(|(_, v)| *v));
+        for (i, v) in params_of.enumerate() {
+            let g = self.variable(GT);
+            let len = k.ty(v).shape.iter().product::<usize>();
+            let p = format!("%p{i}");
+            self.verbatim(
+                &format!("{{}}.SetGlobalBuffer((__gm__ float*){{}}, {len});"),
+                &[(&g, lv(GT)), (&p, GM_ADDR.into())],
+            );
+            gm.push(g);
+        }
+        let mut held: Vec<Option<Held>> = vec![None; k.len()];
+        let mut in_q: Vec<Option<String>> = vec![None; n_in];
+        for (i, &v) in inputs.iter().enumerate() {
+            if kinds[v.index()] == Kind::Full {
+                let q = self.variable(QIN);
+                self.verbatim(
+                    &format!("{{}}.InitBuffer({{}}, 2, {row_bytes});"),
+                    &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
+                );
+                in_q[i] = Some(q);
+            }
+        }
+        let mut out_q: Vec<Option<String>> = Vec::new();
+        for (_, v) in &k.outputs {
+            out_q.push(if kinds[v.index()] == Kind::Full {
+                let q = self.variable(QOUT);
+                self.verbatim(
+                    &format!("{{}}.InitBuffer({{}}, 2, {row_bytes});"),
+                    &[(&pipe, lv(PIPE)), (&q, lv(QOUT))],
+                );
+                Some(q)
+            } else {
+                None
+            });
+        }
+        let slots = plan.ub_used / row_bytes
+            - 2 * (in_q.iter().flatten().count() + out_q.iter().flatten().count());
+        self.verbatim(
+            &format!("{{}}.InitBuffer({{}}, {});", slots * row_bytes),
+            &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
+        );
+        let row_elems = row_bytes / 4;
+        let mut next_slot = 0usize;
+        let mut slot = |e: &mut Emitter| {
+            let at = e.constant(&(next_slot * row_elems).to_string(), "i32");
+            next_slot += 1;
+            e.assigned(
+                LT,
+                "{} = {}.Get<float>()[{}];",
+                &[(&scratch, lv(TBUF)), (&at, "i32".into())],
+            )
+        };
+        let dup = slot(self);
+        let red = slot(self);
+        let work = slot(self);
+        // Column inputs and scalar inputs, once per core.
+        let mut loaded_cols = false;
+        for (i, &v) in inputs.iter().enumerate() {
+            match kinds[v.index()] {
+                Kind::Col => {
+                    let t = slot(self);
+                    let g = self.assigned(GT, "{} = {};", &[(&gm[i], lv(GT))]);
+                    self.copy_known(whole, &t, &g, &n, true);
+                    held[v.index()] = Some(Held::Tile(t));
+                    loaded_cols = true;
+                }
+                Kind::Scalar => {
+                    let s = self.assigned("f32", "{} = {}.GetValue(0);", &[(&gm[i], lv(GT))]);
+                    held[v.index()] = Some(Held::Scalar(s));
+                }
+                _ => {}
+            }
+        }
+        if loaded_cols {
+            self.event("MTE2_V");
+        }
+        let r = "%row".to_string();
+        let one = self.constant("1", "i64");
+        self.line(&format!(
+            "emitc.for {r} = {first} to {end} step {one} : i64 {{"
+        ));
+        self.indent += 1;
+        let off = self.binop("mul", &r, &c64, "i64");
+
+        self.verbatim("// CopyIn", &[]);
+        let mut deq = Vec::new();
+        for (i, q) in in_q.iter().enumerate() {
+            if let Some(q) = q {
+                let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QIN))]);
+                let gs = self.assigned(
+                    GT,
+                    "{} = {}[{}];",
+                    &[(&gm[i], lv(GT)), (&off, "i64".into())],
+                );
+                self.copy_known(whole, &t, &gs, &n, true);
+                self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, LT.into())]);
+                deq.push((i, q.clone()));
+            }
+        }
+
+        self.verbatim("// Compute", &[]);
+        let mut to_free = Vec::new();
+        for (i, q) in deq {
+            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);
+            held[inputs[i].index()] = Some(Held::Tile(t.clone()));
+            to_free.push((q, t));
+        }
+        for (i, &v) in inputs.iter().enumerate() {
+            if kinds[v.index()] == Kind::Row {
+                let s = self.assigned(
+                    "f32",
+                    "{} = {}.GetValue({});",
+                    &[(&gm[i], lv(GT)), (&r, "i64".into())],
+                );
+                held[v.index()] = Some(Held::Scalar(s));
+            }
+        }
+        let mut out_tiles: Vec<Option<String>> = Vec::new();
+        for q in &out_q {
+            out_tiles.push(
+                q.as_ref()
+                    .map(|q| self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QOUT))])),
+            );
+        }
+        for i in 0..k.len() {
+            let v = ValueId(i as u32);
+            if held[i].is_some() {
+                continue;
+            }
+            let node = k.node(v);
+            let outs: Vec<usize> = k
+                .outputs
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, o))| *o == v)
+                .map(|(j, _)| j)
+                .collect();
+            let all_scalar = node
+                .inputs
+                .iter()
+                .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
+            let arg = |j: usize| {
+                held[node.inputs[j].index()]
+                    .clone()
+                    .expect("operands first")
+            };
+            let h = match &node.op {
+                Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
+                Op::Broadcast { .. } | Op::Cast | Op::Unary(UnaryOp::StopGradient) => arg(0),
+                Op::Reduce { kind, .. } => {
+                    let Held::Tile(x) = arg(0) else {
+                        unreachable!("reductions read full rows")
+                    };
+                    Held::Scalar(self.reduce_row(*kind, &x, &red, &work, &n, cols))
+                }
+                _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, &held, &dup, name)?),
+                _ => {
+                    let d = match outs.first().and_then(|&o| out_tiles[o].clone()) {
+                        Some(t) => t,
+                        None => slot(self),
+                    };
+                    self.tile_op(k, v, &held, &d, &dup, &n, name)?;
+                    Held::Tile(d)
+                }
+            };
+            for (j, &o) in outs.iter().enumerate() {
+                match (&h, &out_tiles[o]) {
+                    (Held::Tile(t), Some(dst)) if j == 0 && t == dst => {}
+                    (Held::Tile(t), Some(dst)) => {
+                        let z = self.f32_const(0.0);
+                        self.vector("Adds", &[(dst, LT), (t, LT), (&z, "f32"), (&n, "i32")]);
+                    }
+                    (Held::Scalar(s), Some(dst)) => {
+                        self.vector("Duplicate", &[(dst, LT), (s, "f32"), (&n, "i32")])
+                    }
+                    (Held::Scalar(s), None) => {
+                        let g = gm[n_in + o].clone();
+                        self.verbatim(
+                            "{}.SetValue({}, {});",
+                            &[(&g, lv(GT)), (&r, "i64".into()), (s, "f32".into())],
+                        );
+                    }
+                    (Held::Tile(_), None) => unreachable!("per-row outputs are scalars"),
+                }
+            }
+            held[i] = Some(h);
+        }
+        for (q, t) in &to_free {
+            self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, LT.into())]);
+        }
+        for (q, t) in out_q.iter().zip(&out_tiles) {
+            if let (Some(q), Some(t)) = (q, t) {
+                self.verbatim("{}.EnQue({});", &[(q, lv(QOUT)), (t, LT.into())]);
+            }
+        }
+
+        self.verbatim("// CopyOut", &[]);
+        for (o, q) in out_q.iter().enumerate() {
+            if let Some(q) = q {
+                let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QOUT))]);
+                let gs = self.assigned(
+                    GT,
+                    "{} = {}[{}];",
+                    &[(&gm[n_in + o], lv(GT)), (&off, "i64".into())],
+                );
+                self.copy_known(whole, &t, &gs, &n, false);
+                self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, LT.into())]);
+            }
+        }
+        self.indent -= 1;
+        self.line("}");
+        self.line("emitc.return");
+        let mut m = String::new();
+        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
+        writeln!(
+            m,
+            "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",
+            params.join(", ")
+        )
+        .unwrap();
+        m.push_str(&self.body);
+        m.push_str("}\n");
+        Ok(m)
+    }
+
+    /// `SetFlag` / `WaitFlag` of a fresh event of `HardEvent::<kind>`.
+    fn event(&mut self, kind: &str) {
+        const EVENT: &str = "!emitc.opaque<\"event_t\">";
+        let e = self.assigned(
+            EVENT,
+            &format!(
+                "{{}} = static_cast<event_t>(AscendC::GetTPipePtr()->FetchEventID(AscendC::HardEvent::{kind}));"
+            ),
+            &[],
+        );
+        for f in ["SetFlag", "WaitFlag"] {
+            self.line(&format!(
+                "emitc.call_opaque \"AscendC::{f}\"({e}) {{template_args = [#emitc.opaque<\"AscendC::HardEvent::{kind}\">]}} : ({EVENT}) -> ()"
+            ));
+        }
+    }
+
+    /// A reduction of row tile `x` over its `cols` values into `red[0]`, read on the scalar
+    /// unit after a V→S event; a mean divides by `cols` there.
+    fn reduce_row(
+        &mut self,
+        kind: ReduceKind,
+        x: &str,
+        red: &str,
+        work: &str,
+        n: &str,
+        cols: usize,
+    ) -> String {
+        let api = match kind {
+            ReduceKind::Max => "ReduceMax",
+            ReduceKind::Min => "ReduceMin",
+            ReduceKind::Sum | ReduceKind::Mean => "ReduceSum",
+        };
+        self.vector(api, &[(red, LT), (x, LT), (work, LT), (n, "i32")]);
+        self.event("V_S");
+        let s = self.assigned("f32", "{} = {}.GetValue(0);", &[(red, LT.into())]);
+        if kind == ReduceKind::Mean {
+            let c = self.f32_const(cols as f64);
+            self.binop("div", &s, &c, "f32")
+        } else {
+            s
+        }
+    }
+
+    /// A scalar (or per-row) op: `+ - × ÷` and negation on the scalar unit; the others as a
+    /// vector op on one 32-byte block of `dup`, read back after a V→S event.
+    fn any_scalar_op(
+        &mut self,
+        k: &Graph,
+        v: ValueId,
+        held: &[Option<Held>],
+        dup: &str,
+        name: &str,
+    ) -> Result<String, AscendError> {
+        let node = k.node(v);
+        let s = |j: usize| match &held[node.inputs[j].index()] {
+            Some(Held::Scalar(s)) => s.clone(),
+            _ => unreachable!("operands are scalars"),
+        };
+        let api = match &node.op {
+            Op::Unary(UnaryOp::Abs) => "Abs",
+            Op::Unary(UnaryOp::Exp) => "Exp",
+            Op::Unary(UnaryOp::Log) => "Ln",
+            Op::Unary(UnaryOp::Sqrt) | Op::Unary(UnaryOp::Rsqrt) => "Sqrt",
+            Op::Binary(BinaryOp::Max) | Op::Binary(BinaryOp::Min) => {
+                let (x, y) = (s(0), s(1));
+                let api = if node.op == Op::Binary(BinaryOp::Max) {
+                    "Maxs"
+                } else {
+                    "Mins"
+                };
+                let eight = self.constant("8", "i32");
+                self.vector("Duplicate", &[(dup, LT), (&x, "f32"), (&eight, "i32")]);
+                self.vector(api, &[(dup, LT), (dup, LT), (&y, "f32"), (&eight, "i32")]);
+                self.event("V_S");
+                return Ok(self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]));
+            }
+            _ => return self.scalar_op(k, v, held, name),
+        };
+        let eight = self.constant("8", "i32");
+        self.vector("Duplicate", &[(dup, LT), (&s(0), "f32"), (&eight, "i32")]);
+        self.vector(api, &[(dup, LT), (dup, LT), (&eight, "i32")]);
+        self.event("V_S");
+        let r = self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]);
+        Ok(if node.op == Op::Unary(UnaryOp::Rsqrt) {
+            let one = self.f32_const(1.0);
+            self.binop("div", &one, &r, "f32")
+        } else {
+            r
+        })
+    }
+}
