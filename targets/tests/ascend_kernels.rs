@@ -203,3 +203,19 @@ fn snapshots_of_an_element_wise_kernel() {
     insta::assert_snapshot!("ascend_emitc_elementwise", k.mlir);
     insta::assert_snapshot!("ascend_cpp_elementwise", emitc_to_cpp(&k.mlir).unwrap());
 }
+
+/// The EmitC module and Ascend C of a row kernel: softmax over rows of 40 values (160 bytes,
+/// whole 32-byte blocks) with the reductions read after V→S events.
+#[test]
+fn snapshots_of_a_row_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("softmax");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![6, 40]));
+    let y = compiler::frontend::bert::softmax_last(&mut b, x);
+    b.output("out0", y);
+    let g = b.finish();
+    let k = build_kernel(&g, "softmax", &ASCEND_910B).unwrap();
+    assert_eq!(k.block_dim, 6);
+    insta::assert_snapshot!("ascend_emitc_softmax", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_softmax", emitc_to_cpp(&k.mlir).unwrap());
+}
