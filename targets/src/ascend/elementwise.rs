@@ -44,6 +44,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                     | UnaryOp::Log
                     | UnaryOp::Sqrt
                     | UnaryOp::Rsqrt
+                    | UnaryOp::Tanh
                     | UnaryOp::StopGradient
             ),
             Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),

@@ -218,6 +218,19 @@ impl Emitter {
                         let m = self.f32_const(-1.0);
                         self.vector("Muls", &[(d, LT), (&x, LT), (&m, "f32"), (n, i32t)]);
                     }
+                    UnaryOp::Tanh => {
+                        // 1 − 2 / (e^{2x} + 1): exact at ±∞, no overflow to NaN.
+                        let two = self.f32_const(2.0);
+                        let one = self.f32_const(1.0);
+                        let minus = self.f32_const(-1.0);
+                        self.vector("Muls", &[(d, LT), (&x, LT), (&two, "f32"), (n, i32t)]);
+                        self.vector("Exp", &[(d, LT), (d, LT), (n, i32t)]);
+                        self.vector("Adds", &[(d, LT), (d, LT), (&one, "f32"), (n, i32t)]);
+                        self.vector("Duplicate", &[(dup, LT), (&two, "f32"), (n, i32t)]);
+                        self.vector("Div", &[(d, LT), (dup, LT), (d, LT), (n, i32t)]);
+                        self.vector("Muls", &[(d, LT), (d, LT), (&minus, "f32"), (n, i32t)]);
+                        self.vector("Adds", &[(d, LT), (d, LT), (&one, "f32"), (n, i32t)]);
+                    }
                     UnaryOp::Rsqrt => {
                         // Sqrt then an exact division (the hardware Rsqrt is not accurate).
                         self.vector("Sqrt", &[(d, LT), (&x, LT), (n, i32t)]);
