@@ -1,10 +1,12 @@
 //! The Ascend back end (in progress, the Ascend target issue): fused loop kernels become Ascend C
-//! vector kernels, built as MLIR EmitC modules at the tile level (`kernel.rs`: `TPipe`, double-
-//! buffered `TQue`s, CopyIn / Compute / CopyOut, the multi-core split by `GetBlockIdx()`, the
-//! vector calls as `emitc.call_opaque`), sized by the tiling planner (`tiling.rs`) and printed
-//! to C++ by MLIR's C++ emitter. Built so far: element-wise kernels (same-shape f32 tensors and
-//! scalars; the other kernel classes are clear errors). `ascend_emu/kernel_operator.h` is our
-//! CPU emulation of the Ascend C API subset, which the tests build the printed kernels against.
+//! vector kernels, built as MLIR EmitC modules at the tile level (`TPipe`, double-buffered
+//! `TQue`s, CopyIn / Compute / CopyOut, the multi-core split by `GetBlockIdx()`, the vector calls
+//! as `emitc.call_opaque`; shared pieces in `emitc.rs`), sized by the tiling planner
+//! (`tiling.rs`) and printed to C++ by MLIR's C++ emitter. Built so far: element-wise kernels
+//! (`elementwise.rs`: same-shape f32 tensors and scalars) and row kernels (`rows.rs`: reductions
+//! along the last axis and the row and column broadcasts around them); the other kernel classes
+//! are clear errors. `ascend_emu/kernel_operator.h` is our CPU emulation of the Ascend C API
+//! subset, which the tests build the printed kernels against.
 
 mod elementwise;
 mod emitc;
