@@ -164,14 +164,7 @@ impl Emitter {
         let total = self.constant(&elements.to_string(), "i64");
         let start = self.binop("mul", &blk, &per, "i64");
         let rem = self.binop("sub", &total, &start, "i64");
-        let lt = self.fresh();
-        self.line(&format!(
-            "{lt} = emitc.cmp lt, {rem}, {per} : (i64, i64) -> i1"
-        ));
-        let len = self.fresh();
-        self.line(&format!(
-            "{len} = emitc.conditional {lt}, {rem}, {per} : i64"
-        ));
+        let len = self.min_i64(&rem, &per);
         // Scalars of the inputs, read once on the scalar unit; tensor views of this block.
         let mut held: Vec<Option<Held>> = vec![None; k.len()];
         for (i, &v) in inputs.iter().enumerate() {
@@ -228,29 +221,16 @@ impl Emitter {
         );
         let c0 = self.constant("0", "i64");
         let tile = self.constant(&plan.tile.to_string(), "i64");
-        let eight = self.constant("8", "i32");
-        let zero32 = self.constant("0", "i32");
         let off = "%off".to_string();
         self.line(&format!(
             "emitc.for {off} = {c0} to {len} step {tile} : i64 {{"
         ));
         self.indent += 1;
         let left = self.binop("sub", &len, &off, "i64");
-        let short = self.fresh();
-        self.line(&format!(
-            "{short} = emitc.cmp lt, {left}, {tile} : (i64, i64) -> i1"
-        ));
-        let n64 = self.fresh();
-        self.line(&format!(
-            "{n64} = emitc.conditional {short}, {left}, {tile} : i64"
-        ));
+        let n64 = self.min_i64(&left, &tile);
         let n = self.fresh();
         self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
-        let r = self.binop("rem", &n, &eight, "i32");
-        let whole = self.fresh();
-        self.line(&format!(
-            "{whole} = emitc.cmp eq, {r}, {zero32} : (i32, i32) -> i1"
-        ));
+        let whole = self.whole_blocks(&n);
 
         self.verbatim("// CopyIn", &[]);
         for (g, q) in in_q.iter().flatten() {

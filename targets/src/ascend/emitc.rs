@@ -108,6 +108,27 @@ impl Emitter {
         );
     }
 
+    /// `a < b ? a : b` of two i64 values.
+    pub(super) fn min_i64(&mut self, a: &str, b: &str) -> String {
+        let lt = self.fresh();
+        self.line(&format!("{lt} = emitc.cmp lt, {a}, {b} : (i64, i64) -> i1"));
+        let m = self.fresh();
+        self.line(&format!("{m} = emitc.conditional {lt}, {a}, {b} : i64"));
+        m
+    }
+
+    /// Whether `n` (i32) f32 values are whole 32-byte blocks.
+    pub(super) fn whole_blocks(&mut self, n: &str) -> String {
+        let eight = self.constant("8", "i32");
+        let zero = self.constant("0", "i32");
+        let r = self.binop("rem", n, &eight, "i32");
+        let z = self.fresh();
+        self.line(&format!(
+            "{z} = emitc.cmp eq, {r}, {zero} : (i32, i32) -> i1"
+        ));
+        z
+    }
+
     pub(super) fn binop(&mut self, op: &str, a: &str, b: &str, ty: &str) -> String {
         let v = self.fresh();
         self.line(&format!("{v} = emitc.{op} {a}, {b} : ({ty}, {ty}) -> {ty}"));

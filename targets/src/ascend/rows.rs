@@ -7,12 +7,16 @@
 //! `SetValue` of the per-row outputs. Column vectors are loaded once per core. Softmax,
 //! LayerNorm forward and the cross-entropy rows are this class.
 //!
-//! Not built (clear errors): reductions over other axes (sums over rows: bias gradients),
-//! per-row or column outputs of several cores' rows, other shapes, rows longer than the UB
-//! holds.
+//! Column sums (reductions over the leading axes: bias gradients, LayerNorm backward's sums)
+//! are the same kernel turned around: columns split over the cores in 32-byte multiples, each
+//! core stepping through every row of its columns and adding them to accumulators in UB, written
+//! out after the last row.
+//!
+//! Not built (clear errors): both kinds of reduction in one kernel, a column sum used by other
+//! ops, column max/min, other shapes, rows longer than the UB holds.
 
 use super::emitc::{lv, Emitter, Held, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF};
-use super::tiling::{plan_rows, AscendSoc, RowsPlan};
+use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
 use ir::{BinaryOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
 use std::fmt::Write;
@@ -27,6 +31,23 @@ enum Kind {
     /// `[C]`, the same for every row.
     Col,
     Scalar,
+}
+
+/// Whether a step's copies are whole 32-byte blocks: known when the kernel is built, or only
+/// at run time (the last core's columns).
+enum Whole {
+    Known(bool),
+    Runtime(String),
+}
+
+/// Which axis a row kernel reduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Along the last axis (or none): rows split over the cores, a whole row per step.
+    Rows,
+    /// Over the leading axes (column sums: bias gradients): columns split over the cores, each
+    /// core stepping through every row of its columns and accumulating in UB.
+    Cols,
 }
 
 /// Builds row kernel `k` (named `name`) for `soc`.
@@ -49,6 +70,22 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let cols = full[full.len() - 1];
     let rows: usize = lead.iter().product();
     let last = full.len() - 1;
+    let reduces = |lead_axes: bool| {
+        k.nodes.iter().any(|n| match &n.op {
+            Op::Reduce { axes, .. } if lead_axes => axes.iter().copied().eq(0..last),
+            Op::Reduce { axes, .. } => axes.as_slice() == [last],
+            _ => false,
+        })
+    };
+    let mode = match (reduces(false), reduces(true)) {
+        (true, true) => {
+            return Err(unsupported(
+                "reductions over the last and the leading axes in one kernel".into(),
+            ))
+        }
+        (_, true) => Mode::Cols,
+        _ => Mode::Rows,
+    };
     // With a square [C, C] kernel a [C] value is a row or a column value: its broadcasts say
     // which (a reduction's result is a row value; others follow their first operand).
     let ambiguous = lead == [cols];
@@ -71,7 +108,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             Some(Kind::Full)
         } else if ambiguous && s == [cols] {
             Some(match &n.op {
-                Op::Reduce { .. } => Kind::Row,
+                Op::Reduce { axes, .. } if axes.as_slice() == [last] => Kind::Row,
+                Op::Reduce { .. } => Kind::Col,
                 _ => broadcast_as(i)
                     .or_else(|| n.inputs.first().map(|x| kinds[x.index()]))
                     .unwrap_or(Kind::Row),
@@ -101,7 +139,20 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         let input_kind = |j: usize| kinds_get(&kinds, n.inputs[j]);
         let ok = match &n.op {
             Op::Input { .. } | Op::Constant { .. } => true,
-            Op::Reduce { axes, .. } => input_kind(0) == Kind::Full && axes.as_slice() == [last],
+            Op::Reduce { axes, kind: rk } => {
+                input_kind(0) == Kind::Full
+                    && (mode == Mode::Rows || matches!(rk, ReduceKind::Sum | ReduceKind::Mean))
+                    && match mode {
+                        Mode::Rows => axes.as_slice() == [last],
+                        // A column sum's value is only an output (ready after the last row).
+                        Mode::Cols => {
+                            axes.iter().copied().eq(0..last)
+                                && k.nodes
+                                    .iter()
+                                    .all(|m| !m.inputs.contains(&ValueId(i as u32)))
+                        }
+                    }
+            }
             Op::Broadcast { dims } => match input_kind(0) {
                 Kind::Scalar => true,
                 Kind::Row => kind == Kind::Full && dims.iter().copied().eq(0..last),
@@ -123,6 +174,11 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             Op::Cast => true,
             _ => false,
         };
+        if mode == Mode::Cols && kind == Kind::Row {
+            return Err(unsupported(format!(
+                "node %{i}: a per-row value in a column-sum kernel is not built for Ascend yet"
+            )));
+        }
         if !ok {
             return Err(unsupported(format!(
                 "node %{i} ({}): this kernel class is not built for Ascend yet (element-wise \
@@ -134,7 +190,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     }
     for (o, v) in &k.outputs {
         let kd = kinds[v.index()];
-        if !matches!(kd, Kind::Full | Kind::Row) {
+        let reduced_col = kd == Kind::Col && matches!(k.node(*v).op, Op::Reduce { .. });
+        if !matches!(kd, Kind::Full | Kind::Row) && !reduced_col {
             return Err(unsupported(format!(
                 "output {o} is a {kd:?} value (written by every core): not built for Ascend yet"
             )));
@@ -168,21 +225,18 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .iter()
         .filter(|v| kinds[v.index()] == Kind::Col)
         .count();
-    let plan = plan_rows(
-        soc,
-        rows,
-        cols,
-        4,
-        full_in + full_out,
-        computed + col_in + 3,
-    )
+    let (queues, scratch) = (full_in + full_out, computed + col_in + 3);
+    let plan = match mode {
+        Mode::Rows => plan_rows(soc, rows, cols, 4, queues, scratch),
+        Mode::Cols => plan_cols(soc, cols, 4, queues, scratch),
+    }
     .map_err(|why| AscendError::DoesNotFit {
         kernel: name.to_string(),
         soc: soc.name,
         why,
     })?;
     let mut e = Emitter::default();
-    let mlir = e.rows_kernel(k, name, &inputs, &kinds, &plan, (rows, cols))?;
+    let mlir = e.rows_kernel(k, name, mode, &inputs, &kinds, &plan, (rows, cols))?;
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
@@ -197,13 +251,15 @@ fn kinds_get(kinds: &[Kind], v: ValueId) -> Kind {
 }
 
 impl Emitter {
+    #[allow(clippy::too_many_arguments)]
     fn rows_kernel(
         &mut self,
         k: &Graph,
         name: &str,
+        mode: Mode,
         inputs: &[ValueId],
         kinds: &[Kind],
-        plan: &RowsPlan,
+        plan: &StepPlan,
         (rows, cols): (usize, usize),
     ) -> Result<String, AscendError> {
         self.indent = 1;
@@ -211,28 +267,37 @@ impl Emitter {
         let params: Vec<String> = (0..n_in + k.outputs.len())
             .map(|i| format!("%p{i}: {GM_ADDR}"))
             .collect();
-        let whole = (cols * 4) % 32 == 0;
         let pipe = self.variable(PIPE);
         let scratch = self.variable(TBUF);
         let blk = self.fresh();
         self.line(&format!(
             "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
         ));
-        let per = self.constant(&plan.rows_per_block.to_string(), "i64");
-        let total = self.constant(&rows.to_string(), "i64");
-        let first = self.binop("mul", &blk, &per, "i64");
-        let end0 = self.binop("add", &first, &per, "i64");
-        let lt = self.fresh();
-        self.line(&format!(
-            "{lt} = emitc.cmp lt, {end0}, {total} : (i64, i64) -> i1"
-        ));
-        let end = self.fresh();
-        self.line(&format!(
-            "{end} = emitc.conditional {lt}, {end0}, {total} : i64"
-        ));
-        let n = self.constant(&cols.to_string(), "i32");
+        let per = self.constant(&plan.per_block.to_string(), "i64");
         let c64 = self.constant(&cols.to_string(), "i64");
-        let row_bytes = plan.row_bytes;
+        let total = self.constant(&rows.to_string(), "i64");
+        // The rows this core steps through, the columns of each step (`c0` + `n`), and whether
+        // a step is whole 32-byte blocks.
+        let (first, end, n, c0, whole) = match mode {
+            Mode::Rows => {
+                let first = self.binop("mul", &blk, &per, "i64");
+                let end0 = self.binop("add", &first, &per, "i64");
+                let end = self.min_i64(&end0, &total);
+                let n = self.constant(&cols.to_string(), "i32");
+                (first, end, n, None, Whole::Known((cols * 4) % 32 == 0))
+            }
+            Mode::Cols => {
+                let c0 = self.binop("mul", &blk, &per, "i64");
+                let rem = self.binop("sub", &c64, &c0, "i64");
+                let w = self.min_i64(&rem, &per);
+                let n = self.fresh();
+                self.line(&format!("{n} = emitc.cast {w} : i64 to i32"));
+                let z = self.whole_blocks(&n);
+                let first = self.constant("0", "i64");
+                (first, total.clone(), n, Some(c0), Whole::Runtime(z))
+            }
+        };
+        let row_bytes = plan.step_bytes;
         // Global views, queues and column inputs.
         let mut gm: Vec<String> = Vec::new();
         let params_of = inputs
@@ -300,8 +365,15 @@ impl Emitter {
             match kinds[v.index()] {
                 Kind::Col => {
                     let t = slot(self);
-                    let g = self.assigned(GT, "{} = {};", &[(&gm[i], lv(GT))]);
-                    self.copy_known(whole, &t, &g, &n, true);
+                    let g = match &c0 {
+                        Some(c0) => self.assigned(
+                            GT,
+                            "{} = {}[{}];",
+                            &[(&gm[i], lv(GT)), (c0, "i64".into())],
+                        ),
+                        None => self.assigned(GT, "{} = {};", &[(&gm[i], lv(GT))]),
+                    };
+                    self.copy_seg(&whole, &t, &g, &n, true);
                     held[v.index()] = Some(Held::Tile(t));
                     loaded_cols = true;
                 }
@@ -315,13 +387,29 @@ impl Emitter {
         if loaded_cols {
             self.event("MTE2_V");
         }
+        // Column sums accumulate in UB over every row of the core's columns.
+        let mut accs: Vec<Option<String>> = vec![None; k.len()];
+        if mode == Mode::Cols {
+            for (i, node) in k.nodes.iter().enumerate() {
+                if matches!(node.op, Op::Reduce { .. }) {
+                    let acc = slot(self);
+                    let z = self.f32_const(0.0);
+                    self.vector("Duplicate", &[(&acc, LT), (&z, "f32"), (&n, "i32")]);
+                    accs[i] = Some(acc);
+                }
+            }
+        }
         let r = "%row".to_string();
         let one = self.constant("1", "i64");
         self.line(&format!(
             "emitc.for {r} = {first} to {end} step {one} : i64 {{"
         ));
         self.indent += 1;
-        let off = self.binop("mul", &r, &c64, "i64");
+        let row_off = self.binop("mul", &r, &c64, "i64");
+        let off = match &c0 {
+            Some(c0) => self.binop("add", &row_off, c0, "i64"),
+            None => row_off,
+        };
 
         self.verbatim("// CopyIn", &[]);
         let mut deq = Vec::new();
@@ -333,7 +421,7 @@ impl Emitter {
                     "{} = {}[{}];",
                     &[(&gm[i], lv(GT)), (&off, "i64".into())],
                 );
-                self.copy_known(whole, &t, &gs, &n, true);
+                self.copy_seg(&whole, &t, &gs, &n, true);
                 self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, LT.into())]);
                 deq.push((i, q.clone()));
             }
@@ -392,7 +480,15 @@ impl Emitter {
                     let Held::Tile(x) = arg(0) else {
                         unreachable!("reductions read full rows")
                     };
-                    Held::Scalar(self.reduce_row(*kind, &x, &red, &work, &n, cols))
+                    match &accs[i] {
+                        // A column sum: this row's segment added to the accumulator.
+                        Some(acc) => {
+                            self.vector("Add", &[(acc, LT), (acc, LT), (&x, LT), (&n, "i32")]);
+                            held[i] = Some(Held::Tile(acc.clone()));
+                            continue;
+                        }
+                        None => Held::Scalar(self.reduce_row(*kind, &x, &red, &work, &n, cols)),
+                    }
                 }
                 _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, &held, &dup, name)?),
                 _ => {
@@ -444,12 +540,43 @@ impl Emitter {
                     "{} = {}[{}];",
                     &[(&gm[n_in + o], lv(GT)), (&off, "i64".into())],
                 );
-                self.copy_known(whole, &t, &gs, &n, false);
+                self.copy_seg(&whole, &t, &gs, &n, false);
                 self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, LT.into())]);
             }
         }
         self.indent -= 1;
         self.line("}");
+        if let Some(c0) = &c0 {
+            let mut written = false;
+            for (o, (_, v)) in k.outputs.iter().enumerate() {
+                let Some(acc) = &accs[v.index()] else {
+                    continue;
+                };
+                if !written {
+                    // The vector unit's last sums before the copy engine reads them.
+                    self.event("V_MTE3");
+                    written = true;
+                }
+                if matches!(
+                    k.node(*v).op,
+                    Op::Reduce {
+                        kind: ReduceKind::Mean,
+                        ..
+                    }
+                ) {
+                    let count = self.f32_const(rows as f64);
+                    self.vector("Duplicate", &[(&dup, LT), (&count, "f32"), (&n, "i32")]);
+                    self.vector("Div", &[(acc, LT), (acc, LT), (&dup, LT), (&n, "i32")]);
+                    self.event("V_MTE3");
+                }
+                let gs = self.assigned(
+                    GT,
+                    "{} = {}[{}];",
+                    &[(&gm[n_in + o], lv(GT)), (c0, "i64".into())],
+                );
+                self.copy_seg(&whole, acc, &gs, &n, false);
+            }
+        }
         self.line("emitc.return");
         let mut m = String::new();
         writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
@@ -462,6 +589,14 @@ impl Emitter {
         m.push_str(&self.body);
         m.push_str("}\n");
         Ok(m)
+    }
+
+    /// A step's GM ↔ UB copy of `n` elements.
+    fn copy_seg(&mut self, whole: &Whole, t: &str, g: &str, n: &str, gm_to_ub: bool) {
+        match whole {
+            Whole::Known(w) => self.copy_known(*w, t, g, n, gm_to_ub),
+            Whole::Runtime(w) => self.copy(w, t, g, n, gm_to_ub),
+        }
     }
 
     /// `SetFlag` / `WaitFlag` of a fresh event of `HardEvent::<kind>`.

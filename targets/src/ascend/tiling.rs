@@ -85,19 +85,40 @@ pub fn plan_elementwise(
     })
 }
 
-/// How a row kernel over `rows × cols` runs: whole rows per step.
+/// How a row kernel over `rows × cols` runs: one row (or one core's segment of it) per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RowsPlan {
+pub struct StepPlan {
     pub block_dim: usize,
-    /// Rows per core (the last one gets the rest).
-    pub rows_per_block: usize,
-    /// UB bytes of one row's tile (32-byte multiple).
-    pub row_bytes: usize,
+    /// Rows per core (row kernels) or columns per core (column-sum kernels); the last core gets
+    /// the rest.
+    pub per_block: usize,
+    /// UB bytes of one step's tile (32-byte multiple).
+    pub step_bytes: usize,
     pub ub_used: usize,
 }
 
-/// Plans `rows` rows of `cols` values through `queues` double-buffered queues and `scratch`
-/// row-sized buffers, on `soc`.
+/// Checks `slots` buffers of `step_bytes` against the UB of `soc`.
+fn fits(
+    soc: &AscendSoc,
+    step_bytes: usize,
+    queues: usize,
+    scratch: usize,
+) -> Result<usize, String> {
+    let slots = 2 * queues + scratch;
+    let budget = soc.ub_bytes - UB_HEADROOM;
+    if slots * step_bytes > budget {
+        return Err(format!(
+            "steps of {step_bytes} bytes in {queues} double-buffered queues and {scratch} \
+             scratch buffers need {} bytes, more than the {budget} bytes of UB available \
+             (rows this long need column tiles, not built yet)",
+            slots * step_bytes
+        ));
+    }
+    Ok(slots * step_bytes)
+}
+
+/// Plans `rows` whole rows of `cols` values, rows split over the cores, through `queues`
+/// double-buffered queues and `scratch` row-sized buffers.
 pub fn plan_rows(
     soc: &AscendSoc,
     rows: usize,
@@ -105,23 +126,37 @@ pub fn plan_rows(
     elem_bytes: usize,
     queues: usize,
     scratch: usize,
-) -> Result<RowsPlan, String> {
-    let row_bytes = (cols * elem_bytes).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
-    let slots = 2 * queues + scratch;
-    let budget = soc.ub_bytes - UB_HEADROOM;
-    if slots * row_bytes > budget {
-        return Err(format!(
-            "rows of {cols} values ({row_bytes} bytes) in {queues} double-buffered queues and              {scratch} scratch rows need {} bytes, more than the {budget} bytes of UB available              (rows this long need column tiles, not built yet)",
-            slots * row_bytes
-        ));
-    }
-    let block_dim = soc.vector_cores.min(rows).max(1);
-    let rows_per_block = rows.div_ceil(block_dim);
-    Ok(RowsPlan {
-        block_dim: rows.div_ceil(rows_per_block).max(1),
-        rows_per_block,
-        row_bytes,
-        ub_used: slots * row_bytes,
+) -> Result<StepPlan, String> {
+    let step_bytes = (cols * elem_bytes).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    let ub_used = fits(soc, step_bytes, queues, scratch)?;
+    let per_block = rows.div_ceil(soc.vector_cores.min(rows).max(1));
+    Ok(StepPlan {
+        block_dim: rows.div_ceil(per_block).max(1),
+        per_block,
+        step_bytes,
+        ub_used,
+    })
+}
+
+/// Plans a column-sum kernel: columns split over the cores in 32-byte multiples, every core
+/// stepping through all rows of its columns.
+pub fn plan_cols(
+    soc: &AscendSoc,
+    cols: usize,
+    elem_bytes: usize,
+    queues: usize,
+    scratch: usize,
+) -> Result<StepPlan, String> {
+    let block = BLOCK_BYTES / elem_bytes;
+    let per_block = cols.div_ceil(soc.vector_cores.min(cols.div_ceil(block)).max(1));
+    let per_block = per_block.div_ceil(block) * block;
+    let step_bytes = per_block * elem_bytes;
+    let ub_used = fits(soc, step_bytes, queues, scratch)?;
+    Ok(StepPlan {
+        block_dim: cols.div_ceil(per_block).max(1),
+        per_block,
+        step_bytes,
+        ub_used,
     })
 }
 
@@ -146,6 +181,11 @@ mod tests {
                 assert!(p.per_block * p.block_dim >= n);
                 assert!(p.per_block * (p.block_dim - 1) < n, "no empty core: {p:?}");
             }
+        }
+        for (cols, dim, per) in [(32, 4, 8), (312, 39, 8), (768, 48, 16), (30522, 48, 640)] {
+            let p = plan_cols(&ASCEND_910B, cols, 4, 2, 3).unwrap();
+            assert_eq!((p.block_dim, p.per_block), (dim, per), "{cols}");
+            assert!(p.per_block * (p.block_dim - 1) < cols && p.per_block * p.block_dim >= cols);
         }
         // A big kernel on 910B: 48 cores, tiles as large as the UB allows.
         let p = plan_elementwise(&ASCEND_910B, 4_718_592, 4, 5, 6).unwrap();
