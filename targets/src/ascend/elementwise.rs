@@ -11,7 +11,9 @@
 //! class (reductions, softmax, LayerNorm, broadcasts of tensors, transposes, slices, random
 //! numbers, compares and selects, f16) is an `Unsupported` error naming the op.
 
-use super::emitc::{lv, Emitter, Held, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF};
+use super::emitc::{
+    lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+};
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
 use super::AscendError;
 use super::AscendKernel;
@@ -256,68 +258,19 @@ impl Emitter {
         for (_, q) in &out_q {
             out_tiles.push(self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QOUT))]));
         }
-        let mut next_slot = 0usize;
-        let mut slot = |e: &mut Emitter| {
-            let at = e.constant(&(next_slot * plan.tile).to_string(), "i32");
-            next_slot += 1;
-            e.assigned(
-                LT,
-                "{} = {}.Get<float>()[{}];",
-                &[(&scratch, lv(TBUF)), (&at, "i32".into())],
-            )
-        };
-        let dup = slot(self);
+        let mut scratch = Scratch::new(&scratch, plan.tile);
+        let dup = scratch.take(self);
         for i in 0..k.len() {
             let v = ValueId(i as u32);
             if held[i].is_some() {
                 continue;
             }
-            let node = k.node(v);
-            let outs: Vec<usize> = k
-                .outputs
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, o))| *o == v)
-                .map(|(j, _)| j)
-                .collect();
-            // A value whose operands are all scalars (a splat constant's arithmetic, a
-            // broadcast scalar's) stays a scalar until an output needs its tile.
-            let scalar = node
-                .inputs
-                .iter()
-                .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
-            let arg = |j: usize| {
-                held[node.inputs[j].index()]
-                    .clone()
-                    .expect("operands first")
-            };
-            let h = match &node.op {
-                Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
-                Op::Broadcast { .. } | Op::Cast => arg(0),
-                Op::Unary(UnaryOp::StopGradient) => arg(0),
-                _ if scalar => Held::Scalar(self.scalar_op(k, v, &held, name)?),
-                _ => {
-                    let d = match outs.first() {
-                        Some(&o) => out_tiles[o].clone(),
-                        None => slot(self),
-                    };
-                    self.tile_op(k, v, &held, &d, &dup, &n, name)?;
-                    Held::Tile(d)
-                }
-            };
+            let outs = outputs_of(k, v);
+            let out = outs.first().map(|&o| out_tiles[o].clone());
+            let h = self.step_value(k, v, &held, out, &mut scratch, &dup, &n, name)?;
             // An output that is a scalar or another output's value: copied into its tile.
-            for (j, &o) in outs.iter().enumerate() {
-                let dst = &out_tiles[o];
-                match &h {
-                    Held::Tile(t) if j == 0 && t == dst => {}
-                    Held::Tile(t) => {
-                        let z = self.f32_const(0.0);
-                        self.vector("Adds", &[(dst, LT), (t, LT), (&z, "f32"), (&n, "i32")]);
-                    }
-                    Held::Scalar(s) => {
-                        self.vector("Duplicate", &[(dst, LT), (s, "f32"), (&n, "i32")])
-                    }
-                }
+            for &o in &outs {
+                self.put_output(&h, &out_tiles[o], &n);
             }
             held[i] = Some(h);
         }

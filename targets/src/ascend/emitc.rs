@@ -316,6 +316,164 @@ impl Emitter {
         }
         Ok(())
     }
+
+    /// `SetFlag` / `WaitFlag` of a fresh event of `HardEvent::<kind>`.
+    pub(super) fn event(&mut self, kind: &str) {
+        const EVENT: &str = "!emitc.opaque<\"event_t\">";
+        let e = self.assigned(
+            EVENT,
+            &format!(
+                "{{}} = static_cast<event_t>(AscendC::GetTPipePtr()->FetchEventID(AscendC::HardEvent::{kind}));"
+            ),
+            &[],
+        );
+        for f in ["SetFlag", "WaitFlag"] {
+            self.line(&format!(
+                "emitc.call_opaque \"AscendC::{f}\"({e}) {{template_args = [#emitc.opaque<\"AscendC::HardEvent::{kind}\">]}} : ({EVENT}) -> ()"
+            ));
+        }
+    }
+
+    /// A scalar (or per-row) op: `+ - × ÷` and negation on the scalar unit; the others as a
+    /// vector op on one 32-byte block of `dup`, read back after a V→S event.
+    pub(super) fn any_scalar_op(
+        &mut self,
+        k: &Graph,
+        v: ValueId,
+        held: &[Option<Held>],
+        dup: &str,
+        name: &str,
+    ) -> Result<String, AscendError> {
+        let node = k.node(v);
+        let s = |j: usize| match &held[node.inputs[j].index()] {
+            Some(Held::Scalar(s)) => s.clone(),
+            _ => unreachable!("operands are scalars"),
+        };
+        let api = match &node.op {
+            Op::Unary(UnaryOp::Abs) => "Abs",
+            Op::Unary(UnaryOp::Exp) => "Exp",
+            Op::Unary(UnaryOp::Log) => "Ln",
+            Op::Unary(UnaryOp::Sqrt) | Op::Unary(UnaryOp::Rsqrt) => "Sqrt",
+            Op::Binary(BinaryOp::Max) | Op::Binary(BinaryOp::Min) => {
+                let (x, y) = (s(0), s(1));
+                let api = if node.op == Op::Binary(BinaryOp::Max) {
+                    "Maxs"
+                } else {
+                    "Mins"
+                };
+                let eight = self.constant("8", "i32");
+                self.vector("Duplicate", &[(dup, LT), (&x, "f32"), (&eight, "i32")]);
+                self.vector(api, &[(dup, LT), (dup, LT), (&y, "f32"), (&eight, "i32")]);
+                self.event("V_S");
+                return Ok(self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]));
+            }
+            _ => return self.scalar_op(k, v, held, name),
+        };
+        let eight = self.constant("8", "i32");
+        self.vector("Duplicate", &[(dup, LT), (&s(0), "f32"), (&eight, "i32")]);
+        self.vector(api, &[(dup, LT), (dup, LT), (&eight, "i32")]);
+        self.event("V_S");
+        let r = self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]);
+        Ok(if node.op == Op::Unary(UnaryOp::Rsqrt) {
+            let one = self.f32_const(1.0);
+            self.binop("div", &one, &r, "f32")
+        } else {
+            r
+        })
+    }
+
+    /// Node `v` of kernel `k` for one step, its operands held: constants and aliases (broadcasts,
+    /// casts, stop-gradient) as they are, a value of scalars on the scalar unit, a tensor op into
+    /// `out` (the tile of the output it is) or a fresh scratch tile.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step_value(
+        &mut self,
+        k: &Graph,
+        v: ValueId,
+        held: &[Option<Held>],
+        out: Option<String>,
+        scratch: &mut Scratch,
+        dup: &str,
+        n: &str,
+        name: &str,
+    ) -> Result<Held, AscendError> {
+        let node = k.node(v);
+        let arg = |j: usize| {
+            held[node.inputs[j].index()]
+                .clone()
+                .expect("operands first")
+        };
+        // A value whose operands are all scalars (a splat constant's arithmetic, a broadcast
+        // scalar's) stays a scalar until an output needs its tile.
+        let all_scalar = node
+            .inputs
+            .iter()
+            .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
+        Ok(match &node.op {
+            Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
+            Op::Broadcast { .. } | Op::Cast | Op::Unary(UnaryOp::StopGradient) => arg(0),
+            _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, held, dup, name)?),
+            _ => {
+                let d = match out {
+                    Some(t) => t,
+                    None => scratch.take(self),
+                };
+                self.tile_op(k, v, held, &d, dup, n, name)?;
+                Held::Tile(d)
+            }
+        })
+    }
+
+    /// Puts `h` into output tile `dst` (nothing to do when it was computed there).
+    pub(super) fn put_output(&mut self, h: &Held, dst: &str, n: &str) {
+        match h {
+            Held::Tile(t) if t == dst => {}
+            Held::Tile(t) => {
+                let z = self.f32_const(0.0);
+                self.vector("Adds", &[(dst, LT), (t, LT), (&z, "f32"), (n, "i32")]);
+            }
+            Held::Scalar(s) => self.vector("Duplicate", &[(dst, LT), (s, "f32"), (n, "i32")]),
+        }
+    }
+}
+
+/// The kernel's `TBuf` of scratch tiles, handed out one after another.
+pub(super) struct Scratch {
+    buf: String,
+    tile_elems: usize,
+    next: usize,
+}
+
+impl Scratch {
+    /// Tiles of `tile_elems` f32 values in the `TBuf` variable `buf`.
+    pub(super) fn new(buf: &str, tile_elems: usize) -> Scratch {
+        Scratch {
+            buf: buf.to_string(),
+            tile_elems,
+            next: 0,
+        }
+    }
+
+    /// The next tile (a `LocalTensor` view at its offset).
+    pub(super) fn take(&mut self, e: &mut Emitter) -> String {
+        let at = e.constant(&(self.next * self.tile_elems).to_string(), "i32");
+        self.next += 1;
+        e.assigned(
+            LT,
+            "{} = {}.Get<float>()[{}];",
+            &[(&self.buf, lv(TBUF)), (&at, "i32".into())],
+        )
+    }
+}
+
+/// The indices of the outputs of `k` that are value `v`.
+pub(super) fn outputs_of(k: &Graph, v: ValueId) -> Vec<usize> {
+    k.outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, o))| *o == v)
+        .map(|(j, _)| j)
+        .collect()
 }
 
 /// The lvalue type of `ty`.

@@ -15,7 +15,9 @@
 //! Not built (clear errors): both kinds of reduction in one kernel, a column sum used by other
 //! ops, column max/min, other shapes, rows longer than the UB holds.
 
-use super::emitc::{lv, Emitter, Held, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF};
+use super::emitc::{
+    lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+};
 use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
 use ir::{BinaryOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
@@ -345,26 +347,16 @@ impl Emitter {
             &format!("{{}}.InitBuffer({{}}, {});", slots * row_bytes),
             &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
         );
-        let row_elems = row_bytes / 4;
-        let mut next_slot = 0usize;
-        let mut slot = |e: &mut Emitter| {
-            let at = e.constant(&(next_slot * row_elems).to_string(), "i32");
-            next_slot += 1;
-            e.assigned(
-                LT,
-                "{} = {}.Get<float>()[{}];",
-                &[(&scratch, lv(TBUF)), (&at, "i32".into())],
-            )
-        };
-        let dup = slot(self);
-        let red = slot(self);
-        let work = slot(self);
+        let mut scratch = Scratch::new(&scratch, row_bytes / 4);
+        let dup = scratch.take(self);
+        let red = scratch.take(self);
+        let work = scratch.take(self);
         // Column inputs and scalar inputs, once per core.
         let mut loaded_cols = false;
         for (i, &v) in inputs.iter().enumerate() {
             match kinds[v.index()] {
                 Kind::Col => {
-                    let t = slot(self);
+                    let t = scratch.take(self);
                     let g = match &c0 {
                         Some(c0) => self.assigned(
                             GT,
@@ -392,7 +384,7 @@ impl Emitter {
         if mode == Mode::Cols {
             for (i, node) in k.nodes.iter().enumerate() {
                 if matches!(node.op, Op::Reduce { .. }) {
-                    let acc = slot(self);
+                    let acc = scratch.take(self);
                     let z = self.f32_const(0.0);
                     self.vector("Duplicate", &[(&acc, LT), (&z, "f32"), (&n, "i32")]);
                     accs[i] = Some(acc);
@@ -457,27 +449,10 @@ impl Emitter {
                 continue;
             }
             let node = k.node(v);
-            let outs: Vec<usize> = k
-                .outputs
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, o))| *o == v)
-                .map(|(j, _)| j)
-                .collect();
-            let all_scalar = node
-                .inputs
-                .iter()
-                .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
-            let arg = |j: usize| {
-                held[node.inputs[j].index()]
-                    .clone()
-                    .expect("operands first")
-            };
+            let outs = outputs_of(k, v);
             let h = match &node.op {
-                Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
-                Op::Broadcast { .. } | Op::Cast | Op::Unary(UnaryOp::StopGradient) => arg(0),
                 Op::Reduce { kind, .. } => {
-                    let Held::Tile(x) = arg(0) else {
+                    let Some(Held::Tile(x)) = held[node.inputs[0].index()].clone() else {
                         unreachable!("reductions read full rows")
                     };
                     match &accs[i] {
@@ -490,26 +465,14 @@ impl Emitter {
                         None => Held::Scalar(self.reduce_row(*kind, &x, &red, &work, &n, cols)),
                     }
                 }
-                _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, &held, &dup, name)?),
                 _ => {
-                    let d = match outs.first().and_then(|&o| out_tiles[o].clone()) {
-                        Some(t) => t,
-                        None => slot(self),
-                    };
-                    self.tile_op(k, v, &held, &d, &dup, &n, name)?;
-                    Held::Tile(d)
+                    let out = outs.first().and_then(|&o| out_tiles[o].clone());
+                    self.step_value(k, v, &held, out, &mut scratch, &dup, &n, name)?
                 }
             };
-            for (j, &o) in outs.iter().enumerate() {
+            for &o in &outs {
                 match (&h, &out_tiles[o]) {
-                    (Held::Tile(t), Some(dst)) if j == 0 && t == dst => {}
-                    (Held::Tile(t), Some(dst)) => {
-                        let z = self.f32_const(0.0);
-                        self.vector("Adds", &[(dst, LT), (t, LT), (&z, "f32"), (&n, "i32")]);
-                    }
-                    (Held::Scalar(s), Some(dst)) => {
-                        self.vector("Duplicate", &[(dst, LT), (s, "f32"), (&n, "i32")])
-                    }
+                    (h, Some(dst)) => self.put_output(h, dst, &n),
                     (Held::Scalar(s), None) => {
                         let g = gm[n_in + o].clone();
                         self.verbatim(
@@ -599,23 +562,6 @@ impl Emitter {
         }
     }
 
-    /// `SetFlag` / `WaitFlag` of a fresh event of `HardEvent::<kind>`.
-    fn event(&mut self, kind: &str) {
-        const EVENT: &str = "!emitc.opaque<\"event_t\">";
-        let e = self.assigned(
-            EVENT,
-            &format!(
-                "{{}} = static_cast<event_t>(AscendC::GetTPipePtr()->FetchEventID(AscendC::HardEvent::{kind}));"
-            ),
-            &[],
-        );
-        for f in ["SetFlag", "WaitFlag"] {
-            self.line(&format!(
-                "emitc.call_opaque \"AscendC::{f}\"({e}) {{template_args = [#emitc.opaque<\"AscendC::HardEvent::{kind}\">]}} : ({EVENT}) -> ()"
-            ));
-        }
-    }
-
     /// A reduction of row tile `x` over its `cols` values into `red[0]`, read on the scalar
     /// unit after a V→S event; a mean divides by `cols` there.
     fn reduce_row(
@@ -641,53 +587,5 @@ impl Emitter {
         } else {
             s
         }
-    }
-
-    /// A scalar (or per-row) op: `+ - × ÷` and negation on the scalar unit; the others as a
-    /// vector op on one 32-byte block of `dup`, read back after a V→S event.
-    fn any_scalar_op(
-        &mut self,
-        k: &Graph,
-        v: ValueId,
-        held: &[Option<Held>],
-        dup: &str,
-        name: &str,
-    ) -> Result<String, AscendError> {
-        let node = k.node(v);
-        let s = |j: usize| match &held[node.inputs[j].index()] {
-            Some(Held::Scalar(s)) => s.clone(),
-            _ => unreachable!("operands are scalars"),
-        };
-        let api = match &node.op {
-            Op::Unary(UnaryOp::Abs) => "Abs",
-            Op::Unary(UnaryOp::Exp) => "Exp",
-            Op::Unary(UnaryOp::Log) => "Ln",
-            Op::Unary(UnaryOp::Sqrt) | Op::Unary(UnaryOp::Rsqrt) => "Sqrt",
-            Op::Binary(BinaryOp::Max) | Op::Binary(BinaryOp::Min) => {
-                let (x, y) = (s(0), s(1));
-                let api = if node.op == Op::Binary(BinaryOp::Max) {
-                    "Maxs"
-                } else {
-                    "Mins"
-                };
-                let eight = self.constant("8", "i32");
-                self.vector("Duplicate", &[(dup, LT), (&x, "f32"), (&eight, "i32")]);
-                self.vector(api, &[(dup, LT), (dup, LT), (&y, "f32"), (&eight, "i32")]);
-                self.event("V_S");
-                return Ok(self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]));
-            }
-            _ => return self.scalar_op(k, v, held, name),
-        };
-        let eight = self.constant("8", "i32");
-        self.vector("Duplicate", &[(dup, LT), (&s(0), "f32"), (&eight, "i32")]);
-        self.vector(api, &[(dup, LT), (dup, LT), (&eight, "i32")]);
-        self.event("V_S");
-        let r = self.assigned("f32", "{} = {}.GetValue(0);", &[(dup, LT.into())]);
-        Ok(if node.op == Op::Unary(UnaryOp::Rsqrt) {
-            let one = self.f32_const(1.0);
-            self.binop("div", &one, &r, "f32")
-        } else {
-            r
-        })
     }
 }
