@@ -15,25 +15,16 @@ thread_local! {
 /// Elements per task of the parallel conversions.
 const CHUNK: usize = 1 << 14;
 
-fn widen_into(src: &[u16], dst: &mut [f32], parallel: bool) {
-    let one = |(s, d): (&[u16], &mut [f32])| {
+/// `dst[i] = f(src[i])`, split over the threads when `parallel`.
+fn convert<S: Copy + Sync, D: Send>(
+    src: &[S],
+    dst: &mut [D],
+    parallel: bool,
+    f: impl Fn(S) -> D + Sync,
+) {
+    let one = |(s, d): (&[S], &mut [D])| {
         for (x, y) in s.iter().zip(d) {
-            *y = widen_bf16(*x);
-        }
-    };
-    if parallel {
-        src.par_chunks(CHUNK)
-            .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(one);
-    } else {
-        one((src, dst));
-    }
-}
-
-fn round_into(src: &[f32], dst: &mut [u16], parallel: bool) {
-    let one = |(s, d): (&[f32], &mut [u16])| {
-        for (x, y) in s.iter().zip(d) {
-            *y = round_bf16(*x);
+            *y = f(*x);
         }
     };
     if parallel {
@@ -90,8 +81,8 @@ unsafe fn blocks(a: *const u16, b: *const u16, c: *mut u16, s: &Shape, parallel:
         let mut scratch = cell.borrow_mut();
         let [wa, wb, wc] = &mut *scratch;
         let (wa, wb, wc) = (grown(wa, la), grown(wb, lb), grown(wc, lc));
-        widen_into(a, wa, parallel);
-        widen_into(b, wb, parallel);
+        convert(a, wa, parallel, widen_bf16);
+        convert(b, wb, parallel, widen_bf16);
         // SAFETY: the widened buffers hold the same blocks as the operands, in f32.
         super::super::host_math::gemm(
             ElemType::F32,
@@ -106,6 +97,6 @@ unsafe fn blocks(a: *const u16, b: *const u16, c: *mut u16, s: &Shape, parallel:
             s.k,
         )
         .expect("f32 GEMMs run on the host");
-        round_into(wc, c, parallel);
+        convert(wc, c, parallel, round_bf16);
     });
 }
