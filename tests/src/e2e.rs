@@ -167,3 +167,15 @@ pub fn make_teacher_overflow(path: &Path) {
     );
     checkpoint::save_weights(path, &t).unwrap();
 }
+
+/// Training losses per phase from a metrics file, in order.
+pub fn losses(metrics: &Path) -> BTreeMap<String, Vec<f64>> {
+    use runtime::metrics::{read_metrics_jsonl, MetricsLine};
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (_, line) in read_metrics_jsonl(metrics).unwrap() {
+        if let MetricsLine::Train(t) = line {
+            out.entry(t.phase).or_default().push(t.loss);
+        }
+    }
+    out
+}

@@ -112,6 +112,35 @@ fn compile_tiny_trainer_full(
     cli::compile_cmd::run(&args).unwrap();
 }
 
+/// `trainer step` of `phase` on the tiny fixture weights and batch (lr 1e-3, the loss scale of
+/// the fixtures: 256 for `mindspore`, 1 for `paper`), writing `out`.
+pub fn tiny_trainer_step(
+    trainer: &Path,
+    preset: &str,
+    phase: Phase,
+    out: &Path,
+) -> std::process::Command {
+    let t = tiny_dir();
+    let scale = if preset == "mindspore" { "256" } else { "1" };
+    let mut c = std::process::Command::new(trainer);
+    c.args([
+        "step",
+        "--phase",
+        phase.name(),
+        "--lr",
+        "1e-3",
+        "--loss-scale",
+        scale,
+    ])
+    .arg("--weights")
+    .arg(t.join("weights.safetensors"))
+    .arg("--batch")
+    .arg(t.join("batch.safetensors"))
+    .arg("--out")
+    .arg(out);
+    c
+}
+
 /// The tiny teacher and student configs resolved with `preset`.
 pub fn tiny_configs(preset: &Preset) -> (ModelConfig, ModelConfig) {
     let load = |f: &str| {

@@ -28,25 +28,8 @@ use tbc_tests::*;
 const PHASES: &str = "gd,td1,td2,eval,ft,eval_teacher";
 
 fn step(trainer: &Path, preset: &str, phase: Phase, out: &Path, kernel: Option<&str>) -> Output {
-    let t = tiny_dir();
-    let scale = if preset == "mindspore" { "256" } else { "1" };
-    let mut c = Command::new(trainer);
-    c.args([
-        "step",
-        "--phase",
-        phase.name(),
-        "--lr",
-        "1e-3",
-        "--loss-scale",
-        scale,
-    ])
-    .arg("--weights")
-    .arg(t.join("weights.safetensors"))
-    .arg("--batch")
-    .arg(t.join("batch.safetensors"))
-    .arg("--out")
-    .arg(out)
-    .env_remove("TBC_BF16_GEMM");
+    let mut c = tiny_trainer_step(trainer, preset, phase, out);
+    c.env_remove("TBC_BF16_GEMM");
     if let Some(k) = kernel {
         c.env("TBC_BF16_GEMM", k);
     }
@@ -202,19 +185,6 @@ fn both_gemm_kernels_agree_and_the_widening_one_says_so() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// Training losses of one phase from a metrics file, in order.
-fn losses(metrics: &Path, phase: &str) -> Vec<f64> {
-    use runtime::metrics::MetricsLine;
-    std::fs::read_to_string(metrics)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str(l).unwrap() {
-            MetricsLine::Train(t) if t.phase == phase => Some(t.loss),
-            _ => None,
-        })
-        .collect()
-}
-
 /// General distillation, task distillation (both phases, with evaluation) and evaluation of the
 /// tiny models in bf16 and in f32 on the same data: every logged bf16 loss within 2 % of the f32
 /// run's at the same step (measured: within 0.7 %), both falling.
@@ -278,12 +248,12 @@ fn a_bf16_distillation_tracks_the_f32_one() {
             d,
         );
         assert!(eval.contains("acc is"), "{eval}");
-        let gd_losses = losses(&d.join(format!("gd-{name}/metrics.jsonl")), "gd");
-        let td_metrics = d.join(format!("td-{name}/metrics.jsonl"));
+        let gd = losses(&d.join(format!("gd-{name}/metrics.jsonl")));
+        let mut td = losses(&d.join(format!("td-{name}/metrics.jsonl")));
         runs.push([
-            gd_losses,
-            losses(&td_metrics, "td1"),
-            losses(&td_metrics, "td2"),
+            gd["gd"].clone(),
+            td.remove("td1").unwrap_or_default(),
+            td.remove("td2").unwrap_or_default(),
         ]);
     }
     for (i, phase) in ["gd", "td1", "td2"].iter().enumerate() {

@@ -13,17 +13,6 @@ use std::process::Command;
 use tbc_tests::e2e::*;
 use tbc_tests::*;
 
-/// Training losses per phase from a metrics file, in order.
-fn losses(metrics: &Path) -> BTreeMap<String, Vec<f64>> {
-    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for line in std::fs::read_to_string(metrics).unwrap().lines() {
-        if let MetricsLine::Train(t) = serde_json::from_str(line).unwrap() {
-            out.entry(t.phase).or_default().push(t.loss);
-        }
-    }
-    out
-}
-
 fn falls(v: &[f64]) -> bool {
     let k = (v.len() / 4).max(1);
     let head: f64 = v[..k].iter().sum::<f64>() / k as f64;

@@ -43,24 +43,7 @@ fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
 }
 
 fn trainer_step(trainer: &Path, preset: &str, phase: Phase, out: &Path) {
-    let t = tiny_dir();
-    let scale = if preset == "mindspore" { "256" } else { "1" };
-    let o = Command::new(trainer)
-        .args([
-            "step",
-            "--phase",
-            phase.name(),
-            "--lr",
-            "1e-3",
-            "--loss-scale",
-            scale,
-        ])
-        .arg("--weights")
-        .arg(t.join("weights.safetensors"))
-        .arg("--batch")
-        .arg(t.join("batch.safetensors"))
-        .arg("--out")
-        .arg(out)
+    let o = tiny_trainer_step(trainer, preset, phase, out)
         .output()
         .unwrap();
     assert!(
