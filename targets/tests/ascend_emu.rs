@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::build_with_ascend_emulation;
+
 fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
@@ -14,19 +17,8 @@ fn here() -> PathBuf {
 /// Builds `tests/ascend_emu/<name>.cpp` against the header into `dir`.
 fn build(name: &str, dir: &Path) -> PathBuf {
     let exe = dir.join(name);
-    let o = Command::new("g++")
-        .args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(here().join("ascend_emu"))
-        .arg(here().join(format!("tests/ascend_emu/{name}.cpp")))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("g++ (scripts/setup.sh installs it)");
-    assert!(
-        o.status.success(),
-        "g++ {name}.cpp:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let src = here().join(format!("tests/ascend_emu/{name}.cpp"));
+    build_with_ascend_emulation(&src, &exe, &["-Wall", "-Wextra", "-Werror"]);
     exe
 }
 

@@ -166,19 +166,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
     let src = dir.join(format!("{label}.cpp"));
     std::fs::write(&src, program(&kernels)).unwrap();
     let exe = dir.join(label);
-    let o = Command::new("g++")
-        .args(["-std=c++17", "-O1", "-w", "-I"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("g++ (scripts/setup.sh installs it)");
-    assert!(
-        o.status.success(),
-        "{label}: g++: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    build_with_ascend_emulation(&src, &exe, &["-w"]);
     let (mut worst, mut column_sums) = (Err::default(), 0);
     for (i, (r, (k, _))) in built.iter().enumerate() {
         let mut args = vec![i.to_string()];

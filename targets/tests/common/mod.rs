@@ -534,3 +534,28 @@ pub fn find_class(runs: &[Run], class: Class) -> &Run {
         .find(|r| class.matches(&r.graph, &r.out_names))
         .unwrap_or_else(|| panic!("no {class:?} kernel"))
 }
+
+/// Builds the C++ program `src` with g++ (C++17, `-O1`, `warnings`) against the Ascend C
+/// emulation header (`targets/ascend_emu/`) into `exe`.
+pub fn build_with_ascend_emulation(
+    src: &std::path::Path,
+    exe: &std::path::Path,
+    warnings: &[&str],
+) {
+    let o = std::process::Command::new("g++")
+        .args(["-std=c++17", "-O1"])
+        .args(warnings)
+        .arg("-I")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu"))
+        .arg(src)
+        .arg("-o")
+        .arg(exe)
+        .output()
+        .expect("g++ (scripts/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "g++ {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
