@@ -27,27 +27,6 @@ pub fn unit_roundoff(p: Precision) -> f64 {
     }
 }
 
-/// Checks `ours` (one step of `phase` with `preset`) against the float64 fixture `expected`
-/// under the rule; returns a summary line, or the first tensor that breaks it.
-pub fn within_twice_autocast(
-    amp: &BTreeMap<String, Tensor>,
-    expected: &BTreeMap<String, Tensor>,
-    ours: &BTreeMap<String, Tensor>,
-    precision: Precision,
-    preset: &str,
-    phase: Phase,
-) -> Result<String, String> {
-    within_twice_autocast_of(
-        Reference::Float64,
-        amp,
-        expected,
-        ours,
-        precision,
-        preset,
-        phase,
-    )
-}
-
 /// What the reference step was computed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reference {
@@ -58,8 +37,9 @@ pub enum Reference {
     SixteenBit,
 }
 
-/// [`within_twice_autocast`] against a reference computed as `reference` says.
-pub fn within_twice_autocast_of(
+/// Checks `ours` (one step of `phase` with `preset`) against `expected`, computed as `reference`
+/// says, under the rule; returns a summary line, or the first tensor that breaks it.
+pub fn within_twice_autocast(
     reference: Reference,
     amp: &BTreeMap<String, Tensor>,
     expected: &BTreeMap<String, Tensor>,

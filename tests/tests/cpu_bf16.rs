@@ -22,7 +22,7 @@ use runtime::exec::bf16::cpu_has_avx512_bf16;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use tbc_tests::amp::{within_twice_autocast, within_twice_autocast_of, Reference};
+use tbc_tests::amp::{within_twice_autocast, Reference};
 use tbc_tests::*;
 
 const PHASES: &str = "gd,td1,td2,eval,ft,eval_teacher";
@@ -76,7 +76,7 @@ fn against_interpreter(
     }
     // The interpreter's step is itself a bf16 computation: its round-off of an exact zero (the
     // attention key biases' gradients) is at the bf16 level, and moves those parameters too.
-    within_twice_autocast_of(
+    within_twice_autocast(
         Reference::SixteenBit,
         amp,
         &graded,
@@ -120,9 +120,16 @@ fn bf16_trainer_matches_the_interpreter_and_stays_within_twice_autocast_error() 
                 preset.name,
                 phase.name()
             ));
-            let line =
-                within_twice_autocast(&amp, &expected, &got, Precision::Bf16, preset.name, phase)
-                    .unwrap_or_else(|e| panic!("trainer: {e}"));
+            let line = within_twice_autocast(
+                Reference::Float64,
+                &amp,
+                &expected,
+                &got,
+                Precision::Bf16,
+                preset.name,
+                phase,
+            )
+            .unwrap_or_else(|e| panic!("trainer: {e}"));
             println!("vs interpreter: {vs_interp}\nvs float64:     {line}");
         }
     }

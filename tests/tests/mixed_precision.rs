@@ -17,7 +17,7 @@ use compiler::frontend::preset::{Phase, Preset};
 use compiler::passes::mixed_precision::Precision;
 use ir::Tensor;
 use std::collections::BTreeMap;
-use tbc_tests::amp::within_twice_autocast;
+use tbc_tests::amp::{within_twice_autocast, Reference};
 use tbc_tests::*;
 
 #[test]
@@ -50,8 +50,16 @@ fn mixed_precision_steps_are_within_twice_autocast_error() {
                     phase.name()
                 ));
                 lines.push(
-                    within_twice_autocast(&amp, &expected, &ours, precision, preset.name, phase)
-                        .unwrap_or_else(|e| panic!("{e}")),
+                    within_twice_autocast(
+                        Reference::Float64,
+                        &amp,
+                        &expected,
+                        &ours,
+                        precision,
+                        preset.name,
+                        phase,
+                    )
+                    .unwrap_or_else(|e| panic!("{e}")),
                 );
             }
         }

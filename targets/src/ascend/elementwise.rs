@@ -12,12 +12,12 @@
 //! numbers, compares and selects, f16) is an `Unsupported` error naming the op.
 
 use super::emitc::{
-    lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
 };
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
 use super::AscendError;
 use super::AscendKernel;
-use ir::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
+use ir::{DType, Graph, Op, ValueId};
 use std::fmt::Write;
 
 /// Builds kernel graph `k` (named `name`) for `soc`.
@@ -38,21 +38,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         }
         let ok = match &n.op {
             Op::Input { .. } | Op::Constant { .. } => true,
-            Op::Unary(u) => matches!(
-                u,
-                UnaryOp::Neg
-                    | UnaryOp::Abs
-                    | UnaryOp::Exp
-                    | UnaryOp::Log
-                    | UnaryOp::Sqrt
-                    | UnaryOp::Rsqrt
-                    | UnaryOp::Tanh
-                    | UnaryOp::StopGradient
-            ),
-            Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
             Op::Broadcast { .. } => k.ty(n.inputs[0]).shape.is_empty(),
-            Op::Cast => true,
-            _ => false,
+            op => is_vector_op(op),
         };
         if !ok {
             return Err(unsupported(format!(

@@ -466,6 +466,27 @@ impl Scratch {
     }
 }
 
+/// Whether an element-wise op of a kernel has vector calls here (both kernel classes share
+/// them: [`Emitter::tile_op`], [`Emitter::any_scalar_op`]).
+pub(super) fn is_vector_op(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => matches!(
+            u,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Tanh
+                | UnaryOp::StopGradient
+        ),
+        Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
+        Op::Cast => true,
+        _ => false,
+    }
+}
+
 /// The indices of the outputs of `k` that are value `v`.
 pub(super) fn outputs_of(k: &Graph, v: ValueId) -> Vec<usize> {
     k.outputs

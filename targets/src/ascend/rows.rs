@@ -16,11 +16,11 @@
 //! ops, column max/min, other shapes, rows longer than the UB holds.
 
 use super::emitc::{
-    lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
 };
 use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
-use ir::{BinaryOp, DType, Graph, Op, ReduceKind, UnaryOp, ValueId};
+use ir::{DType, Graph, Op, ReduceKind, ValueId};
 use std::fmt::Write;
 
 /// What a value of a row kernel is.
@@ -161,20 +161,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                 Kind::Col => kind == Kind::Full && dims.as_slice() == [last],
                 Kind::Full => false,
             },
-            Op::Unary(u) => matches!(
-                u,
-                UnaryOp::Neg
-                    | UnaryOp::Abs
-                    | UnaryOp::Exp
-                    | UnaryOp::Log
-                    | UnaryOp::Sqrt
-                    | UnaryOp::Rsqrt
-                    | UnaryOp::Tanh
-                    | UnaryOp::StopGradient
-            ),
-            Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
-            Op::Cast => true,
-            _ => false,
+            op => is_vector_op(op),
         };
         if mode == Mode::Cols && kind == Kind::Row {
             return Err(unsupported(format!(
