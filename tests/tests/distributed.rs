@@ -341,14 +341,8 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
         assert_eq!(lines, 50, "{phase}");
         // The logged loss is the job's: the mean over the ranks, as one process logs it.
         let loss = |dir: &str| -> Vec<f64> {
-            std::fs::read_to_string(s.path(&format!("{dir}/metrics.jsonl")))
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                    v["loss"].as_f64().unwrap()
-                })
-                .collect()
+            tbc_tests::e2e::losses(Path::new(&s.path(&format!("{dir}/metrics.jsonl"))))[phase]
+                .clone()
         };
         let (l1, l2) = (loss(&format!("{phase}_one")), loss(&format!("{phase}_two")));
         let worst = l1
