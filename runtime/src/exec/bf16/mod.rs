@@ -124,22 +124,17 @@ pub fn kernel() -> Result<Bf16Kernel, String> {
     choice.as_ref().map(|c| c.kernel).map_err(Clone::clone)
 }
 
-/// f32 → bf16 bits, round to nearest even, NaN kept quiet (as `half::bf16::from_f32` and the
-/// loop kernels).
+/// f32 → bf16 bits, round to nearest even, NaN kept quiet (the `half` crate's rounding, as the
+/// interpreter's and the loop kernels').
 #[inline(always)]
 pub fn round_bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits | 0x0040_0000) >> 16) as u16;
-    }
-    let lsb = (bits >> 16) & 1;
-    (bits.wrapping_add(0x7FFF + lsb) >> 16) as u16
+    half::bf16::from_f32(x).to_bits()
 }
 
 /// bf16 bits → f32 (exact).
 #[inline(always)]
 pub fn widen_bf16(x: u16) -> f32 {
-    f32::from_bits((x as u32) << 16)
+    half::bf16::from_bits(x).to_f32()
 }
 
 /// Row-major `c[i] = bf16(op(a[i])·op(b[i]))` for every batch index `i` (bf16 bits in `u16`).

@@ -155,6 +155,13 @@ unsafe fn round16(v: __m512) -> __m256i {
     _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, rounded, nan))
 }
 
+/// [`round16`] of 16 values, for the tests.
+#[cfg(test)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn round16_of(x: [f32; 16]) -> [u16; 16] {
+    std::mem::transmute(round16(_mm512_loadu_ps(x.as_ptr())))
+}
+
 /// Stores row `i` of the micro-kernel's sums (`v`: its two vectors of 16 columns).
 #[inline(always)]
 unsafe fn store_row(v: [__m512; 2], i: usize, out: Store) {
