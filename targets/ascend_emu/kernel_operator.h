@@ -530,6 +530,80 @@ inline void Cast(const LocalTensor<T>& d, const LocalTensor<U>& s, const RoundMo
     }
 }
 
+enum class CMPMODE { LT, GT, EQ, LE, GE, NE };
+enum class SELMODE { VSEL_CMPMASK_SPR, VSEL_TENSOR_SCALAR_MODE, VSEL_TENSOR_TENSOR_MODE };
+
+/// One bit per element, little-endian within each byte (the NPU's selection masks).
+template <typename U>
+inline void SetMaskBit(const LocalTensor<U>& m, uint32_t i, bool v) {
+    auto b = reinterpret_cast<uint8_t*>(m.GetPhyAddr());
+    b[i / 8] = uint8_t((b[i / 8] & ~(1u << (i % 8))) | (uint32_t(v) << (i % 8)));
+}
+template <typename U>
+inline bool MaskBit(const LocalTensor<U>& m, uint32_t i) {
+    return (reinterpret_cast<const uint8_t*>(m.GetPhyAddr())[i / 8] >> (i % 8)) & 1u;
+}
+
+inline bool CompareWith(CMPMODE m, float x, float y) {
+    switch (m) {
+        case CMPMODE::LT: return x < y;
+        case CMPMODE::GT: return x > y;
+        case CMPMODE::EQ: return x == y;
+        case CMPMODE::LE: return x <= y;
+        case CMPMODE::GE: return x >= y;
+        default: return x != y;
+    }
+}
+
+/// The checks every Compare shares: whole 256-byte repeats (the NPU leaves a partial one
+/// uncomputed), the mask's bytes within its tensor.
+template <typename T, typename U>
+inline void CheckCompare(const LocalTensor<U>& d, const LocalTensor<T>& a, uint32_t n, const char* api) {
+    if ((uint64_t(n) * sizeof(T)) % REPEAT_BYTES != 0)
+        Fail(api, std::to_string(n) + " elements = " + std::to_string(uint64_t(n) * sizeof(T)) + " bytes: Compare works on whole 256-byte repeats (the NPU leaves the tail uncomputed)");
+    a.CheckOperand(n, api);
+    d.CheckOperand(DivCeil(n, 8 * sizeof(U)), api);
+}
+
+/// Bit i of `d` = a[i] <m> b[i].
+template <typename T, typename U>
+inline void Compare(const LocalTensor<U>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, CMPMODE m, uint32_t n) {
+    CheckCompare(d, a, n, "Compare");
+    b.CheckOperand(n, "Compare");
+    for (uint32_t i = 0; i < n; i++) SetMaskBit(d, i, CompareWith(m, float(a.GetPhyAddr()[i]), float(b.GetPhyAddr()[i])));
+}
+
+/// Bit i of `d` = a[i] <m> s.
+template <typename T, typename U>
+inline void Compares(const LocalTensor<U>& d, const LocalTensor<T>& a, const T s, CMPMODE m, uint32_t n) {
+    CheckCompare(d, a, n, "Compares");
+    for (uint32_t i = 0; i < n; i++) SetMaskBit(d, i, CompareWith(m, float(a.GetPhyAddr()[i]), float(s)));
+}
+
+/// d[i] = bit i of the mask ? a[i] : b[i].
+template <typename T, typename U>
+inline void Select(const LocalTensor<T>& d, const LocalTensor<U>& mask, const LocalTensor<T>& a, const LocalTensor<T>& b, SELMODE mode, uint32_t n) {
+    if (mode != SELMODE::VSEL_TENSOR_TENSOR_MODE) Fail("Select", "two tensors need SELMODE::VSEL_TENSOR_TENSOR_MODE");
+    d.CheckOperand(n, "Select");
+    a.CheckOperand(n, "Select");
+    b.CheckOperand(n, "Select");
+    mask.CheckOperand(DivCeil(n, 8 * sizeof(U)), "Select");
+    CheckOverlap(d, a, n, "Select");
+    CheckOverlap(d, b, n, "Select");
+    for (uint32_t i = 0; i < n; i++) d.GetPhyAddr()[i] = MaskBit(mask, i) ? a.GetPhyAddr()[i] : b.GetPhyAddr()[i];
+}
+
+/// d[i] = bit i of the mask ? a[i] : s.
+template <typename T, typename U>
+inline void Select(const LocalTensor<T>& d, const LocalTensor<U>& mask, const LocalTensor<T>& a, T s, SELMODE mode, uint32_t n) {
+    if (mode != SELMODE::VSEL_TENSOR_SCALAR_MODE) Fail("Select", "a tensor and a scalar need SELMODE::VSEL_TENSOR_SCALAR_MODE");
+    d.CheckOperand(n, "Select");
+    a.CheckOperand(n, "Select");
+    mask.CheckOperand(DivCeil(n, 8 * sizeof(U)), "Select");
+    CheckOverlap(d, a, n, "Select");
+    for (uint32_t i = 0; i < n; i++) d.GetPhyAddr()[i] = MaskBit(mask, i) ? a.GetPhyAddr()[i] : s;
+}
+
 /// ReduceSum's order: a binary tree over each 256-byte repeat, the repeats summed in order.
 template <typename T, typename F>
 inline void ReduceTree(const LocalTensor<T>& d, const LocalTensor<T>& s, const LocalTensor<T>& tmp, int32_t n, const char* api, F f) {

@@ -35,7 +35,12 @@ fn run(exe: &Path, args: &[&str]) -> (Output, String) {
 #[test]
 fn correct_kernels_compute_the_right_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["add_double_buffer", "softmax_rows", "reduce_order"] {
+    for name in [
+        "add_double_buffer",
+        "softmax_rows",
+        "reduce_order",
+        "compare_select",
+    ] {
         let (o, text) = run(&build(name, dir.path()), &[]);
         print!("{text}");
         assert!(o.status.success(), "{name}: {text}");
@@ -73,6 +78,13 @@ fn planted_faults_are_caught_with_a_clear_message() {
         );
         assert_eq!(text.lines().count(), 1, "one line: {text}");
     }
+    // A Compare over a partial 256-byte repeat (10 floats): the NPU leaves the tail uncomputed.
+    let (o, text) = run(&build("compare_select", dir.path()), &["partial"]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Compare: 10 elements = 40 bytes: Compare works on whole 256-byte repeats"),
+        "{text}"
+    );
     // The UB size follows TBC_ASCEND_UB_BYTES (256 KiB: Ascend 910): the same plan then fits.
     let o = Command::new(&exe)
         .arg("2")

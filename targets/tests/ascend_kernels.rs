@@ -74,11 +74,30 @@ int main(int argc, char** argv) {
     s
 }
 
-fn f32_bytes(t: &ir::Tensor) -> Vec<u8> {
-    t.to_f64()
-        .iter()
-        .flat_map(|&x| (x as f32).to_le_bytes())
-        .collect()
+/// A tensor as the plan stores it: f32, bool as one byte, i32.
+fn plan_bytes(t: &ir::Tensor) -> Vec<u8> {
+    let v = t.to_f64();
+    match t.data.dtype() {
+        ir::DType::Bool => v.iter().map(|&x| (x != 0.0) as u8).collect(),
+        ir::DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+    }
+}
+
+/// [`plan_bytes`] read back as a tensor of type `ty`.
+fn from_plan_bytes(b: &[u8], ty: &ir::TensorType) -> ir::Tensor {
+    let v: Vec<f64> = match ty.dtype {
+        ir::DType::Bool => b.iter().map(|&x| x as f64).collect(),
+        ir::DType::I32 => b
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        _ => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+    };
+    ir::Tensor::from_f64(ty, &v)
 }
 
 /// Whether `g` sums over leading axes (a column-sum kernel).
@@ -172,17 +191,13 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
         let mut args = vec![i.to_string()];
         for (j, t) in r.inputs.iter().enumerate() {
             let p = dir.join(format!("in{j}"));
-            let bytes = f32_bytes(t);
+            let bytes = plan_bytes(t);
             std::fs::write(&p, &bytes).unwrap();
             args.push(format!("{}:{}:in", p.display(), bytes.len()));
         }
         for (j, t) in r.outputs.iter().enumerate() {
             let p = dir.join(format!("out{j}"));
-            args.push(format!(
-                "{}:{}:out",
-                p.display(),
-                t.shape.iter().product::<usize>() * 4
-            ));
+            args.push(format!("{}:{}:out", p.display(), plan_bytes(t).len()));
         }
         let o = Command::new(&exe).args(&args).output().unwrap();
         assert!(
@@ -198,11 +213,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
             .enumerate()
             .map(|(j, t)| {
                 let b = std::fs::read(dir.join(format!("out{j}"))).unwrap();
-                let v: Vec<f64> = b
-                    .chunks(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                    .collect();
-                ir::Tensor::from_f64(&ir::TensorType::new(ir::DType::F32, t.shape.clone()), &v)
+                from_plan_bytes(&b, &ir::TensorType::new(t.data.dtype(), t.shape.clone()))
             })
             .collect();
         let label = format!("{label} {}", k.name);

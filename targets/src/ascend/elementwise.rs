@@ -6,18 +6,19 @@
 //! `emitc.call_opaque`, a `PipeBarrier<PIPE_V>` after each) / CopyOut. Queue and buffer methods
 //! have no EmitC op; they are `emitc.verbatim` with SSA operands.
 //!
-//! Built: element-wise kernels over same-shape f32 tensors, with scalar operands (constants,
-//! 0-d inputs read with `GetValue`, scalar arithmetic on the scalar unit). Every other kernel
-//! class (reductions, softmax, LayerNorm, broadcasts of tensors, transposes, slices, random
-//! numbers, compares and selects, f16) is an `Unsupported` error naming the op.
+//! Built: element-wise kernels over same-shape tensors of f32, bool and i32 (`elem.rs`), with
+//! scalar operands (constants, 0-d inputs read with `GetValue`, scalar arithmetic on the scalar
+//! unit), compares and selects (`logic.rs`). Other ops are an `Unsupported` error naming them.
 
+use super::elem::Elem;
 use super::emitc::{
-    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE, TBUF,
 };
+use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
 use super::AscendError;
 use super::AscendKernel;
-use ir::{DType, Graph, Op, ValueId};
+use ir::{Graph, Op, ValueId};
 use std::fmt::Write;
 
 /// Builds kernel graph `k` (named `name`) for `soc`.
@@ -29,9 +30,9 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     // The tensor shape every non-scalar value has.
     let mut shape: Option<&Vec<usize>> = None;
     for (i, n) in k.nodes.iter().enumerate() {
-        if n.ty.dtype != DType::F32 {
+        if Elem::of(n.ty.dtype).is_none() {
             return Err(unsupported(format!(
-                "node %{i} ({}) is {}: only f32 element-wise kernels are built for Ascend yet",
+                "node %{i} ({}) is {}: Ascend kernels take f32, bool and i32",
                 n.op.mnemonic(),
                 n.ty.dtype
             )));
@@ -39,7 +40,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         let ok = match &n.op {
             Op::Input { .. } | Op::Constant { .. } => true,
             Op::Broadcast { .. } => k.ty(n.inputs[0]).shape.is_empty(),
-            op => is_vector_op(op),
+            _ => is_vector_op(k, ValueId(i as u32)),
         };
         if !ok {
             return Err(unsupported(format!(
@@ -78,40 +79,78 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .map(|i| ValueId(i as u32))
         .filter(|v| matches!(k.node(*v).op, Op::Input { .. }))
         .collect();
-    let tensor_inputs = inputs
-        .iter()
-        .filter(|v| !k.ty(**v).shape.is_empty())
-        .count();
-    let outputs = k.outputs.len();
-    // Scratch: one tile per computed tensor that is not an output, plus one for scalars
-    // duplicated into a tile.
-    let is_output = |v: ValueId| k.outputs.iter().any(|(_, o)| *o == v);
-    let temps = (0..k.len())
-        .map(|i| ValueId(i as u32))
-        .filter(|&v| {
-            let n = k.node(v);
-            !n.ty.shape.is_empty()
-                && !is_output(v)
-                && !matches!(n.op, Op::Input { .. } | Op::Broadcast { .. })
-        })
-        .count();
-    let plan =
-        plan_elementwise(soc, elements, 4, tensor_inputs + outputs, temps + 1).map_err(|why| {
-            AscendError::DoesNotFit {
-                kernel: name.to_string(),
-                soc: soc.name,
-                why,
-            }
-        })?;
+    let layout = Layout::of(k, &inputs);
+    let plan = plan_elementwise(
+        soc,
+        elements,
+        4,
+        layout.tensor_inputs + k.outputs.len(),
+        layout.scratch,
+    )
+    .map_err(|why| AscendError::DoesNotFit {
+        kernel: name.to_string(),
+        soc: soc.name,
+        why,
+    })?;
     let mut e = Emitter::default();
-    let mlir = e.kernel(k, name, &inputs, &plan, elements)?;
+    let mlir = e.kernel(k, name, &inputs, &layout, &plan, elements)?;
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
         block_dim: plan.block_dim,
         ub_bytes: plan.ub_used,
-        params: inputs.len() + outputs,
+        params: inputs.len() + k.outputs.len(),
     })
+}
+
+/// How many queues and scratch tiles a kernel takes.
+struct Layout {
+    tensor_inputs: usize,
+    /// Scratch tiles: one per computed tensor that is not an f32 output and per widened input,
+    /// the duplicated scalar, the compare mask and the conversion tile when needed.
+    scratch: usize,
+    mask: bool,
+    conv: bool,
+}
+
+impl Layout {
+    fn of(k: &Graph, inputs: &[ValueId]) -> Layout {
+        let f32_output =
+            |v: ValueId| k.outputs.iter().any(|(_, o)| *o == v) && k.ty(v).dtype == ir::DType::F32;
+        let tensor = |v: &ValueId| !k.ty(*v).shape.is_empty();
+        let temps = (0..k.len())
+            .map(|i| ValueId(i as u32))
+            .filter(|&v| {
+                tensor(&v)
+                    && !f32_output(v)
+                    && !matches!(k.node(v).op, Op::Input { .. } | Op::Broadcast { .. })
+            })
+            .count();
+        let widened = inputs
+            .iter()
+            .filter(|v| tensor(v) && k.ty(**v).dtype != ir::DType::F32)
+            .count();
+        let conv = widened > 0
+            || k.outputs
+                .iter()
+                .any(|(_, v)| k.ty(*v).dtype != ir::DType::F32);
+        let mask = needs_mask(k);
+        Layout {
+            tensor_inputs: inputs.iter().filter(|v| tensor(v)).count(),
+            scratch: temps + widened + 1 + mask as usize + conv as usize,
+            mask,
+            conv,
+        }
+    }
+}
+
+/// `TQue<VECIN|VECOUT, 2>` as an EmitC type.
+fn queue(input: bool) -> &'static str {
+    if input {
+        super::emitc::QIN
+    } else {
+        super::emitc::QOUT
+    }
 }
 
 impl Emitter {
@@ -120,6 +159,7 @@ impl Emitter {
         k: &Graph,
         name: &str,
         inputs: &[ValueId],
+        layout: &Layout,
         plan: &ElementwisePlan,
         elements: usize,
     ) -> Result<String, AscendError> {
@@ -128,21 +168,31 @@ impl Emitter {
         let params: Vec<String> = (0..n_in + k.outputs.len())
             .map(|i| format!("%p{i}: {GM_ADDR}"))
             .collect();
+        let elem = |v: ValueId| Elem::of(k.ty(v).dtype).expect("checked by build");
         let pipe = self.variable(PIPE);
         // Global views and queues of the tensor inputs and outputs.
-        let mut in_q: Vec<Option<(String, String)>> = Vec::new();
-        for (i, &v) in inputs.iter().enumerate() {
+        let mut in_q: Vec<Option<(String, String, Elem)>> = Vec::new();
+        for &v in inputs {
             in_q.push(if k.ty(v).shape.is_empty() {
                 None
             } else {
-                Some((self.variable(GT), self.variable(QIN)))
+                Some((
+                    self.variable(&elem(v).gt()),
+                    self.variable(queue(true)),
+                    elem(v),
+                ))
             });
-            let _ = i;
         }
-        let out_q: Vec<(String, String)> = k
+        let out_q: Vec<(String, String, Elem)> = k
             .outputs
             .iter()
-            .map(|_| (self.variable(GT), self.variable(QOUT)))
+            .map(|(_, v)| {
+                (
+                    self.variable(&elem(*v).gt()),
+                    self.variable(queue(false)),
+                    elem(*v),
+                )
+            })
             .collect();
         let scratch = self.variable(TBUF);
         let blk = self.fresh();
@@ -156,56 +206,58 @@ impl Emitter {
         let len = self.min_i64(&rem, &per);
         // Scalars of the inputs, read once on the scalar unit; tensor views of this block.
         let mut held: Vec<Option<Held>> = vec![None; k.len()];
+        let set_global = |e: &mut Emitter, g: &str, el: Elem, p: &str, at: Option<(&str, &str)>| {
+            let gt = lv(&el.gt());
+            match at {
+                None => e.verbatim(
+                    &format!("{{}}.SetGlobalBuffer((__gm__ {}*){{}}, 1);", el.cpp()),
+                    &[(g, gt), (p, GM_ADDR.into())],
+                ),
+                Some((start, len)) => e.verbatim(
+                    &format!(
+                        "{{}}.SetGlobalBuffer((__gm__ {}*){{}} + {{}}, {{}});",
+                        el.cpp()
+                    ),
+                    &[
+                        (g, gt),
+                        (p, GM_ADDR.into()),
+                        (start, "i64".into()),
+                        (len, "i64".into()),
+                    ],
+                ),
+            }
+        };
         for (i, &v) in inputs.iter().enumerate() {
             let p = format!("%p{i}");
             match &in_q[i] {
                 None => {
-                    let g = self.variable(GT);
-                    self.verbatim(
-                        "{}.SetGlobalBuffer((__gm__ float*){}, 1);",
-                        &[(&g, lv(GT)), (&p, GM_ADDR.into())],
-                    );
-                    let s = self.assigned("f32", "{} = {}.GetValue(0);", &[(&g, lv(GT))]);
+                    let g = self.variable(&elem(v).gt());
+                    set_global(self, &g, elem(v), &p, None);
+                    let zero = self.constant("0", "i64");
+                    let s = self.gm_get(elem(v), &g, &zero);
                     held[v.index()] = Some(Held::Scalar(s));
                 }
-                Some((g, _)) => self.verbatim(
-                    "{}.SetGlobalBuffer((__gm__ float*){} + {}, {});",
-                    &[
-                        (g, lv(GT)),
-                        (&p, GM_ADDR.into()),
-                        (&start, "i64".into()),
-                        (&len, "i64".into()),
-                    ],
-                ),
+                Some((g, _, el)) => set_global(self, g, *el, &p, Some((&start, &len))),
             }
         }
-        for (o, (g, _)) in out_q.iter().enumerate() {
+        for (o, (g, _, el)) in out_q.iter().enumerate() {
             let p = format!("%p{}", n_in + o);
-            self.verbatim(
-                "{}.SetGlobalBuffer((__gm__ float*){} + {}, {});",
-                &[
-                    (g, lv(GT)),
-                    (&p, GM_ADDR.into()),
-                    (&start, "i64".into()),
-                    (&len, "i64".into()),
-                ],
-            );
+            set_global(self, g, *el, &p, Some((&start, &len)));
         }
-        let tile_bytes = plan.tile * 4;
-        for q in in_q
+        for (q, el, input) in in_q
             .iter()
             .flatten()
-            .map(|x| (&x.1, QIN))
-            .chain(out_q.iter().map(|x| (&x.1, QOUT)))
+            .map(|x| (&x.1, x.2, true))
+            .chain(out_q.iter().map(|x| (&x.1, x.2, false)))
         {
+            let bytes = (plan.tile * el.bytes()).div_ceil(32) * 32;
             self.verbatim(
-                &format!("{{}}.InitBuffer({{}}, 2, {tile_bytes});"),
-                &[(&pipe, lv(PIPE)), (q.0, lv(q.1))],
+                &format!("{{}}.InitBuffer({{}}, 2, {bytes});"),
+                &[(&pipe, lv(PIPE)), (q, lv(queue(input)))],
             );
         }
-        let slots = plan.ub_used / tile_bytes - 2 * (in_q.iter().flatten().count() + out_q.len());
         self.verbatim(
-            &format!("{{}}.InitBuffer({{}}, {});", slots * tile_bytes),
+            &format!("{{}}.InitBuffer({{}}, {});", layout.scratch * plan.tile * 4),
             &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
         );
         let c0 = self.constant("0", "i64");
@@ -219,61 +271,135 @@ impl Emitter {
         let n64 = self.min_i64(&left, &tile);
         let n = self.fresh();
         self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
-        let whole = self.whole_blocks(&n);
+        let mut whole: Vec<(Elem, String)> = Vec::new();
+        for el in in_q
+            .iter()
+            .flatten()
+            .map(|x| x.2)
+            .chain(out_q.iter().map(|x| x.2))
+        {
+            if !whole.iter().any(|(e, _)| *e == el) {
+                let w = self.whole_blocks(&n, el);
+                whole.push((el, w));
+            }
+        }
+        let whole_of = |el: Elem| {
+            whole
+                .iter()
+                .find(|(e, _)| *e == el)
+                .expect("each element type")
+                .1
+                .clone()
+        };
 
         self.verbatim("// CopyIn", &[]);
-        for (g, q) in in_q.iter().flatten() {
-            let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QIN))]);
-            let gs = self.assigned(GT, "{} = {}[{}];", &[(g, lv(GT)), (&off, "i64".into())]);
-            self.copy(&whole, &t, &gs, &n, true);
-            self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, LT.into())]);
+        for (g, q, el) in in_q.iter().flatten() {
+            let t = self.assigned(
+                &el.lt(),
+                &format!("{{}} = {{}}.AllocTensor<{}>();", el.cpp()),
+                &[(q, lv(queue(true)))],
+            );
+            let gs = self.assigned(
+                &el.gt(),
+                "{} = {}[{}];",
+                &[(g, lv(&el.gt())), (&off, "i64".into())],
+            );
+            self.copy(*el, &whole_of(*el), &t, &gs, &n, true);
+            self.verbatim("{}.EnQue({});", &[(q, lv(queue(true))), (&t, el.lt())]);
         }
 
         self.verbatim("// Compute", &[]);
+        let mut scratch = Scratch::new(&scratch, plan.tile);
+        let dup = scratch.take(self);
+        let conv = layout.conv.then(|| scratch.take(self));
+        let mask = if layout.mask {
+            let t = scratch.take(self);
+            let m = self.assigned(
+                &Elem::U8.lt(),
+                "{} = {}.ReinterpretCast<uint8_t>();",
+                &[(&t, LT.into())],
+            );
+            Some((m, self.whole_repeats(&n)))
+        } else {
+            None
+        };
+        let step = Step {
+            n: n.clone(),
+            dup,
+            mask,
+        };
         let mut to_free = Vec::new();
         let mut tensor_inputs = in_q.iter().flatten();
         for &v in inputs {
             if k.ty(v).shape.is_empty() {
                 continue;
             }
-            let (_, q) = tensor_inputs.next().expect("one queue per tensor input");
-            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QIN))]);
-            to_free.push((q.clone(), t.clone()));
-            held[v.index()] = Some(Held::Tile(t));
+            let (_, q, el) = tensor_inputs.next().expect("one queue per tensor input");
+            let t = self.assigned(
+                &el.lt(),
+                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
+                &[(q, lv(queue(true)))],
+            );
+            to_free.push((q.clone(), t.clone(), *el));
+            let f = if *el == Elem::F32 {
+                t
+            } else {
+                let w = scratch.take(self);
+                let conv = conv.as_deref().expect("a conversion tile");
+                self.widen(*el, &t, &w, conv, &n);
+                w
+            };
+            held[v.index()] = Some(Held::Tile(f));
         }
         let mut out_tiles = Vec::new();
-        for (_, q) in &out_q {
-            out_tiles.push(self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QOUT))]));
+        for (_, q, el) in &out_q {
+            out_tiles.push(self.assigned(
+                &el.lt(),
+                &format!("{{}} = {{}}.AllocTensor<{}>();", el.cpp()),
+                &[(q, lv(queue(false)))],
+            ));
         }
-        let mut scratch = Scratch::new(&scratch, plan.tile);
-        let dup = scratch.take(self);
         for i in 0..k.len() {
             let v = ValueId(i as u32);
             if held[i].is_some() {
                 continue;
             }
             let outs = outputs_of(k, v);
-            let out = outs.first().map(|&o| out_tiles[o].clone());
-            let h = self.step_value(k, v, &held, out, &mut scratch, &dup, &n, name)?;
+            let out = outs
+                .first()
+                .filter(|&&o| out_q[o].2 == Elem::F32)
+                .map(|&o| out_tiles[o].clone());
+            let h = self.step_value(k, v, &held, out, &mut scratch, &step, name)?;
             // An output that is a scalar or another output's value: copied into its tile.
             for &o in &outs {
-                self.put_output(&h, &out_tiles[o], &n);
+                self.put_output(&h, &out_tiles[o], out_q[o].2, conv.as_deref(), &step);
             }
             held[i] = Some(h);
         }
-        for (q, t) in &to_free {
-            self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, LT.into())]);
+        for (q, t, el) in &to_free {
+            self.verbatim("{}.FreeTensor({});", &[(q, lv(queue(true))), (t, el.lt())]);
         }
-        for ((_, q), t) in out_q.iter().zip(&out_tiles) {
-            self.verbatim("{}.EnQue({});", &[(q, lv(QOUT)), (t, LT.into())]);
+        for ((_, q, el), t) in out_q.iter().zip(&out_tiles) {
+            self.verbatim("{}.EnQue({});", &[(q, lv(queue(false))), (t, el.lt())]);
         }
 
         self.verbatim("// CopyOut", &[]);
-        for (g, q) in &out_q {
-            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QOUT))]);
-            let gs = self.assigned(GT, "{} = {}[{}];", &[(g, lv(GT)), (&off, "i64".into())]);
-            self.copy(&whole, &t, &gs, &n, false);
-            self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, LT.into())]);
+        for (g, q, el) in &out_q {
+            let t = self.assigned(
+                &el.lt(),
+                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
+                &[(q, lv(queue(false)))],
+            );
+            let gs = self.assigned(
+                &el.gt(),
+                "{} = {}[{}];",
+                &[(g, lv(&el.gt())), (&off, "i64".into())],
+            );
+            self.copy(*el, &whole_of(*el), &t, &gs, &n, false);
+            self.verbatim(
+                "{}.FreeTensor({});",
+                &[(q, lv(queue(false))), (&t, el.lt())],
+            );
         }
         self.indent -= 1;
         self.line("}");

@@ -2,6 +2,8 @@
 //! constructs every kernel class uses (variables assigned by `emitc.verbatim`, vector calls with
 //! their `PipeBarrier`, GM ↔ UB copies).
 
+use super::elem::Elem;
+use super::logic::{cast_changes_value, is_logic_op};
 use super::AscendError;
 use ir::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
 
@@ -20,6 +22,17 @@ pub(super) enum Held {
     Scalar(String),
     /// A tile in UB (LocalTensor SSA value).
     Tile(String),
+}
+
+/// The work tiles of one step (a tile, or a row) that any op may use.
+pub(super) struct Step {
+    /// Elements of the step (i32 SSA value).
+    pub(super) n: String,
+    /// A scratch tile scalars are duplicated into.
+    pub(super) dup: String,
+    /// A compare's bit mask (a scratch tile seen as `uint8_t`) and its count (`n` rounded up
+    /// to whole 256-byte repeats), when the kernel compares ([`super::logic::needs_mask`]).
+    pub(super) mask: Option<(String, String)>,
 }
 
 /// EmitC text with fresh SSA names.
@@ -108,6 +121,38 @@ impl Emitter {
         );
     }
 
+    /// `AscendC::<api>(…)` with `order` the C++ arguments: an index into `args` or an opaque
+    /// spelling (an enum value), followed by `PipeBarrier<PIPE_V>`.
+    pub(super) fn call_with(&mut self, api: &str, args: &[(&str, &str)], order: &[&str]) {
+        let names: Vec<&str> = args.iter().map(|a| a.0).collect();
+        let tys: Vec<&str> = args.iter().map(|a| a.1).collect();
+        let attrs: Vec<String> = order
+            .iter()
+            .map(|o| match o.parse::<usize>() {
+                Ok(i) => format!("{i} : index"),
+                Err(_) => format!("#emitc.opaque<\"{o}\">"),
+            })
+            .collect();
+        self.line(&format!(
+            "emitc.call_opaque \"AscendC::{api}\"({}) {{args = [{}]}} : ({}) -> ()",
+            names.join(", "),
+            attrs.join(", "),
+            tys.join(", ")
+        ));
+        self.line(
+            "emitc.call_opaque \"AscendC::PipeBarrier\"() {template_args = [#emitc.opaque<\"PIPE_V\">]} : () -> ()",
+        );
+    }
+
+    /// `n` (i32) rounded up to whole 256-byte repeats of f32 (Compare's count).
+    pub(super) fn whole_repeats(&mut self, n: &str) -> String {
+        let r = self.constant("64", "i32");
+        let r1 = self.constant("63", "i32");
+        let up = self.binop("add", n, &r1, "i32");
+        let q = self.binop("div", &up, &r, "i32");
+        self.binop("mul", &q, &r, "i32")
+    }
+
     /// `a < b ? a : b` of two i64 values.
     pub(super) fn min_i64(&mut self, a: &str, b: &str) -> String {
         let lt = self.fresh();
@@ -117,9 +162,9 @@ impl Emitter {
         m
     }
 
-    /// Whether `n` (i32) f32 values are whole 32-byte blocks.
-    pub(super) fn whole_blocks(&mut self, n: &str) -> String {
-        let eight = self.constant("8", "i32");
+    /// Whether `n` (i32) values of `elem` are whole 32-byte blocks.
+    pub(super) fn whole_blocks(&mut self, n: &str, elem: Elem) -> String {
+        let eight = self.constant(&(32 / elem.bytes()).to_string(), "i32");
         let zero = self.constant("0", "i32");
         let r = self.binop("rem", n, &eight, "i32");
         let z = self.fresh();
@@ -137,25 +182,42 @@ impl Emitter {
 
     /// GM ↔ UB copy of `n` elements: `DataCopy` when they are whole 32-byte blocks (`whole`, an
     /// i1 known at run time), else `DataCopyPad`.
-    pub(super) fn copy(&mut self, whole: &str, t: &str, g: &str, n: &str, gm_to_ub: bool) {
+    pub(super) fn copy(
+        &mut self,
+        elem: Elem,
+        whole: &str,
+        t: &str,
+        g: &str,
+        n: &str,
+        gm_to_ub: bool,
+    ) {
         self.line(&format!("emitc.if {whole} {{"));
         self.indent += 1;
-        self.copy_known(true, t, g, n, gm_to_ub);
+        self.copy_known(elem, true, t, g, n, gm_to_ub);
         self.indent -= 1;
         self.line("} else {");
         self.indent += 1;
-        self.copy_known(false, t, g, n, gm_to_ub);
+        self.copy_known(elem, false, t, g, n, gm_to_ub);
         self.indent -= 1;
         self.line("}");
     }
 
     /// GM ↔ UB copy of `n` elements, `whole` known at compile time: `DataCopy`, or `DataCopyPad`
     /// (padding the UB tile's tail with zeros on the way in).
-    pub(super) fn copy_known(&mut self, whole: bool, t: &str, g: &str, n: &str, gm_to_ub: bool) {
+    pub(super) fn copy_known(
+        &mut self,
+        elem: Elem,
+        whole: bool,
+        t: &str,
+        g: &str,
+        n: &str,
+        gm_to_ub: bool,
+    ) {
+        let (lt, gt) = (elem.lt(), elem.gt());
         let (a, at, b, bt) = if gm_to_ub {
-            (t, LT, g, GT)
+            (t, lt.as_str(), g, gt.as_str())
         } else {
-            (g, GT, t, LT)
+            (g, gt.as_str(), t, lt.as_str())
         };
         if whole {
             self.line(&format!(
@@ -163,12 +225,14 @@ impl Emitter {
             ));
             return;
         }
+        let (bytes, cpp) = (elem.bytes(), elem.cpp());
+        let zero = if elem == Elem::F32 { "0.0f" } else { "0" };
         let pad = if gm_to_ub {
-            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0}, AscendC::DataCopyPadExtParams<float>{{true, 0, 0, 0.0f});"
+            format!("AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{1, uint32_t({{}} * {bytes}), 0, 0, 0}}, AscendC::DataCopyPadExtParams<{cpp}>{{{{true, 0, 0, {zero}}});")
         } else {
-            "AscendC::DataCopyPad({}, {}, AscendC::DataCopyExtParams{{1, uint32_t({} * 4), 0, 0, 0});"
+            format!("AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{1, uint32_t({{}} * {bytes}), 0, 0, 0}});")
         };
-        self.verbatim(pad, &[(a, at.into()), (b, bt.into()), (n, "i32".into())]);
+        self.verbatim(&pad, &[(a, at.into()), (b, bt.into()), (n, "i32".into())]);
     }
 
     /// A scalar node on the scalar unit.
@@ -210,19 +274,21 @@ impl Emitter {
         })
     }
 
-    /// A tensor node into tile `d` (`dup`: the scratch tile a scalar is duplicated into).
-    #[allow(clippy::too_many_arguments)]
+    /// A tensor node into tile `d`.
     pub(super) fn tile_op(
         &mut self,
         k: &Graph,
         v: ValueId,
         held: &[Option<Held>],
         d: &str,
-        dup: &str,
-        n: &str,
+        step: &Step,
         name: &str,
     ) -> Result<(), AscendError> {
         let node = k.node(v);
+        if is_logic_op(k, &node.op, &node.inputs, node.ty.dtype) {
+            return self.logic_tile_op(k, v, held, d, step);
+        }
+        let (dup, n) = (step.dup.as_str(), step.n.as_str());
         let get = |j: usize| {
             held[node.inputs[j].index()]
                 .clone()
@@ -345,6 +411,9 @@ impl Emitter {
         name: &str,
     ) -> Result<String, AscendError> {
         let node = k.node(v);
+        if is_logic_op(k, &node.op, &node.inputs, node.ty.dtype) {
+            return Ok(self.logic_scalar_op(k, v, held));
+        }
         let s = |j: usize| match &held[node.inputs[j].index()] {
             Some(Held::Scalar(s)) => s.clone(),
             _ => unreachable!("operands are scalars"),
@@ -393,8 +462,7 @@ impl Emitter {
         held: &[Option<Held>],
         out: Option<String>,
         scratch: &mut Scratch,
-        dup: &str,
-        n: &str,
+        step: &Step,
         name: &str,
     ) -> Result<Held, AscendError> {
         let node = k.node(v);
@@ -411,21 +479,43 @@ impl Emitter {
             .all(|x| matches!(held[x.index()], Some(Held::Scalar(_))));
         Ok(match &node.op {
             Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
-            Op::Broadcast { .. } | Op::Cast | Op::Unary(UnaryOp::StopGradient) => arg(0),
-            _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, held, dup, name)?),
+            Op::Broadcast { .. } | Op::Unary(UnaryOp::StopGradient) => arg(0),
+            Op::Cast if !cast_changes_value(k, v) => arg(0),
+            _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, held, &step.dup, name)?),
             _ => {
                 let d = match out {
                     Some(t) => t,
                     None => scratch.take(self),
                 };
-                self.tile_op(k, v, held, &d, dup, n, name)?;
+                self.tile_op(k, v, held, &d, step, name)?;
                 Held::Tile(d)
             }
         })
     }
 
-    /// Puts `h` into output tile `dst` (nothing to do when it was computed there).
-    pub(super) fn put_output(&mut self, h: &Held, dst: &str, n: &str) {
+    /// Puts `h` into output tile `dst` of `elem` values (nothing to do when it was computed
+    /// there); `conv` is the kernel's conversion tile (for outputs that are not f32).
+    pub(super) fn put_output(
+        &mut self,
+        h: &Held,
+        dst: &str,
+        elem: Elem,
+        conv: Option<&str>,
+        step: &Step,
+    ) {
+        let n = step.n.as_str();
+        if elem != Elem::F32 {
+            let src = match h {
+                Held::Tile(t) => t.clone(),
+                Held::Scalar(s) => {
+                    self.vector("Duplicate", &[(&step.dup, LT), (s, "f32"), (n, "i32")]);
+                    step.dup.clone()
+                }
+            };
+            let conv = conv.expect("a conversion tile for a kernel with a non-f32 output");
+            self.narrow(elem, &src, dst, conv, n);
+            return;
+        }
         match h {
             Held::Tile(t) if t == dst => {}
             Held::Tile(t) => {
@@ -466,25 +556,31 @@ impl Scratch {
     }
 }
 
-/// Whether an element-wise op of a kernel has vector calls here (both kernel classes share
-/// them: [`Emitter::tile_op`], [`Emitter::any_scalar_op`]).
-pub(super) fn is_vector_op(op: &Op) -> bool {
-    match op {
-        Op::Unary(u) => matches!(
-            u,
-            UnaryOp::Neg
-                | UnaryOp::Abs
-                | UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Sqrt
-                | UnaryOp::Rsqrt
-                | UnaryOp::Tanh
-                | UnaryOp::StopGradient
-        ),
-        Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
-        Op::Cast => true,
-        _ => false,
+/// Whether element-wise node `v` of kernel `k` has vector calls here (both kernel classes
+/// share them: [`Emitter::tile_op`], [`Emitter::any_scalar_op`]), its element types included.
+pub(super) fn is_vector_op(k: &Graph, v: ValueId) -> bool {
+    let node = k.node(v);
+    if is_logic_op(k, &node.op, &node.inputs, node.ty.dtype) {
+        return true;
     }
+    let all_f32 =
+        node.ty.dtype == DType::F32 && node.inputs.iter().all(|x| k.ty(*x).dtype == DType::F32);
+    all_f32
+        && match &node.op {
+            Op::Unary(u) => matches!(
+                u,
+                UnaryOp::Neg
+                    | UnaryOp::Abs
+                    | UnaryOp::Exp
+                    | UnaryOp::Log
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Rsqrt
+                    | UnaryOp::Tanh
+                    | UnaryOp::StopGradient
+            ),
+            Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),
+            _ => false,
+        }
 }
 
 /// The indices of the outputs of `k` that are value `v`.

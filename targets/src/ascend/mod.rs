@@ -8,8 +8,10 @@
 //! are clear errors. `ascend_emu/kernel_operator.h` is our CPU emulation of the Ascend C API
 //! subset, which the tests build the printed kernels against.
 
+mod elem;
 mod elementwise;
 mod emitc;
+mod logic;
 mod rows;
 pub mod tiling;
 

@@ -15,9 +15,12 @@
 //! Not built (clear errors): both kinds of reduction in one kernel, a column sum used by other
 //! ops, column max/min, other shapes, rows longer than the UB holds.
 
+use super::elem::Elem;
 use super::emitc::{
-    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, GT, LT, PIPE, QIN, QOUT, TBUF,
+    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, GT, LT, PIPE, QIN, QOUT,
+    TBUF,
 };
+use super::logic::needs_mask;
 use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
@@ -35,11 +38,11 @@ enum Kind {
     Scalar,
 }
 
-/// Whether a step's copies are whole 32-byte blocks: known when the kernel is built, or only
-/// at run time (the last core's columns).
+/// Whether a step's copies are whole 32-byte blocks: known when the kernel is built (a step
+/// of that many values), or only at run time (the last core's columns; a flag per element type).
 enum Whole {
-    Known(bool),
-    Runtime(String),
+    Known(usize),
+    Runtime(Vec<(Elem, String)>),
 }
 
 /// Which axis a row kernel reduces.
@@ -125,9 +128,9 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         } else {
             None
         };
-        if n.ty.dtype != DType::F32 {
+        if Elem::of(n.ty.dtype).is_none() {
             return Err(unsupported(format!(
-                "node %{i} ({}) is {}: only f32 row kernels are built for Ascend yet",
+                "node %{i} ({}) is {}: Ascend kernels take f32, bool and i32",
                 n.op.mnemonic(),
                 n.ty.dtype
             )));
@@ -161,8 +164,14 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                 Kind::Col => kind == Kind::Full && dims.as_slice() == [last],
                 Kind::Full => false,
             },
-            op => is_vector_op(op),
+            _ => is_vector_op(k, ValueId(i as u32)),
         };
+        if kind == Kind::Col && n.ty.dtype != DType::F32 && matches!(n.op, Op::Input { .. }) {
+            return Err(unsupported(format!(
+                "node %{i}: a {} column input is not built for Ascend yet",
+                n.ty.dtype
+            )));
+        }
         if mode == Mode::Cols && kind == Kind::Row {
             return Err(unsupported(format!(
                 "node %{i}: a per-row value in a column-sum kernel is not built for Ascend yet"
@@ -214,10 +223,23 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .iter()
         .filter(|v| kinds[v.index()] == Kind::Col)
         .count();
-    let (queues, scratch) = (full_in + full_out, computed + col_in + 3);
+    let widened = inputs
+        .iter()
+        .filter(|v| kinds[v.index()] == Kind::Full && k.ty(**v).dtype != DType::F32)
+        .count();
+    let mask = needs_mask(k);
+    let conv = widened > 0
+        || k.outputs
+            .iter()
+            .any(|(_, v)| kinds[v.index()] == Kind::Full && k.ty(*v).dtype != DType::F32);
+    let layout = Layout { mask, conv };
+    let slots = (
+        full_in + full_out,
+        computed + col_in + 3 + widened + mask as usize + conv as usize,
+    );
     let plan = match mode {
-        Mode::Rows => plan_rows(soc, rows, cols, 4, queues, scratch),
-        Mode::Cols => plan_cols(soc, cols, 4, queues, scratch),
+        Mode::Rows => plan_rows(soc, rows, cols, 4, slots, mask),
+        Mode::Cols => plan_cols(soc, cols, 4, slots, mask),
     }
     .map_err(|why| AscendError::DoesNotFit {
         kernel: name.to_string(),
@@ -225,7 +247,15 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         why,
     })?;
     let mut e = Emitter::default();
-    let mlir = e.rows_kernel(k, name, mode, &inputs, &kinds, &plan, (rows, cols))?;
+    let mlir = e.rows_kernel(
+        k,
+        name,
+        (mode, &layout),
+        &inputs,
+        &kinds,
+        &plan,
+        (rows, cols),
+    )?;
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
@@ -233,6 +263,14 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         ub_bytes: plan.ub_used,
         params: inputs.len() + k.outputs.len(),
     })
+}
+
+/// The work tiles a row kernel needs besides its values.
+struct Layout {
+    /// A compare mask.
+    mask: bool,
+    /// A conversion tile (bool or i32 rows in or out).
+    conv: bool,
 }
 
 fn kinds_get(kinds: &[Kind], v: ValueId) -> Kind {
@@ -245,7 +283,7 @@ impl Emitter {
         &mut self,
         k: &Graph,
         name: &str,
-        mode: Mode,
+        (mode, layout): (Mode, &Layout),
         inputs: &[ValueId],
         kinds: &[Kind],
         plan: &StepPlan,
@@ -256,6 +294,7 @@ impl Emitter {
         let params: Vec<String> = (0..n_in + k.outputs.len())
             .map(|i| format!("%p{i}: {GM_ADDR}"))
             .collect();
+        let elem = |v: ValueId| Elem::of(k.ty(v).dtype).expect("checked by build");
         let pipe = self.variable(PIPE);
         let scratch = self.variable(TBUF);
         let blk = self.fresh();
@@ -265,6 +304,12 @@ impl Emitter {
         let per = self.constant(&plan.per_block.to_string(), "i64");
         let c64 = self.constant(&cols.to_string(), "i64");
         let total = self.constant(&rows.to_string(), "i64");
+        let full_elems: Vec<Elem> = inputs
+            .iter()
+            .chain(k.outputs.iter().map(|(_, v)| v))
+            .filter(|v| kinds[v.index()] == Kind::Full)
+            .map(|v| elem(*v))
+            .collect();
         // The rows this core steps through, the columns of each step (`c0` + `n`), and whether
         // a step is whole 32-byte blocks.
         let (first, end, n, c0, whole) = match mode {
@@ -273,7 +318,7 @@ impl Emitter {
                 let end0 = self.binop("add", &first, &per, "i64");
                 let end = self.min_i64(&end0, &total);
                 let n = self.constant(&cols.to_string(), "i32");
-                (first, end, n, None, Whole::Known((cols * 4) % 32 == 0))
+                (first, end, n, None, Whole::Known(cols))
             }
             Mode::Cols => {
                 let c0 = self.binop("mul", &blk, &per, "i64");
@@ -281,9 +326,15 @@ impl Emitter {
                 let w = self.min_i64(&rem, &per);
                 let n = self.fresh();
                 self.line(&format!("{n} = emitc.cast {w} : i64 to i32"));
-                let z = self.whole_blocks(&n);
+                let mut flags = vec![(Elem::F32, self.whole_blocks(&n, Elem::F32))];
+                for &el in &full_elems {
+                    if !flags.iter().any(|(e, _)| *e == el) {
+                        let f = self.whole_blocks(&n, el);
+                        flags.push((el, f));
+                    }
+                }
                 let first = self.constant("0", "i64");
-                (first, total.clone(), n, Some(c0), Whole::Runtime(z))
+                (first, total.clone(), n, Some(c0), Whole::Runtime(flags))
             }
         };
         let row_bytes = plan.step_bytes;
@@ -294,22 +345,24 @@ impl Emitter {
             .copied()
             .chain(k.outputs.iter().map(|(_, v)| *v));
         for (i, v) in params_of.enumerate() {
-            let g = self.variable(GT);
+            let el = elem(v);
+            let g = self.variable(&el.gt());
             let len = k.ty(v).shape.iter().product::<usize>();
             let p = format!("%p{i}");
             self.verbatim(
-                &format!("{{}}.SetGlobalBuffer((__gm__ float*){{}}, {len});"),
-                &[(&g, lv(GT)), (&p, GM_ADDR.into())],
+                &format!("{{}}.SetGlobalBuffer((__gm__ {}*){{}}, {len});", el.cpp()),
+                &[(&g, lv(&el.gt())), (&p, GM_ADDR.into())],
             );
             gm.push(g);
         }
+        let queue_bytes = |el: Elem| (row_bytes / 4 * el.bytes()).div_ceil(32) * 32;
         let mut held: Vec<Option<Held>> = vec![None; k.len()];
         let mut in_q: Vec<Option<String>> = vec![None; n_in];
         for (i, &v) in inputs.iter().enumerate() {
             if kinds[v.index()] == Kind::Full {
                 let q = self.variable(QIN);
                 self.verbatim(
-                    &format!("{{}}.InitBuffer({{}}, 2, {row_bytes});"),
+                    &format!("{{}}.InitBuffer({{}}, 2, {});", queue_bytes(elem(v))),
                     &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
                 );
                 in_q[i] = Some(q);
@@ -320,7 +373,7 @@ impl Emitter {
             out_q.push(if kinds[v.index()] == Kind::Full {
                 let q = self.variable(QOUT);
                 self.verbatim(
-                    &format!("{{}}.InitBuffer({{}}, 2, {row_bytes});"),
+                    &format!("{{}}.InitBuffer({{}}, 2, {});", queue_bytes(elem(*v))),
                     &[(&pipe, lv(PIPE)), (&q, lv(QOUT))],
                 );
                 Some(q)
@@ -338,6 +391,23 @@ impl Emitter {
         let dup = scratch.take(self);
         let red = scratch.take(self);
         let work = scratch.take(self);
+        let conv = layout.conv.then(|| scratch.take(self));
+        let mask = if layout.mask {
+            let t = scratch.take(self);
+            let m = self.assigned(
+                &Elem::U8.lt(),
+                "{} = {}.ReinterpretCast<uint8_t>();",
+                &[(&t, LT.into())],
+            );
+            Some((m, self.whole_repeats(&n)))
+        } else {
+            None
+        };
+        let step = Step {
+            n: n.clone(),
+            dup: dup.clone(),
+            mask,
+        };
         // Column inputs and scalar inputs, once per core.
         let mut loaded_cols = false;
         for (i, &v) in inputs.iter().enumerate() {
@@ -352,12 +422,13 @@ impl Emitter {
                         ),
                         None => self.assigned(GT, "{} = {};", &[(&gm[i], lv(GT))]),
                     };
-                    self.copy_seg(&whole, &t, &g, &n, true);
+                    self.copy_seg(Elem::F32, &whole, &t, &g, &n, true);
                     held[v.index()] = Some(Held::Tile(t));
                     loaded_cols = true;
                 }
                 Kind::Scalar => {
-                    let s = self.assigned("f32", "{} = {}.GetValue(0);", &[(&gm[i], lv(GT))]);
+                    let zero = self.constant("0", "i64");
+                    let s = self.gm_get(elem(v), &gm[i], &zero);
                     held[v.index()] = Some(Held::Scalar(s));
                 }
                 _ => {}
@@ -394,14 +465,19 @@ impl Emitter {
         let mut deq = Vec::new();
         for (i, q) in in_q.iter().enumerate() {
             if let Some(q) = q {
-                let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QIN))]);
-                let gs = self.assigned(
-                    GT,
-                    "{} = {}[{}];",
-                    &[(&gm[i], lv(GT)), (&off, "i64".into())],
+                let el = elem(inputs[i]);
+                let t = self.assigned(
+                    &el.lt(),
+                    &format!("{{}} = {{}}.AllocTensor<{}>();", el.cpp()),
+                    &[(q, lv(QIN))],
                 );
-                self.copy_seg(&whole, &t, &gs, &n, true);
-                self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, LT.into())]);
+                let gs = self.assigned(
+                    &el.gt(),
+                    "{} = {}[{}];",
+                    &[(&gm[i], lv(&el.gt())), (&off, "i64".into())],
+                );
+                self.copy_seg(el, &whole, &t, &gs, &n, true);
+                self.verbatim("{}.EnQue({});", &[(q, lv(QIN)), (&t, el.lt())]);
                 deq.push((i, q.clone()));
             }
         }
@@ -409,26 +485,39 @@ impl Emitter {
         self.verbatim("// Compute", &[]);
         let mut to_free = Vec::new();
         for (i, q) in deq {
-            let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);
-            held[inputs[i].index()] = Some(Held::Tile(t.clone()));
-            to_free.push((q, t));
+            let el = elem(inputs[i]);
+            let t = self.assigned(
+                &el.lt(),
+                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
+                &[(&q, lv(QIN))],
+            );
+            let f = if el == Elem::F32 {
+                t.clone()
+            } else {
+                let w = scratch.take(self);
+                let conv = conv.as_deref().expect("a conversion tile");
+                self.widen(el, &t, &w, conv, &n);
+                w
+            };
+            held[inputs[i].index()] = Some(Held::Tile(f));
+            to_free.push((q, t, el));
         }
         for (i, &v) in inputs.iter().enumerate() {
             if kinds[v.index()] == Kind::Row {
-                let s = self.assigned(
-                    "f32",
-                    "{} = {}.GetValue({});",
-                    &[(&gm[i], lv(GT)), (&r, "i64".into())],
-                );
+                let s = self.gm_get(elem(v), &gm[i], &r);
                 held[v.index()] = Some(Held::Scalar(s));
             }
         }
         let mut out_tiles: Vec<Option<String>> = Vec::new();
-        for q in &out_q {
-            out_tiles.push(
-                q.as_ref()
-                    .map(|q| self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(q, lv(QOUT))])),
-            );
+        for (q, (_, v)) in out_q.iter().zip(&k.outputs) {
+            let el = elem(*v);
+            out_tiles.push(q.as_ref().map(|q| {
+                self.assigned(
+                    &el.lt(),
+                    &format!("{{}} = {{}}.AllocTensor<{}>();", el.cpp()),
+                    &[(q, lv(QOUT))],
+                )
+            }));
         }
         for i in 0..k.len() {
             let v = ValueId(i as u32);
@@ -453,45 +542,51 @@ impl Emitter {
                     }
                 }
                 _ => {
-                    let out = outs.first().and_then(|&o| out_tiles[o].clone());
-                    self.step_value(k, v, &held, out, &mut scratch, &dup, &n, name)?
+                    let out = outs
+                        .first()
+                        .filter(|&&o| elem(k.outputs[o].1) == Elem::F32)
+                        .and_then(|&o| out_tiles[o].clone());
+                    self.step_value(k, v, &held, out, &mut scratch, &step, name)?
                 }
             };
             for &o in &outs {
+                let el = elem(k.outputs[o].1);
                 match (&h, &out_tiles[o]) {
-                    (h, Some(dst)) => self.put_output(h, dst, &n),
+                    (h, Some(dst)) => self.put_output(h, dst, el, conv.as_deref(), &step),
                     (Held::Scalar(s), None) => {
                         let g = gm[n_in + o].clone();
-                        self.verbatim(
-                            "{}.SetValue({}, {});",
-                            &[(&g, lv(GT)), (&r, "i64".into()), (s, "f32".into())],
-                        );
+                        self.gm_set(el, &g, &r, s);
                     }
                     (Held::Tile(_), None) => unreachable!("per-row outputs are scalars"),
                 }
             }
             held[i] = Some(h);
         }
-        for (q, t) in &to_free {
-            self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, LT.into())]);
+        for (q, t, el) in &to_free {
+            self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, el.lt())]);
         }
-        for (q, t) in out_q.iter().zip(&out_tiles) {
+        for ((q, t), (_, v)) in out_q.iter().zip(&out_tiles).zip(&k.outputs) {
             if let (Some(q), Some(t)) = (q, t) {
-                self.verbatim("{}.EnQue({});", &[(q, lv(QOUT)), (t, LT.into())]);
+                self.verbatim("{}.EnQue({});", &[(q, lv(QOUT)), (t, elem(*v).lt())]);
             }
         }
 
         self.verbatim("// CopyOut", &[]);
         for (o, q) in out_q.iter().enumerate() {
             if let Some(q) = q {
-                let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(q, lv(QOUT))]);
-                let gs = self.assigned(
-                    GT,
-                    "{} = {}[{}];",
-                    &[(&gm[n_in + o], lv(GT)), (&off, "i64".into())],
+                let el = elem(k.outputs[o].1);
+                let t = self.assigned(
+                    &el.lt(),
+                    &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
+                    &[(q, lv(QOUT))],
                 );
-                self.copy_seg(&whole, &t, &gs, &n, false);
-                self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, LT.into())]);
+                let gs = self.assigned(
+                    &el.gt(),
+                    "{} = {}[{}];",
+                    &[(&gm[n_in + o], lv(&el.gt())), (&off, "i64".into())],
+                );
+                self.copy_seg(el, &whole, &t, &gs, &n, false);
+                self.verbatim("{}.FreeTensor({});", &[(q, lv(QOUT)), (&t, el.lt())]);
             }
         }
         self.indent -= 1;
@@ -524,7 +619,7 @@ impl Emitter {
                     "{} = {}[{}];",
                     &[(&gm[n_in + o], lv(GT)), (c0, "i64".into())],
                 );
-                self.copy_seg(&whole, acc, &gs, &n, false);
+                self.copy_seg(Elem::F32, &whole, acc, &gs, &n, false);
             }
         }
         self.line("emitc.return");
@@ -541,11 +636,25 @@ impl Emitter {
         Ok(m)
     }
 
-    /// A step's GM ↔ UB copy of `n` elements.
-    fn copy_seg(&mut self, whole: &Whole, t: &str, g: &str, n: &str, gm_to_ub: bool) {
+    /// A step's GM ↔ UB copy of `n` values of `elem`.
+    fn copy_seg(&mut self, elem: Elem, whole: &Whole, t: &str, g: &str, n: &str, gm_to_ub: bool) {
         match whole {
-            Whole::Known(w) => self.copy_known(*w, t, g, n, gm_to_ub),
-            Whole::Runtime(w) => self.copy(w, t, g, n, gm_to_ub),
+            Whole::Known(cols) => self.copy_known(
+                elem,
+                (cols * elem.bytes()).is_multiple_of(32),
+                t,
+                g,
+                n,
+                gm_to_ub,
+            ),
+            Whole::Runtime(flags) => {
+                let w = &flags
+                    .iter()
+                    .find(|(e, _)| *e == elem)
+                    .expect("a flag per element type")
+                    .1;
+                self.copy(elem, w, t, g, n, gm_to_ub)
+            }
         }
     }
 

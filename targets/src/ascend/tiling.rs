@@ -117,17 +117,24 @@ fn fits(
     Ok(slots * step_bytes)
 }
 
+/// Bytes of a step's buffers: whole 32-byte blocks, or whole 256-byte repeats for a kernel
+/// that compares (`Compare` reads whole repeats).
+fn step_buffer(bytes: usize, repeats: bool) -> usize {
+    let unit = if repeats { REPEAT_BYTES } else { BLOCK_BYTES };
+    bytes.div_ceil(unit) * unit
+}
+
 /// Plans `rows` whole rows of `cols` values, rows split over the cores, through `queues`
-/// double-buffered queues and `scratch` row-sized buffers.
+/// double-buffered queues and `scratch` row-sized buffers (whole repeats when `repeats`).
 pub fn plan_rows(
     soc: &AscendSoc,
     rows: usize,
     cols: usize,
     elem_bytes: usize,
-    queues: usize,
-    scratch: usize,
+    (queues, scratch): (usize, usize),
+    repeats: bool,
 ) -> Result<StepPlan, String> {
-    let step_bytes = (cols * elem_bytes).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    let step_bytes = step_buffer(cols * elem_bytes, repeats);
     let ub_used = fits(soc, step_bytes, queues, scratch)?;
     let per_block = rows.div_ceil(soc.vector_cores.min(rows).max(1));
     Ok(StepPlan {
@@ -144,13 +151,13 @@ pub fn plan_cols(
     soc: &AscendSoc,
     cols: usize,
     elem_bytes: usize,
-    queues: usize,
-    scratch: usize,
+    (queues, scratch): (usize, usize),
+    repeats: bool,
 ) -> Result<StepPlan, String> {
     let block = BLOCK_BYTES / elem_bytes;
     let per_block = cols.div_ceil(soc.vector_cores.min(cols.div_ceil(block)).max(1));
     let per_block = per_block.div_ceil(block) * block;
-    let step_bytes = per_block * elem_bytes;
+    let step_bytes = step_buffer(per_block * elem_bytes, repeats);
     let ub_used = fits(soc, step_bytes, queues, scratch)?;
     Ok(StepPlan {
         block_dim: cols.div_ceil(per_block).max(1),
@@ -183,7 +190,9 @@ mod tests {
             }
         }
         for (cols, dim, per) in [(32, 4, 8), (312, 39, 8), (768, 48, 16), (30522, 48, 640)] {
-            let p = plan_cols(&ASCEND_910B, cols, 4, 2, 3).unwrap();
+            let p = plan_cols(&ASCEND_910B, cols, 4, (2, 3), false).unwrap();
+            let r = plan_cols(&ASCEND_910B, cols, 4, (2, 3), true).unwrap();
+            assert_eq!((r.per_block, r.step_bytes % 256), (p.per_block, 0));
             assert_eq!((p.block_dim, p.per_block), (dim, per), "{cols}");
             assert!(p.per_block * (p.block_dim - 1) < cols && p.per_block * p.block_dim >= cols);
         }
