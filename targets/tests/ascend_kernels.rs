@@ -1,4 +1,4 @@
-//! The Ascend back end's element-wise and row kernels, end to end on the CPU: every loop kernel of the
+//! The Ascend back end's kernels, end to end on the CPU: every loop kernel of the
 //! tiny td1 and td2 steps that the Ascend builder takes (the others are clear `Unsupported`
 //! errors, counted) becomes an EmitC module, printed to Ascend C by MLIR's C++ emitter, built
 //! with g++ against our emulation header, run on emulated cores over the values a training step
@@ -100,12 +100,12 @@ fn from_plan_bytes(b: &[u8], ty: &ir::TensorType) -> ir::Tensor {
     ir::Tensor::from_f64(ty, &v)
 }
 
-/// Whether `g` sums over leading axes (a column-sum kernel).
+/// Whether `g` sums over leading axes but not all (a column-sum kernel).
 fn has_leading_sum(g: &ir::Graph) -> bool {
     g.nodes.iter().any(|n| match &n.op {
         ir::Op::Reduce { axes, .. } => {
             let rank = g.ty(n.inputs[0]).shape.len();
-            axes.as_slice() != [rank - 1]
+            axes.as_slice() != [rank - 1] && axes.len() < rank
         }
         _ => false,
     })
@@ -225,7 +225,7 @@ fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
         }
     }
     println!(
-        "{label}: {} element-wise, row and column-sum kernels built, run on emulated 910B cores and equal to the interpreter (worst norm-wise {:.2e}; {column_sums} column sums within the f32 summation bound); {} not built yet: {skipped:?}",
+        "{label}: {} element-wise, row, column-sum and full-reduction kernels built, run on emulated 910B cores and equal to the interpreter (worst norm-wise {:.2e}; {column_sums} column sums within the f32 summation bound); {} not built yet: {skipped:?}",
         built.len(),
         worst.norm,
         runs.len() - built.len()
@@ -293,4 +293,54 @@ fn snapshots_of_a_column_sum_kernel() {
     assert_eq!(k.block_dim, 5);
     insta::assert_snapshot!("ascend_emitc_column_sum", k.mlir);
     insta::assert_snapshot!("ascend_cpp_column_sum", emitc_to_cpp(&k.mlir).unwrap());
+}
+
+/// The EmitC module and Ascend C of a full-reduction kernel: gradient clipping by the global
+/// norm (x / max(‖x‖, 1)) over 100 × 32 values on one core — a stream that sums the squares
+/// tile by tile on the scalar unit, then a stream that divides.
+#[test]
+fn snapshots_of_a_full_reduction_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("clip");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![100, 32]));
+    let sq = b.mul(x, x);
+    let s = b.sum(sq, &[0, 1]);
+    let norm = b.sqrt(s);
+    let one = b.scalar(1.0, DType::F32);
+    let d = b.max(norm, one);
+    let d = b.splat(d, &[100, 32]);
+    let y = b.div(x, d);
+    b.output("out0", y);
+    let k = build_kernel(&b.finish(), "clip", &ASCEND_910B).unwrap();
+    assert_eq!(k.block_dim, 1);
+    insta::assert_snapshot!("ascend_emitc_full_reduction", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_full_reduction", emitc_to_cpp(&k.mlir).unwrap());
+}
+
+/// The EmitC module and Ascend C of an optimizer update that skips on overflow: the bool flag
+/// tensor (bytes in GM) widened to f32, a `Compares` mask, `Select` keeping the old parameter.
+#[test]
+fn snapshots_of_an_optimizer_update_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("update");
+    let t = TensorType::new(DType::F32, vec![48, 40]);
+    let p = b.input("in0", t.clone());
+    let m = b.input("in1", t.clone());
+    let v = b.input("in2", t.clone());
+    let skip = b.input("in3", TensorType::new(DType::Bool, vec![48, 40]));
+    let lr = b.input("in4", TensorType::new(DType::F32, vec![]));
+    let r = b.sqrt(v);
+    let r = b.add_scalar(r, 1e-6);
+    let u = b.div(m, r);
+    let lr = b.splat(lr, &[48, 40]);
+    let u = b.mul(u, lr);
+    let next = b.sub(p, u);
+    let y = b.select(skip, p, next);
+    b.output("out0", y);
+    let k = build_kernel(&b.finish(), "update", &ASCEND_910B).unwrap();
+    insta::assert_snapshot!("ascend_emitc_optimizer_update", k.mlir);
+    insta::assert_snapshot!(
+        "ascend_cpp_optimizer_update",
+        emitc_to_cpp(&k.mlir).unwrap()
+    );
 }

@@ -565,6 +565,18 @@ pub(super) fn is_vector_op(k: &Graph, v: ValueId) -> bool {
     }
     let all_f32 =
         node.ty.dtype == DType::F32 && node.inputs.iter().all(|x| k.ty(*x).dtype == DType::F32);
+    // Integers are held as integral f32: sums, differences, products and extrema stay exact
+    // below 2^24 (step counters); integer division would need its own rounding.
+    let all_i32 =
+        node.ty.dtype == DType::I32 && node.inputs.iter().all(|x| k.ty(*x).dtype == DType::I32);
+    if all_i32 {
+        return matches!(
+            node.op,
+            Op::Binary(
+                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
+            ) | Op::Unary(UnaryOp::Neg)
+        );
+    }
     all_f32
         && match &node.op {
             Op::Unary(u) => matches!(

@@ -14,6 +14,7 @@ mod emitc;
 mod logic;
 mod rows;
 pub mod tiling;
+mod whole;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,7 +49,9 @@ pub fn build_kernel(
         .map(|n| &n.ty.shape)
         .filter(|s| !s.is_empty());
     let first = shapes.next();
-    if shapes.all(|s| Some(s) == first) {
+    if whole::is_whole(k) {
+        whole::build(k, name, soc)
+    } else if shapes.all(|s| Some(s) == first) {
         elementwise::build(k, name, soc)
     } else {
         rows::build(k, name, soc)
