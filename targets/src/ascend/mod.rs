@@ -12,6 +12,7 @@ mod elem;
 mod elementwise;
 mod emitc;
 mod logic;
+mod moves;
 mod rows;
 pub mod tiling;
 mod whole;
@@ -49,7 +50,9 @@ pub fn build_kernel(
         .map(|n| &n.ty.shape)
         .filter(|s| !s.is_empty());
     let first = shapes.next();
-    if whole::is_whole(k) {
+    if moves::is_move(k) {
+        moves::build(k, name, soc)
+    } else if whole::is_whole(k) {
         whole::build(k, name, soc)
     } else if shapes.all(|s| Some(s) == first) {
         elementwise::build(k, name, soc)

@@ -1,0 +1,192 @@
+//! A kernel that only moves data → one Ascend C kernel of strided copies: a transpose that
+//! keeps the last axis (attention's head split and merge) or a slice. Every output row (the
+//! last axis) is a contiguous run of the input; the rows along the output's second-to-last
+//! axis sit a fixed stride apart in the input, so one `DataCopyPad` GM → UB gathers a group of
+//! them (`blockCount` rows, `srcStride` the gap) and one `DataCopyPad` UB → GM writes them
+//! contiguously. Groups split over the vector cores; a double-buffered queue overlaps one
+//! group's write with the next one's read. Not built: moves of the last axis, pads.
+
+use super::emitc::{lv, Emitter, GM_ADDR, GT, LT, PIPE, QIN};
+use super::tiling::AscendSoc;
+use super::{AscendError, AscendKernel};
+use ir::{DType, Graph, Op};
+use std::fmt::Write;
+
+/// Whether `k` is one transpose or slice (with its input).
+pub fn is_move(k: &Graph) -> bool {
+    k.len() == 2
+        && k.outputs.len() == 1
+        && matches!(k.nodes[1].op, Op::Transpose { .. } | Op::Slice { .. })
+}
+
+/// For each output axis: its stride in the input and the input offset of its index 0, in
+/// elements; `None` when the move is not rows of the input.
+fn view(k: &Graph) -> Option<Vec<(usize, usize)>> {
+    let node = &k.nodes[1];
+    let in_shape = &k.ty(node.inputs[0]).shape;
+    let rank = in_shape.len();
+    let mut strides = vec![1usize; rank];
+    for a in (0..rank.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * in_shape[a + 1];
+    }
+    let axes: Vec<(usize, usize)> = match &node.op {
+        Op::Transpose { perm } => perm.iter().map(|&a| (strides[a], 0)).collect(),
+        Op::Slice { start, .. } => (0..rank)
+            .map(|a| (strides[a], start[a] * strides[a]))
+            .collect(),
+        _ => return None,
+    };
+    (rank >= 2 && axes[rank - 1].0 == 1).then_some(axes)
+}
+
+/// Builds move kernel `k` (named `name`) for `soc`.
+pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, AscendError> {
+    let unsupported = |why: &str| AscendError::Unsupported {
+        kernel: name.to_string(),
+        why: why.to_string(),
+    };
+    let node = &k.nodes[1];
+    if node.ty.dtype != DType::F32 {
+        return Err(unsupported(
+            "moves of other than f32 are not built for Ascend yet",
+        ));
+    }
+    let Some(axes) = view(k) else {
+        return Err(unsupported(
+            "a move of the last axis: not built for Ascend yet (rows of the input are)",
+        ));
+    };
+    let out = &node.ty.shape;
+    let rank = out.len();
+    let (rows, cols) = (out[rank - 2], out[rank - 1]);
+    let groups: usize = out[..rank - 2].iter().product();
+    let row_bytes = (cols * 4).div_ceil(32) * 32;
+    let group_bytes = rows * row_bytes;
+    let budget = soc.ub_bytes - super::tiling::UB_HEADROOM;
+    if 2 * group_bytes > budget {
+        return Err(AscendError::DoesNotFit {
+            kernel: name.to_string(),
+            soc: soc.name,
+            why: format!(
+                "two groups of {rows} rows of {cols} values need {} bytes, more than the {budget} \
+                 bytes of UB available",
+                2 * group_bytes
+            ),
+        });
+    }
+    if rows > 4095 {
+        return Err(unsupported(
+            "more than 4095 rows in a group (DataCopyPad's blockCount)",
+        ));
+    }
+    let per_block = groups.div_ceil(soc.vector_cores.min(groups).max(1));
+    let block_dim = groups.div_ceil(per_block).max(1);
+    let mut e = Emitter::default();
+    let in_len: usize = k.ty(node.inputs[0]).shape.iter().product();
+    let mlir = e.move_kernel(name, &axes, out, (per_block, groups), in_len, group_bytes);
+    Ok(AscendKernel {
+        name: name.to_string(),
+        mlir,
+        block_dim,
+        ub_bytes: 2 * group_bytes,
+        params: 2,
+    })
+}
+
+impl Emitter {
+    fn move_kernel(
+        &mut self,
+        name: &str,
+        axes: &[(usize, usize)],
+        out: &[usize],
+        (per_block, groups): (usize, usize),
+        in_len: usize,
+        group_bytes: usize,
+    ) -> String {
+        self.indent = 1;
+        let rank = out.len();
+        let (rows, cols) = (out[rank - 2], out[rank - 1]);
+        let out_len: usize = out.iter().product();
+        let pipe = self.variable(PIPE);
+        let (gi, go) = (self.variable(GT), self.variable(GT));
+        let q = self.variable(QIN);
+        for (g, p, len) in [(&gi, "%p0", in_len), (&go, "%p1", out_len)] {
+            self.verbatim(
+                &format!("{{}}.SetGlobalBuffer((__gm__ float*){{}}, {len});"),
+                &[(g, lv(GT)), (p, GM_ADDR.into())],
+            );
+        }
+        self.verbatim(
+            &format!("{{}}.InitBuffer({{}}, 2, {group_bytes});"),
+            &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
+        );
+        let blk = self.fresh();
+        self.line(&format!(
+            "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
+        ));
+        let per = self.constant(&per_block.to_string(), "i64");
+        let total = self.constant(&groups.to_string(), "i64");
+        let first = self.binop("mul", &blk, &per, "i64");
+        let end0 = self.binop("add", &first, &per, "i64");
+        let end = self.min_i64(&end0, &total);
+        let one = self.constant("1", "i64");
+        let g = "%grp".to_string();
+        self.line(&format!(
+            "emitc.for {g} = {first} to {end} step {one} : i64 {{"
+        ));
+        self.indent += 1;
+        // The group's input offset: its output indices (row-major over the leading axes) times
+        // their input strides, plus the slice's start.
+        let base: usize = axes.iter().map(|a| a.1).sum();
+        let mut src = self.constant(&base.to_string(), "i64");
+        let mut rest = g.clone();
+        for j in (0..rank - 2).rev() {
+            let size = self.constant(&out[j].to_string(), "i64");
+            let idx = self.binop("rem", &rest, &size, "i64");
+            rest = self.binop("div", &rest, &size, "i64");
+            let stride = self.constant(&axes[j].0.to_string(), "i64");
+            let part = self.binop("mul", &idx, &stride, "i64");
+            src = self.binop("add", &src, &part, "i64");
+        }
+        let step = self.constant(&(rows * cols).to_string(), "i64");
+        let dst = self.binop("mul", &g, &step, "i64");
+        let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(&q, lv(QIN))]);
+        let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
+        let gap = (axes[rank - 2].0 - cols) * 4;
+        self.verbatim(
+            &format!(
+                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{rows}, {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
+                cols * 4
+            ),
+            &[(&t, LT.into()), (&gs, GT.into())],
+        );
+        self.verbatim("{}.EnQue({});", &[(&q, lv(QIN)), (&t, LT.into())]);
+        let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);
+        // The copy engine out waits for the copy engine in.
+        self.event("MTE2_MTE3");
+        let gd = self.assigned(GT, "{} = {}[{}];", &[(&go, lv(GT)), (&dst, "i64".into())]);
+        self.verbatim(
+            &format!(
+                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{rows}, {}, 0, 0, 0}});",
+                cols * 4
+            ),
+            &[(&gd, GT.into()), (&t, LT.into())],
+        );
+        // The buffer is reused only after the write out finished.
+        self.event("MTE3_MTE2");
+        self.verbatim("{}.FreeTensor({});", &[(&q, lv(QIN)), (&t, LT.into())]);
+        self.indent -= 1;
+        self.line("}");
+        self.line("emitc.return");
+        let mut m = String::new();
+        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
+        writeln!(
+            m,
+            "emitc.func @{name}(%p0: {GM_ADDR}, %p1: {GM_ADDR}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{"
+        )
+        .unwrap();
+        m.push_str(&self.body);
+        m.push_str("}\n");
+        m
+    }
+}
