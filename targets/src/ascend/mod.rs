@@ -13,6 +13,7 @@ mod elementwise;
 mod emitc;
 mod logic;
 mod moves;
+mod parts;
 mod rows;
 pub mod tiling;
 mod whole;

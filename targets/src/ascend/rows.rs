@@ -21,6 +21,7 @@ use super::emitc::{
     TBUF,
 };
 use super::logic::needs_mask;
+use super::parts::{part_dims, PartSource};
 use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
@@ -35,6 +36,8 @@ enum Kind {
     Row,
     /// `[C]`, the same for every row.
     Col,
+    /// Varies along some leading axes and the last (`parts.rs`), loaded or computed per row.
+    Part,
     Scalar,
 }
 
@@ -107,6 +110,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         })
     };
     let mut kinds: Vec<Kind> = Vec::with_capacity(k.len());
+    let mut parts: Vec<Option<Vec<usize>>> = vec![None; k.len()];
     for (i, n) in k.nodes.iter().enumerate() {
         let s = n.ty.shape.as_slice();
         let kind = if s == full.as_slice() {
@@ -125,6 +129,9 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             Some(Kind::Col)
         } else if s.is_empty() {
             Some(Kind::Scalar)
+        } else if mode == Mode::Rows {
+            parts[i] = part_dims(k, ValueId(i as u32), &full);
+            parts[i].as_ref().map(|_| Kind::Part)
         } else {
             None
         };
@@ -162,8 +169,16 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                 Kind::Scalar => true,
                 Kind::Row => kind == Kind::Full && dims.iter().copied().eq(0..last),
                 Kind::Col => kind == Kind::Full && dims.as_slice() == [last],
+                Kind::Part => {
+                    let d = parts[n.inputs[0].index()].as_ref().expect("a part's axes");
+                    kind == Kind::Full && dims[..dims.len() - 1] == d[..]
+                }
                 Kind::Full => false,
             },
+            // A slice of an input gives a part row at an offset.
+            Op::Slice { .. } => {
+                kind == Kind::Part && matches!(k.node(n.inputs[0]).op, Op::Input { .. })
+            }
             _ => is_vector_op(k, ValueId(i as u32)),
         };
         if kind == Kind::Col && n.ty.dtype != DType::F32 && matches!(n.op, Op::Input { .. }) {
@@ -215,7 +230,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     // scalar, the reduction's result and its work row.
     let computed = (0..k.len())
         .filter(|&i| {
-            matches!(kinds[i], Kind::Full | Kind::Col)
+            matches!(kinds[i], Kind::Full | Kind::Col | Kind::Part)
                 && !matches!(k.nodes[i].op, Op::Input { .. } | Op::Broadcast { .. })
         })
         .count();
@@ -225,17 +240,29 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .count();
     let widened = inputs
         .iter()
-        .filter(|v| kinds[v.index()] == Kind::Full && k.ty(**v).dtype != DType::F32)
+        .filter(|v| {
+            matches!(kinds[v.index()], Kind::Full | Kind::Part) && k.ty(**v).dtype != DType::F32
+        })
+        .count();
+    // Part inputs read whole (not through a slice) take a tile each.
+    let part_in = inputs
+        .iter()
+        .filter(|v| kinds[v.index()] == Kind::Part)
         .count();
     let mask = needs_mask(k);
     let conv = widened > 0
         || k.outputs
             .iter()
             .any(|(_, v)| kinds[v.index()] == Kind::Full && k.ty(*v).dtype != DType::F32);
-    let layout = Layout { mask, conv };
+    let layout = Layout {
+        mask,
+        conv,
+        parts,
+        lead: lead.to_vec(),
+    };
     let slots = (
         full_in + full_out,
-        computed + col_in + 3 + widened + mask as usize + conv as usize,
+        computed + col_in + part_in + 3 + widened + mask as usize + conv as usize,
     );
     let plan = match mode {
         Mode::Rows => plan_rows(soc, rows, cols, 4, slots, mask),
@@ -271,6 +298,10 @@ struct Layout {
     mask: bool,
     /// A conversion tile (bool or i32 rows in or out).
     conv: bool,
+    /// The full axes of each part value's leading axes.
+    parts: Vec<Option<Vec<usize>>>,
+    /// The full tensor's leading shape.
+    lead: Vec<usize>,
 }
 
 fn kinds_get(kinds: &[Kind], v: ValueId) -> Kind {
@@ -508,6 +539,18 @@ impl Emitter {
                 held[v.index()] = Some(Held::Scalar(s));
             }
         }
+        self.load_parts(
+            k,
+            inputs,
+            kinds,
+            layout,
+            &gm,
+            &r,
+            &mut held,
+            &mut scratch,
+            conv.as_deref(),
+            (&n, cols),
+        );
         let mut out_tiles: Vec<Option<String>> = Vec::new();
         for (q, (_, v)) in out_q.iter().zip(&k.outputs) {
             let el = elem(*v);
@@ -521,7 +564,8 @@ impl Emitter {
         }
         for i in 0..k.len() {
             let v = ValueId(i as u32);
-            if held[i].is_some() {
+            // (An input only slices read is not a value of its own.)
+            if held[i].is_some() || matches!(k.nodes[i].op, Op::Input { .. }) {
                 continue;
             }
             let node = k.node(v);
@@ -634,6 +678,75 @@ impl Emitter {
         m.push_str(&self.body);
         m.push_str("}\n");
         Ok(m)
+    }
+
+    /// This step's rows of the part inputs and of the slices of inputs.
+    #[allow(clippy::too_many_arguments)]
+    fn load_parts(
+        &mut self,
+        k: &Graph,
+        inputs: &[ValueId],
+        kinds: &[Kind],
+        layout: &Layout,
+        gm: &[String],
+        r: &str,
+        held: &mut [Option<Held>],
+        scratch: &mut Scratch,
+        conv: Option<&str>,
+        (n, cols): (&str, usize),
+    ) {
+        let loads: Vec<(ValueId, ValueId)> = (0..k.len())
+            .map(|i| ValueId(i as u32))
+            .filter(|&v| kinds[v.index()] == Kind::Part)
+            .filter_map(|v| match &k.node(v).op {
+                Op::Slice { .. } => Some((v, k.node(v).inputs[0])),
+                // An input read whole, unless only slices read it.
+                Op::Input { .. } => k
+                    .nodes
+                    .iter()
+                    .any(|m| m.inputs.contains(&v) && !matches!(m.op, Op::Slice { .. }))
+                    .then_some((v, v)),
+                _ => None,
+            })
+            .collect();
+        if loads.is_empty() {
+            return;
+        }
+        // The vector unit is done with the last step's part rows.
+        self.event("V_MTE2");
+        for (v, src) in loads {
+            let p = inputs
+                .iter()
+                .position(|x| *x == src)
+                .expect("a part's source is an input");
+            let elem = Elem::of(k.ty(src).dtype).expect("checked by build");
+            let starts = match &k.node(v).op {
+                Op::Slice { start, .. } => start.clone(),
+                _ => vec![0; k.ty(src).shape.len()],
+            };
+            let dst = scratch.take(self);
+            let raw = (elem != Elem::F32).then(|| scratch.take(self));
+            let dims = layout.parts[v.index()].as_ref().expect("a part's axes");
+            let source = PartSource {
+                gm: &gm[p],
+                elem,
+                shape: &k.ty(src).shape,
+                starts: &starts,
+                dims,
+            };
+            self.load_part(
+                &source,
+                &layout.lead,
+                r,
+                &dst,
+                raw.as_deref(),
+                conv,
+                n,
+                cols,
+            );
+            held[v.index()] = Some(Held::Tile(dst));
+        }
+        self.event("MTE2_V");
     }
 
     /// A step's GM ↔ UB copy of `n` values of `elem`.
