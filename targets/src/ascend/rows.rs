@@ -109,6 +109,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             _ => None,
         })
     };
+    let after = after_sums(k);
     let mut kinds: Vec<Kind> = Vec::with_capacity(k.len());
     let mut parts: Vec<Option<Vec<usize>>> = vec![None; k.len()];
     for (i, n) in k.nodes.iter().enumerate() {
@@ -156,13 +157,9 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                     && (mode == Mode::Rows || matches!(rk, ReduceKind::Sum | ReduceKind::Mean))
                     && match mode {
                         Mode::Rows => axes.as_slice() == [last],
-                        // A column sum's value is only an output (ready after the last row).
-                        Mode::Cols => {
-                            axes.iter().copied().eq(0..last)
-                                && k.nodes
-                                    .iter()
-                                    .all(|m| !m.inputs.contains(&ValueId(i as u32)))
-                        }
+                        // A column sum's value is ready after the last row: the ops on it
+                        // run then (`after_sums`).
+                        Mode::Cols => axes.iter().copied().eq(0..last),
                     }
             }
             Op::Broadcast { dims } => match input_kind(0) {
@@ -187,6 +184,11 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                 n.ty.dtype
             )));
         }
+        if mode == Mode::Cols && kind != Kind::Col && after[i] {
+            return Err(unsupported(format!(
+                "node %{i}: only column values are computed from column sums (Ascend)"
+            )));
+        }
         if mode == Mode::Cols && kind == Kind::Row {
             return Err(unsupported(format!(
                 "node %{i}: a per-row value in a column-sum kernel is not built for Ascend yet"
@@ -203,7 +205,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     }
     for (o, v) in &k.outputs {
         let kd = kinds[v.index()];
-        let reduced_col = kd == Kind::Col && matches!(k.node(*v).op, Op::Reduce { .. });
+        let reduced_col = kd == Kind::Col
+            && (matches!(k.node(*v).op, Op::Reduce { .. }) || after[v.index()]);
         if !matches!(kd, Kind::Full | Kind::Row) && !reduced_col {
             return Err(unsupported(format!(
                 "output {o} is a {kd:?} value (written by every core): not built for Ascend yet"
@@ -302,6 +305,18 @@ struct Layout {
     parts: Vec<Option<Vec<usize>>>,
     /// The full tensor's leading shape.
     lead: Vec<usize>,
+}
+
+/// The values computed from a reduction's result (in a column-sum kernel: after the last row).
+fn after_sums(k: &Graph) -> Vec<bool> {
+    let mut after = vec![false; k.len()];
+    for (i, n) in k.nodes.iter().enumerate() {
+        after[i] = n
+            .inputs
+            .iter()
+            .any(|x| after[x.index()] || matches!(k.node(*x).op, Op::Reduce { .. }));
+    }
+    after
 }
 
 fn kinds_get(kinds: &[Kind], v: ValueId) -> Kind {
@@ -480,6 +495,10 @@ impl Emitter {
                 }
             }
         }
+        let after = match mode {
+            Mode::Cols => after_sums(k),
+            Mode::Rows => vec![false; k.len()],
+        };
         let r = "%row".to_string();
         let one = self.constant("1", "i64");
         self.line(&format!(
@@ -564,8 +583,9 @@ impl Emitter {
         }
         for i in 0..k.len() {
             let v = ValueId(i as u32);
-            // (An input only slices read is not a value of its own.)
-            if held[i].is_some() || matches!(k.nodes[i].op, Op::Input { .. }) {
+            // (An input only slices read is not a value of its own; values of column sums
+            // are computed after the last row.)
+            if held[i].is_some() || matches!(k.nodes[i].op, Op::Input { .. }) || after[i] {
                 continue;
             }
             let node = k.node(v);
@@ -635,7 +655,27 @@ impl Emitter {
         }
         self.indent -= 1;
         self.line("}");
-        if let Some(c0) = &c0 {
+        if c0.is_some() && after.iter().any(|a| *a) {
+            self.after_column_sums(k, name, &accs, &after, &mut held, &mut scratch, &step)?;
+            self.event("V_MTE3");
+            for (o, (_, v)) in k.outputs.iter().enumerate() {
+                let t = match held[v.index()].clone().expect("computed") {
+                    Held::Tile(t) => t,
+                    Held::Scalar(s) => {
+                        self.vector("Duplicate", &[(&dup, LT), (&s, "f32"), (&n, "i32")]);
+                        self.event("V_MTE3");
+                        dup.clone()
+                    }
+                };
+                let c0 = c0.as_ref().expect("a column-sum kernel");
+                let gs = self.assigned(
+                    GT,
+                    "{} = {}[{}];",
+                    &[(&gm[n_in + o], lv(GT)), (c0, "i64".into())],
+                );
+                self.copy_seg(Elem::F32, &whole, &t, &gs, &n, false);
+            }
+        } else if let Some(c0) = &c0 {
             let mut written = false;
             for (o, (_, v)) in k.outputs.iter().enumerate() {
                 let Some(acc) = &accs[v.index()] else {
@@ -678,6 +718,51 @@ impl Emitter {
         m.push_str(&self.body);
         m.push_str("}\n");
         Ok(m)
+    }
+
+    /// Means of the column sums, then the values computed from them.
+    #[allow(clippy::too_many_arguments)]
+    fn after_column_sums(
+        &mut self,
+        k: &Graph,
+        name: &str,
+        accs: &[Option<String>],
+        after: &[bool],
+        held: &mut [Option<Held>],
+        scratch: &mut Scratch,
+        step: &Step,
+    ) -> Result<(), AscendError> {
+        let rows_of = |x: ValueId| {
+            let s = &k.ty(x).shape;
+            s[..s.len() - 1].iter().product::<usize>()
+        };
+        for (i, node) in k.nodes.iter().enumerate() {
+            if let (
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    ..
+                },
+                Some(acc),
+            ) = (&node.op, &accs[i])
+            {
+                let count = self.f32_const(rows_of(node.inputs[0]) as f64);
+                self.vector(
+                    "Duplicate",
+                    &[(&step.dup, LT), (&count, "f32"), (&step.n, "i32")],
+                );
+                self.vector(
+                    "Div",
+                    &[(acc, LT), (acc, LT), (&step.dup, LT), (&step.n, "i32")],
+                );
+            }
+        }
+        for i in 0..k.len() {
+            if after[i] {
+                let h = self.step_value(k, ValueId(i as u32), held, None, scratch, step, name)?;
+                held[i] = Some(h);
+            }
+        }
+        Ok(())
     }
 
     /// This step's rows of the part inputs and of the slices of inputs.

@@ -57,7 +57,13 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
                 let rank = k.ty(n.inputs[0]).shape.len();
                 axes.iter().copied().eq(0..rank) && n.ty.dtype == DType::F32
             }
-            Op::Broadcast { .. } => k.ty(n.inputs[0]).shape.is_empty(),
+            // A scalar's, or a per-row value's along the last axis (taken a row at a time).
+            Op::Broadcast { dims } => {
+                let from = &k.ty(n.inputs[0]).shape;
+                from.is_empty()
+                    || (dims.iter().copied().eq(0..from.len())
+                        && n.ty.shape.len() == from.len() + 1)
+            }
             _ => is_vector_op(k, ValueId(i as u32)),
         };
         if !ok {
@@ -130,6 +136,22 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             why,
         }
     })?;
+    // A stream with per-row values takes a row per step: rows must fit a tile.
+    for n in &k.nodes {
+        if let Op::Broadcast { .. } = n.op {
+            let cols = n.ty.shape.last().copied().unwrap_or(1);
+            if !k.ty(n.inputs[0]).shape.is_empty() && cols > plan.tile {
+                return Err(AscendError::DoesNotFit {
+                    kernel: name.to_string(),
+                    soc: soc.name,
+                    why: format!(
+                        "rows of {cols} values are longer than a tile of {}",
+                        plan.tile
+                    ),
+                });
+            }
+        }
+    }
     let mut e = Emitter::default();
     let layout = Layout {
         tile: plan.tile,
@@ -374,9 +396,32 @@ impl Emitter {
             need[v.index()] = true;
             roots.extend(k.node(v).inputs.iter().copied());
         }
+        // Per-row values (of the leading shape) make the stream take one row per step, they
+        // being scalars there.
+        let rank = shape.len();
+        let lead = &shape[..rank.saturating_sub(1)];
+        let row_mode =
+            rank >= 2 && (0..k.len()).any(|i| need[i] && k.ty(ValueId(i as u32)).shape == lead);
+        for i in 0..k.len() {
+            let s = &k.ty(ValueId(i as u32)).shape;
+            if need[i] && s != shape && !(row_mode && s == lead) {
+                return Err(AscendError::Unsupported {
+                    kernel: name.to_string(),
+                    why: format!(
+                        "node %{i} has shape {s:?} in a stream over {shape:?}: not built for \
+                         Ascend yet"
+                    ),
+                });
+            }
+        }
+        let step_len = if row_mode {
+            shape[rank - 1]
+        } else {
+            layout.tile
+        };
         let c0 = self.constant("0", "i64");
         let total = self.constant(&elements.to_string(), "i64");
-        let tile = self.constant(&layout.tile.to_string(), "i64");
+        let tile = self.constant(&step_len.to_string(), "i64");
         let off = self.fresh();
         self.line(&format!(
             "emitc.for {off} = {c0} to {total} step {tile} : i64 {{"
@@ -390,7 +435,7 @@ impl Emitter {
         let streamed: Vec<usize> = (0..params_count(k, inputs))
             .filter(|&i| {
                 let v = param_value(k, inputs, i);
-                need[v.index()] && (i < n_in || round[v.index()] == r)
+                need[v.index()] && k.ty(v).shape == shape && (i < n_in || round[v.index()] == r)
             })
             .collect();
         for &i in &streamed {
@@ -448,6 +493,16 @@ impl Emitter {
             mask,
         };
         let mut tile_held = held.to_vec();
+        if row_mode {
+            let cols = self.constant(&shape[rank - 1].to_string(), "i64");
+            let row = self.binop("div", &off, &cols, "i64");
+            for (i, &v) in inputs.iter().enumerate() {
+                if need[v.index()] && k.ty(v).shape == lead {
+                    let s = self.gm_get(elem(v), &gm[i], &row);
+                    tile_held[v.index()] = Some(Held::Scalar(s));
+                }
+            }
+        }
         let mut to_free = Vec::new();
         for &i in streamed.iter().filter(|&&i| i < n_in) {
             let el = elem(inputs[i]);
