@@ -205,8 +205,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     }
     for (o, v) in &k.outputs {
         let kd = kinds[v.index()];
-        let reduced_col = kd == Kind::Col
-            && (matches!(k.node(*v).op, Op::Reduce { .. }) || after[v.index()]);
+        let reduced_col =
+            kd == Kind::Col && (matches!(k.node(*v).op, Op::Reduce { .. }) || after[v.index()]);
         if !matches!(kd, Kind::Full | Kind::Row) && !reduced_col {
             return Err(unsupported(format!(
                 "output {o} is a {kd:?} value (written by every core): not built for Ascend yet"
@@ -655,7 +655,8 @@ impl Emitter {
         }
         self.indent -= 1;
         self.line("}");
-        if c0.is_some() && after.iter().any(|a| *a) {
+        let any_after = after.iter().any(|a| *a);
+        if let (Some(c0), true) = (&c0, any_after) {
             self.after_column_sums(k, name, &accs, &after, &mut held, &mut scratch, &step)?;
             self.event("V_MTE3");
             for (o, (_, v)) in k.outputs.iter().enumerate() {
@@ -667,7 +668,6 @@ impl Emitter {
                         dup.clone()
                     }
                 };
-                let c0 = c0.as_ref().expect("a column-sum kernel");
                 let gs = self.assigned(
                     GT,
                     "{} = {}[{}];",

@@ -402,9 +402,9 @@ impl Emitter {
         let lead = &shape[..rank.saturating_sub(1)];
         let row_mode =
             rank >= 2 && (0..k.len()).any(|i| need[i] && k.ty(ValueId(i as u32)).shape == lead);
-        for i in 0..k.len() {
+        for (i, _) in need.iter().enumerate().filter(|(_, n)| **n) {
             let s = &k.ty(ValueId(i as u32)).shape;
-            if need[i] && s != shape && !(row_mode && s == lead) {
+            if s != shape && !(row_mode && s == lead) {
                 return Err(AscendError::Unsupported {
                     kernel: name.to_string(),
                     why: format!(
