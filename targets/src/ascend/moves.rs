@@ -4,7 +4,9 @@
 //! axis sit a fixed stride apart in the input, so one `DataCopyPad` GM → UB gathers a group of
 //! them (`blockCount` rows, `srcStride` the gap) and one `DataCopyPad` UB → GM writes them
 //! contiguously. Groups split over the vector cores; a double-buffered queue overlaps one
-//! group's write with the next one's read. Not built: moves of the last axis, pads.
+//! group's write with the next one's read. A pad along the second-to-last axis is the same
+//! with the group's tile zeroed first and the input rows landing `low` rows in (the `[CLS]`
+//! row's gradient). Not built: moves of the last axis, other pads.
 
 use super::emitc::{lv, Emitter, GM_ADDR, GT, LT, PIPE, QIN};
 use super::tiling::AscendSoc;
@@ -16,7 +18,18 @@ use std::fmt::Write;
 pub fn is_move(k: &Graph) -> bool {
     k.len() == 2
         && k.outputs.len() == 1
-        && matches!(k.nodes[1].op, Op::Transpose { .. } | Op::Slice { .. })
+        && match &k.nodes[1].op {
+            Op::Transpose { .. } | Op::Slice { .. } => true,
+            Op::Pad { low, high } => pad_rows(low, high).is_some(),
+            _ => false,
+        }
+}
+
+/// A pad of only the second-to-last axis: its low and high.
+fn pad_rows(low: &[usize], high: &[usize]) -> Option<(usize, usize)> {
+    let r = low.len();
+    let mut others = (0..r).filter(|&a| a + 2 != r);
+    (r >= 2 && others.all(|a| low[a] == 0 && high[a] == 0)).then(|| (low[r - 2], high[r - 2]))
 }
 
 /// For each output axis: its stride in the input and the input offset of its index 0, in
@@ -34,6 +47,7 @@ fn view(k: &Graph) -> Option<Vec<(usize, usize)>> {
         Op::Slice { start, .. } => (0..rank)
             .map(|a| (strides[a], start[a] * strides[a]))
             .collect(),
+        Op::Pad { .. } => (0..rank).map(|a| (strides[a], 0)).collect(),
         _ => return None,
     };
     (rank >= 2 && axes[rank - 1].0 == 1).then_some(axes)
@@ -83,7 +97,23 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let block_dim = groups.div_ceil(per_block).max(1);
     let mut e = Emitter::default();
     let in_len: usize = k.ty(node.inputs[0]).shape.iter().product();
-    let mlir = e.move_kernel(name, &axes, out, (per_block, groups), in_len, group_bytes);
+    // A pad reads fewer rows, `low` rows into the (zeroed) group.
+    let read = match &node.op {
+        Op::Pad { low, high } => {
+            let (l, h) = pad_rows(low, high).expect("checked by is_move");
+            (l, rows - l - h)
+        }
+        _ => (0, rows),
+    };
+    let mlir = e.move_kernel(
+        name,
+        &axes,
+        out,
+        (per_block, groups),
+        in_len,
+        group_bytes,
+        read,
+    );
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
@@ -102,6 +132,7 @@ impl Emitter {
         (per_block, groups): (usize, usize),
         in_len: usize,
         group_bytes: usize,
+        (low, read): (usize, usize),
     ) -> String {
         self.indent = 1;
         let rank = out.len();
@@ -153,12 +184,23 @@ impl Emitter {
         let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(&q, lv(QIN))]);
         let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
         let gap = (axes[rank - 2].0 - cols) * 4;
+        let into = if read < rows {
+            // A pad: zeros, then the input rows `low` rows in.
+            let zero = self.f32_const(0.0);
+            let all = self.constant(&(group_bytes / 4).to_string(), "i32");
+            self.vector("Duplicate", &[(&t, LT), (&zero, "f32"), (&all, "i32")]);
+            self.event("V_MTE2");
+            let at = self.constant(&(low * group_bytes / rows / 4).to_string(), "i32");
+            self.assigned(LT, "{} = {}[{}];", &[(&t, LT.into()), (&at, "i32".into())])
+        } else {
+            t.clone()
+        };
         self.verbatim(
             &format!(
-                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{rows}, {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
+                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{read}, {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
                 cols * 4
             ),
-            &[(&t, LT.into()), (&gs, GT.into())],
+            &[(&into, LT.into()), (&gs, GT.into())],
         );
         self.verbatim("{}.EnQue({});", &[(&q, lv(QIN)), (&t, LT.into())]);
         let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);

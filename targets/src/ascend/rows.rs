@@ -60,6 +60,56 @@ enum Mode {
 
 /// Builds row kernel `k` (named `name`) for `soc`.
 pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, AscendError> {
+    match fold_padded_column_sum(k) {
+        Some((flat, tail)) => build_with_tail(&flat, name, soc, tail),
+        None => build_with_tail(k, name, soc, 0),
+    }
+}
+
+/// A sum over leading axes `0..p` whose result is padded after its first axis (the position
+/// embeddings' gradient: summed over the batch, padded to the table's rows): the same bytes as
+/// a column sum over `[Π shape[..p], Π shape[p..]]` followed by zeros. Returns that flat
+/// kernel and the zeros' count.
+fn fold_padded_column_sum(k: &Graph) -> Option<(Graph, usize)> {
+    let [x, sum, pad] = k.nodes.as_slice() else {
+        return None;
+    };
+    let (
+        Op::Input { .. },
+        Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes,
+        },
+        Op::Pad { low, high },
+    ) = (&x.op, &sum.op, &pad.op)
+    else {
+        return None;
+    };
+    let s = &x.ty.shape;
+    let p = axes.len();
+    let prefix = axes.iter().copied().eq(0..p) && p < s.len();
+    let tail_only = low.iter().all(|l| *l == 0) && high[1..].iter().all(|h| *h == 0);
+    if !prefix || !tail_only || k.outputs.len() != 1 || x.ty.dtype != DType::F32 {
+        return None;
+    }
+    let (rows, cols) = (
+        s[..p].iter().product::<usize>(),
+        s[p..].iter().product::<usize>(),
+    );
+    let tail = pad.ty.shape.iter().product::<usize>() - cols;
+    let mut b = ir::Builder::new(k.name.clone());
+    let xin = b.input("in0", ir::TensorType::new(DType::F32, vec![rows, cols]));
+    let y = b.sum(xin, &[0]);
+    b.output(k.outputs[0].0.clone(), y);
+    Some((b.finish(), tail))
+}
+
+fn build_with_tail(
+    k: &Graph,
+    name: &str,
+    soc: &AscendSoc,
+    tail: usize,
+) -> Result<AscendKernel, AscendError> {
     let unsupported = |why: String| AscendError::Unsupported {
         kernel: name.to_string(),
         why,
@@ -262,6 +312,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         conv,
         parts,
         lead: lead.to_vec(),
+        tail,
     };
     let slots = (
         full_in + full_out,
@@ -305,6 +356,8 @@ struct Layout {
     parts: Vec<Option<Vec<usize>>>,
     /// The full tensor's leading shape.
     lead: Vec<usize>,
+    /// Zeros after a column-sum kernel's one output (a padded result), written by the cores.
+    tail: usize,
 }
 
 /// The values computed from a reduction's result (in a column-sum kernel: after the last row).
@@ -706,6 +759,9 @@ impl Emitter {
                 self.copy_seg(Elem::F32, &whole, acc, &gs, &n, false);
             }
         }
+        if layout.tail > 0 {
+            self.zero_tail(&params, cols, layout.tail, (&blk, plan), &dup);
+        }
         self.line("emitc.return");
         let mut m = String::new();
         writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
@@ -718,6 +774,56 @@ impl Emitter {
         m.push_str(&self.body);
         m.push_str("}\n");
         Ok(m)
+    }
+
+    /// Zeros into elements `[cols, cols + tail)` of the last parameter (the one output), each
+    /// core its share, a tile of zeros (`dup`) at a time.
+    fn zero_tail(
+        &mut self,
+        params: &[String],
+        cols: usize,
+        tail: usize,
+        (blk, plan): (&str, &StepPlan),
+        dup: &str,
+    ) {
+        let p = params
+            .last()
+            .expect("an output")
+            .split(':')
+            .next()
+            .expect("a name")
+            .to_string();
+        let g = self.variable(GT);
+        self.verbatim(
+            &format!("{{}}.SetGlobalBuffer((__gm__ float*){{}} + {cols}, {tail});"),
+            &[(&g, lv(GT)), (&p, GM_ADDR.into())],
+        );
+        let share = tail.div_ceil(plan.block_dim).div_ceil(8) * 8;
+        let chunk = plan.step_bytes / 4;
+        let share_c = self.constant(&share.to_string(), "i64");
+        let total = self.constant(&tail.to_string(), "i64");
+        let first = self.binop("mul", blk, &share_c, "i64");
+        let end0 = self.binop("add", &first, &share_c, "i64");
+        let end = self.min_i64(&end0, &total);
+        let zero = self.f32_const(0.0);
+        let chunk_c = self.constant(&chunk.to_string(), "i32");
+        self.vector("Duplicate", &[(dup, LT), (&zero, "f32"), (&chunk_c, "i32")]);
+        self.event("V_MTE3");
+        let step = self.constant(&chunk.to_string(), "i64");
+        let off = self.fresh();
+        self.line(&format!(
+            "emitc.for {off} = {first} to {end} step {step} : i64 {{"
+        ));
+        self.indent += 1;
+        let left = self.binop("sub", &end, &off, "i64");
+        let n64 = self.min_i64(&left, &step);
+        let n = self.fresh();
+        self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
+        let whole = self.whole_blocks(&n, Elem::F32);
+        let gs = self.assigned(GT, "{} = {}[{}];", &[(&g, lv(GT)), (&off, "i64".into())]);
+        self.copy(Elem::F32, &whole, dup, &gs, &n, false);
+        self.indent -= 1;
+        self.line("}");
     }
 
     /// Means of the column sums, then the values computed from them.
