@@ -110,8 +110,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         &axes,
         out,
         (per_block, groups),
-        in_len,
-        group_bytes,
+        (in_len, group_bytes),
         read,
     );
     Ok(AscendKernel {
@@ -130,8 +129,7 @@ impl Emitter {
         axes: &[(usize, usize)],
         out: &[usize],
         (per_block, groups): (usize, usize),
-        in_len: usize,
-        group_bytes: usize,
+        (in_len, group_bytes): (usize, usize),
         (low, read): (usize, usize),
     ) -> String {
         self.indent = 1;
