@@ -12,7 +12,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE, TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE,
+    TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
@@ -137,7 +138,7 @@ impl Layout {
         let mask = needs_mask(k);
         Layout {
             tensor_inputs: inputs.iter().filter(|v| tensor(v)).count(),
-            scratch: temps + widened + 1 + mask as usize + conv as usize,
+            scratch: temps + widened + 1 + mask as usize + conv as usize + extra_tiles(k),
             mask,
             conv,
         }
@@ -327,6 +328,7 @@ impl Emitter {
             n: n.clone(),
             dup,
             mask,
+            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
         };
         let mut to_free = Vec::new();
         let mut tensor_inputs = in_q.iter().flatten();

@@ -33,6 +33,18 @@ pub(super) struct Step {
     /// A compare's bit mask (a scratch tile seen as `uint8_t`) and its count (`n` rounded up
     /// to whole 256-byte repeats), when the kernel compares ([`super::logic::needs_mask`]).
     pub(super) mask: Option<(String, String)>,
+    /// Scratch tiles of ops that need several ([`extra_tiles`]).
+    pub(super) work: Vec<String>,
+}
+
+/// Scratch tiles a kernel's ops need besides one per value (`erf`'s).
+pub(super) fn extra_tiles(k: &Graph) -> usize {
+    let erf = k.nodes.iter().any(|n| n.op == Op::Unary(UnaryOp::Erf));
+    if erf {
+        super::erf::ERF_TILES
+    } else {
+        0
+    }
 }
 
 /// EmitC text with fresh SSA names.
@@ -318,6 +330,7 @@ impl Emitter {
                         self.vector("Muls", &[(d, LT), (d, LT), (&minus, "f32"), (n, i32t)]);
                         self.vector("Adds", &[(d, LT), (d, LT), (&one, "f32"), (n, i32t)]);
                     }
+                    UnaryOp::Erf => self.erf_tile(d, &x, step, &step.work),
                     UnaryOp::Rsqrt => {
                         // Sqrt then an exact division (the hardware Rsqrt is not accurate).
                         self.vector("Sqrt", &[(d, LT), (&x, LT), (n, i32t)]);
@@ -588,6 +601,7 @@ pub(super) fn is_vector_op(k: &Graph, v: ValueId) -> bool {
                     | UnaryOp::Sqrt
                     | UnaryOp::Rsqrt
                     | UnaryOp::Tanh
+                    | UnaryOp::Erf
                     | UnaryOp::StopGradient
             ),
             Op::Binary(b) => !matches!(b, BinaryOp::And | BinaryOp::Or),

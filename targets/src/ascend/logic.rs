@@ -78,7 +78,7 @@ pub(super) fn needs_mask(k: &Graph) -> bool {
     (0..k.len()).any(|i| {
         let v = ValueId(i as u32);
         match &k.node(v).op {
-            Op::Compare(_) | Op::Select | Op::Unary(UnaryOp::IsFinite) => true,
+            Op::Compare(_) | Op::Select | Op::Unary(UnaryOp::IsFinite | UnaryOp::Erf) => true,
             Op::Cast => cast_changes_value(k, v),
             _ => false,
         }

@@ -11,6 +11,7 @@
 mod elem;
 mod elementwise;
 mod emitc;
+mod erf;
 mod logic;
 mod moves;
 mod parts;

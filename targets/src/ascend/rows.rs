@@ -17,8 +17,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, GT, LT, PIPE, QIN, QOUT,
-    TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, GT, LT, PIPE,
+    QIN, QOUT, TBUF,
 };
 use super::logic::needs_mask;
 use super::parts::{part_dims, PartSource};
@@ -316,7 +316,7 @@ fn build_with_tail(
     };
     let slots = (
         full_in + full_out,
-        computed + col_in + part_in + 3 + widened + mask as usize + conv as usize,
+        computed + col_in + part_in + 3 + widened + mask as usize + conv as usize + extra_tiles(k),
     );
     let plan = match mode {
         Mode::Rows => plan_rows(soc, rows, cols, 4, slots, mask),
@@ -506,6 +506,7 @@ impl Emitter {
             n: n.clone(),
             dup: dup.clone(),
             mask,
+            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
         };
         // Column inputs and scalar inputs, once per core.
         let mut loaded_cols = false;

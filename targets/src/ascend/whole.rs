@@ -16,7 +16,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE, QIN, QOUT, TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE,
+    QIN, QOUT, TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc};
@@ -128,7 +129,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         ..*soc
     };
     let queues = inputs.iter().filter(|v| tensor(v)).count() + tensor_outputs;
-    let scratch = computed + widened + 3 + mask as usize + conv as usize;
+    let scratch = computed + widened + 3 + mask as usize + conv as usize + extra_tiles(k);
     let plan = plan_elementwise(&one_core, largest, 4, queues, scratch).map_err(|why| {
         AscendError::DoesNotFit {
             kernel: name.to_string(),
@@ -491,6 +492,7 @@ impl Emitter {
             n: n.clone(),
             dup,
             mask,
+            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
         };
         let mut tile_held = held.to_vec();
         if row_mode {

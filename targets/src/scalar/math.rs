@@ -59,7 +59,7 @@ const TANH_P: [f32; 5] = [
 ];
 
 /// erf(x)/x - 1 = ERF_A(x²) on |x| < 1, highest degree first.
-const ERF_A: [f32; 7] = [
+pub(crate) const ERF_A: [f32; 7] = [
     7.854_060_095_269_233e-5,
     -8.010_258_898_139e-4,
     5.188_336_130_231_619e-3,
@@ -70,7 +70,7 @@ const ERF_A: [f32; 7] = [
 ];
 
 /// erfc(x)·exp(x²) = ERF_B(1/x - 0.6) on 1 ≤ x ≤ 4, highest degree first.
-const ERF_B: [f32; 9] = [
+pub(crate) const ERF_B: [f32; 9] = [
     -1.137_491_129_338_741_3e-2,
     -1.659_915_782_511_234_3e-2,
     4.896_836_727_857_59e-2,
