@@ -604,6 +604,13 @@ inline void Select(const LocalTensor<T>& d, const LocalTensor<U>& mask, const Lo
     for (uint32_t i = 0; i < n; i++) d.GetPhyAddr()[i] = MaskBit(mask, i) ? a.GetPhyAddr()[i] : s;
 }
 
+/// d[i] = first + i.
+template <typename T>
+inline void CreateVecIndex(LocalTensor<T>& d, const T first, uint32_t n) {
+    d.CheckOperand(n, "CreateVecIndex");
+    for (uint32_t i = 0; i < n; i++) d.GetPhyAddr()[i] = T(float(first) + float(i));
+}
+
 /// ReduceSum's order: a binary tree over each 256-byte repeat, the repeats summed in order.
 template <typename T, typename F>
 inline void ReduceTree(const LocalTensor<T>& d, const LocalTensor<T>& s, const LocalTensor<T>& tmp, int32_t n, const char* api, F f) {

@@ -56,7 +56,9 @@ pub fn build_kernel(
         moves::build(k, name, soc)
     } else if whole::is_whole(k) {
         whole::build(k, name, soc)
-    } else if shapes.all(|s| Some(s) == first) {
+    } else if shapes.all(|s| Some(s) == first)
+        && !k.nodes.iter().any(|n| matches!(n.op, ir::Op::Iota { .. }))
+    {
         elementwise::build(k, name, soc)
     } else {
         rows::build(k, name, soc)

@@ -202,6 +202,8 @@ fn build_with_tail(
         let input_kind = |j: usize| kinds_get(&kinds, n.inputs[j]);
         let ok = match &n.op {
             Op::Input { .. } | Op::Constant { .. } => true,
+            // An index along a leading axis is a per-row scalar; along the last, a tile.
+            Op::Iota { .. } => mode == Mode::Rows && kind == Kind::Full,
             Op::Reduce { axes, kind: rk } => {
                 input_kind(0) == Kind::Full
                     && (mode == Mode::Rows || matches!(rk, ReduceKind::Sum | ReduceKind::Mean))
@@ -645,6 +647,7 @@ impl Emitter {
             let node = k.node(v);
             let outs = outputs_of(k, v);
             let h = match &node.op {
+                Op::Iota { axis } => self.iota_row(*axis, &layout.lead, &r, &mut scratch, &n),
                 Op::Reduce { kind, .. } => {
                     let Some(Held::Tile(x)) = held[node.inputs[0].index()].clone() else {
                         unreachable!("reductions read full rows")
@@ -825,6 +828,38 @@ impl Emitter {
         self.copy(Elem::F32, &whole, dup, &gs, &n, false);
         self.indent -= 1;
         self.line("}");
+    }
+
+    /// Row `r`'s values of an index along `axis`: the lead index (a scalar) or `0, 1, …` along
+    /// the row (`CreateVecIndex`).
+    fn iota_row(
+        &mut self,
+        axis: usize,
+        lead: &[usize],
+        r: &str,
+        scratch: &mut Scratch,
+        n: &str,
+    ) -> Held {
+        if axis == lead.len() {
+            let t = scratch.take(self);
+            let zero = self.f32_const(0.0);
+            self.call_with(
+                "CreateVecIndex",
+                &[(&t, LT), (&zero, "f32"), (n, "i32")],
+                &["0", "1", "2"],
+            );
+            return Held::Tile(t);
+        }
+        let inner = self.constant(
+            &lead[axis + 1..].iter().product::<usize>().to_string(),
+            "i64",
+        );
+        let size = self.constant(&lead[axis].to_string(), "i64");
+        let q = self.binop("div", r, &inner, "i64");
+        let idx = self.binop("rem", &q, &size, "i64");
+        let f = self.fresh();
+        self.line(&format!("{f} = emitc.cast {idx} : i64 to f32"));
+        Held::Scalar(f)
     }
 
     /// Means of the column sums, then the values computed from them.
