@@ -1,30 +1,47 @@
-//! The Ascend back end's kernels, end to end on the CPU: every loop kernel of the
-//! tiny td1 and td2 steps that the Ascend builder takes (the others are clear `Unsupported`
-//! errors, counted) becomes an EmitC module, printed to Ascend C by MLIR's C++ emitter, built
-//! with g++ against our emulation header, run on emulated cores over the values a training step
-//! feeds it, and compared with the interpreter (≤ 1e-5 norm-wise, f32).
+//! The Ascend back end's kernels, end to end on the CPU: every loop kernel of every tiny phase
+//! (both presets, dropout on in training) becomes an EmitC module, printed to Ascend C by
+//! MLIR's C++ emitter, built with g++ against our emulation header, run on emulated cores over
+//! the values a training step feeds it, and compared with the interpreter (≤ 1e-5 norm-wise,
+//! f32; column sums within the f32 summation bound).
 
 use compiler::frontend::preset::{Phase, Preset};
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
+use targets::ascend::emitc_to_cpp;
 use targets::ascend::tiling::ASCEND_910B;
 use targets::ascend::{build_kernel, AscendKernel};
-use targets::ascend::{emitc_to_cpp, AscendError};
 
 mod common;
 use common::*;
 
-/// One C++ program holding `kernels` and a `main` that runs kernel `argv[1]` over the files
-/// `path:bytes:in|out` that follow.
-fn program(kernels: &[(AscendKernel, String)]) -> String {
-    let mut s = String::from("#include <fstream>\n#include <vector>\n");
-    for (_, cpp) in kernels {
-        s.push_str(cpp);
-    }
-    s.push_str("static int launch(int k, std::vector<GM_ADDR>& a) {\n  switch (k) {\n");
-    for (i, (k, _)) in kernels.iter().enumerate() {
+/// Kernels per translation unit: g++ compiles several at once, each in reasonable time.
+const CHUNK: usize = 250;
+
+/// Translation unit `c` of the kernel program: kernels `c·CHUNK …` (their EmitC modules
+/// printed by one `mlir-translate`) and their launcher.
+fn chunk_source(kernels: &[(AscendKernel, String)], c: usize) -> String {
+    let mut s = String::from("#include <vector>\n#include \"kernel_operator.h\"\n");
+    let range = c * CHUNK..((c + 1) * CHUNK).min(kernels.len());
+    let module: String = kernels[range.clone()]
+        .iter()
+        .map(|(k, _)| k.mlir.as_str())
+        .collect();
+    let cpp = emitc_to_cpp(&module).unwrap_or_else(|e| {
+        let firsts: Vec<&str> = kernels[range.clone()]
+            .iter()
+            .map(|k| k.1.as_str())
+            .collect();
+        panic!("kernels of {firsts:?}: {e}")
+    });
+    s.push_str(&cpp);
+    writeln!(
+        s,
+        "int launch_chunk_{c}(int k, std::vector<GM_ADDR>& a) {{\n  switch (k) {{"
+    )
+    .unwrap();
+    for i in range {
+        let k = &kernels[i].0;
         let args: Vec<String> = (0..k.params).map(|j| format!("a[{j}]")).collect();
         writeln!(
             s,
@@ -36,9 +53,27 @@ fn program(kernels: &[(AscendKernel, String)]) -> String {
         )
         .unwrap();
     }
+    s.push_str("  }\n  return 99;\n}\n");
+    s
+}
+
+/// The program's `main`: runs kernel `argv[1]` over the files `path:bytes:in|out` that follow.
+fn main_source(chunks: usize) -> String {
+    let mut s =
+        String::from("#include <fstream>\n#include <vector>\n#include \"kernel_operator.h\"\n");
+    for c in 0..chunks {
+        writeln!(s, "int launch_chunk_{c}(int k, std::vector<GM_ADDR>& a);").unwrap();
+    }
+    s.push_str("static int launch(int k, std::vector<GM_ADDR>& a) {\n");
+    for c in 0..chunks {
+        writeln!(
+            s,
+            "  if (k / {CHUNK} == {c}) return launch_chunk_{c}(k, a);"
+        )
+        .unwrap();
+    }
     s.push_str(
-        r#"  }
-  return 99;
+        r#"  return 99;
 }
 int main(int argc, char** argv) {
   std::vector<GM_ADDR> a;
@@ -72,6 +107,59 @@ int main(int argc, char** argv) {
 "#,
     );
     s
+}
+
+/// Builds the kernel program from `kernels` in `dir`: its translation units compiled two at a
+/// time (unoptimized: the tiny kernels run in milliseconds either way), then linked.
+fn build_program(kernels: &[(AscendKernel, String)], dir: &Path) -> std::path::PathBuf {
+    let chunks = kernels.len().div_ceil(CHUNK);
+    let mut sources = vec![dir.join("main.cpp")];
+    std::fs::write(&sources[0], main_source(chunks)).unwrap();
+    for c in 0..chunks {
+        let p = dir.join(format!("chunk{c}.cpp"));
+        std::fs::write(&p, chunk_source(kernels, c)).unwrap();
+        sources.push(p);
+    }
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu");
+    let compile = |src: &Path| {
+        let obj = src.with_extension("o");
+        let o = Command::new("g++")
+            .args(["-std=c++17", "-O0", "-w", "-c", "-I"])
+            .arg(&include)
+            .arg(src)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .expect("g++ (scripts/setup.sh installs it)");
+        assert!(
+            o.status.success(),
+            "g++ {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        obj
+    };
+    let objects: Vec<std::path::PathBuf> = std::thread::scope(|scope| {
+        let (a, b): (Vec<_>, Vec<_>) = sources.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let compile = &compile;
+        let left = scope.spawn(move || a.iter().map(|(_, s)| compile(s)).collect::<Vec<_>>());
+        let mut objs: Vec<_> = b.iter().map(|(_, s)| compile(s)).collect();
+        objs.extend(left.join().unwrap());
+        objs
+    });
+    let exe = dir.join("kernels");
+    let o = Command::new("g++")
+        .args(&objects)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "link: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    exe
 }
 
 /// A tensor as the plan stores it: f32, bool as one byte, i32.
@@ -160,83 +248,116 @@ fn rebuild_with_abs(g: &ir::Graph) -> (ir::Graph, usize) {
     (out, rows)
 }
 
-fn check_phase(label: &str, preset: &Preset, phase: Phase, dir: &Path) {
-    let (g, f) = tiny(preset, phase, false);
-    let runs = run_kernels(&g, &f, &realistic_feed(&g, 11));
-    let mut built = Vec::new();
-    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &runs {
-        let name = format!("k{}", r.index);
-        match build_kernel(&r.graph, &name, &ASCEND_910B) {
-            Ok(k) => {
-                let cpp = emitc_to_cpp(&k.mlir)
-                    .unwrap_or_else(|e| panic!("{label} {name}: {e}\n{}", k.mlir));
-                built.push((r, (k, cpp)));
-            }
-            Err(AscendError::Unsupported { why, .. }) => {
-                let class = why.split(':').next().unwrap_or(&why).to_string();
-                *skipped.entry(class).or_default() += 1;
-            }
-            Err(e) => panic!("{label} {name}: {e}"),
+/// Kernels shared by several phases (the student's in gd, td1 and td2) are built, compiled
+/// and listed once.
+#[derive(Default)]
+struct Distinct {
+    /// Each kernel and the first run it came from.
+    kernels: Vec<(AscendKernel, String)>,
+}
+
+impl Distinct {
+    /// The index of kernel graph `g`'s Ascend kernel, built if new; every kernel must build.
+    fn index(&mut self, g: &ir::Graph, label: &str) -> usize {
+        let k = build_kernel(g, "k", &ASCEND_910B)
+            .unwrap_or_else(|e| panic!("{label}: not built: {e}"));
+        if let Some(at) = self.kernels.iter().position(|(u, _)| u.mlir == k.mlir) {
+            return at;
         }
+        let name = format!("k{}", self.kernels.len());
+        let k = build_kernel(g, &name, &ASCEND_910B).unwrap();
+        self.kernels.push((k, label.to_string()));
+        self.kernels.len() - 1
     }
-    assert!(!built.is_empty(), "{label}: no element-wise kernel");
-    let kernels: Vec<(AscendKernel, String)> = built.iter().map(|(_, k)| k.clone()).collect();
-    let src = dir.join(format!("{label}.cpp"));
-    std::fs::write(&src, program(&kernels)).unwrap();
-    let exe = dir.join(label);
-    build_with_ascend_emulation(&src, &exe, &["-w"]);
-    let (mut worst, mut column_sums) = (Err::default(), 0);
-    for (i, (r, (k, _))) in built.iter().enumerate() {
-        let mut args = vec![i.to_string()];
-        for (j, t) in r.inputs.iter().enumerate() {
-            let p = dir.join(format!("in{j}"));
-            let bytes = plan_bytes(t);
-            std::fs::write(&p, &bytes).unwrap();
-            args.push(format!("{}:{}:in", p.display(), bytes.len()));
-        }
-        for (j, t) in r.outputs.iter().enumerate() {
-            let p = dir.join(format!("out{j}"));
-            args.push(format!("{}:{}:out", p.display(), plan_bytes(t).len()));
-        }
-        let o = Command::new(&exe).args(&args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{label} {}: {}\n{}",
-            k.name,
-            String::from_utf8_lossy(&o.stderr),
-            kernels[i].1
-        );
-        let got: Vec<ir::Tensor> = r
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(j, t)| {
-                let b = std::fs::read(dir.join(format!("out{j}"))).unwrap();
-                from_plan_bytes(&b, &ir::TensorType::new(t.data.dtype(), t.shape.clone()))
-            })
-            .collect();
-        let label = format!("{label} {}", k.name);
-        if has_leading_sum(&r.graph) {
-            column_sums_within_f32_bound(&r.graph, &label, &r.inputs, &got, &r.outputs);
-            column_sums += 1;
-        } else {
-            worst = worst.max(check(&r.graph, &label, &got, &r.outputs));
-        }
+}
+
+/// Runs kernel `at` of program `exe` over run `r`'s inputs and compares its outputs with the
+/// interpreter's: the norm-wise error, or `None` for column sums (held to their f32 bound).
+fn run_and_compare(
+    (exe, dir): (&Path, &Path),
+    kernels: &Distinct,
+    r: &Run,
+    at: usize,
+    label: &str,
+) -> Option<Err> {
+    let (k, _) = &kernels.kernels[at];
+    let mut args = vec![at.to_string()];
+    for (j, t) in r.inputs.iter().enumerate() {
+        let p = dir.join(format!("in{j}"));
+        let bytes = plan_bytes(t);
+        std::fs::write(&p, &bytes).unwrap();
+        args.push(format!("{}:{}:in", p.display(), bytes.len()));
     }
-    println!(
-        "{label}: {} element-wise, row, column-sum and full-reduction kernels built, run on emulated 910B cores and equal to the interpreter (worst norm-wise {:.2e}; {column_sums} column sums within the f32 summation bound); {} not built yet: {skipped:?}",
-        built.len(),
-        worst.norm,
-        runs.len() - built.len()
+    for (j, t) in r.outputs.iter().enumerate() {
+        let p = dir.join(format!("out{j}"));
+        args.push(format!("{}:{}:out", p.display(), plan_bytes(t).len()));
+    }
+    let o = Command::new(exe).args(&args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{label} {}: {}\n{}",
+        k.name,
+        String::from_utf8_lossy(&o.stderr),
+        k.mlir,
     );
+    let got: Vec<ir::Tensor> = r
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(j, t)| {
+            let b = std::fs::read(dir.join(format!("out{j}"))).unwrap();
+            from_plan_bytes(&b, &ir::TensorType::new(t.data.dtype(), t.shape.clone()))
+        })
+        .collect();
+    let label = format!("{label} k{} ({})", r.index, k.name);
+    if has_leading_sum(&r.graph) {
+        column_sums_within_f32_bound(&r.graph, &label, &r.inputs, &got, &r.outputs);
+        None
+    } else {
+        Some(check(&r.graph, &label, &got, &r.outputs))
+    }
 }
 
 #[test]
-fn element_wise_and_row_kernels_of_td1_and_td2_match_the_interpreter() {
+fn every_kernel_of_every_tiny_phase_matches_the_interpreter() {
     let dir = tempfile::tempdir().unwrap();
-    check_phase("td1", &Preset::mindspore(), Phase::Td1, dir.path());
-    check_phase("td2", &Preset::paper(), Phase::Td2, dir.path());
+    let mut distinct = Distinct::default();
+    let mut phases = Vec::new();
+    for (name, preset) in [
+        ("mindspore", Preset::mindspore()),
+        ("paper", Preset::paper()),
+    ] {
+        for phase in Phase::ALL {
+            // Dropout on in the training phases (their random masks are kernels too).
+            let dropout = !matches!(phase, Phase::Eval | Phase::EvalTeacher);
+            let label = format!("{}-{name}", phase.name());
+            let (g, f) = tiny(&preset, phase, dropout);
+            let runs = run_kernels(&g, &f, &realistic_feed(&g, 11));
+            let at: Vec<usize> = runs
+                .iter()
+                .map(|r| distinct.index(&r.graph, &format!("{label} k{}", r.index)))
+                .collect();
+            phases.push((label, runs, at));
+        }
+    }
+    let exe = build_program(&distinct.kernels, dir.path());
+    for (label, runs, at) in &phases {
+        let (mut worst, mut column_sums) = (Err::default(), 0);
+        for (r, &at) in runs.iter().zip(at) {
+            match run_and_compare((&exe, dir.path()), &distinct, r, at, label) {
+                Some(e) => worst = worst.max(e),
+                None => column_sums += 1,
+            }
+        }
+        println!(
+            "{label}: all {} kernels built, run on emulated 910B cores and equal to the \
+             interpreter (worst norm-wise {:.2e}; {column_sums} column sums within the f32 \
+             summation bound)",
+            runs.len(),
+            worst.norm,
+        );
+    }
+    println!("{} distinct kernels in all", distinct.kernels.len());
 }
 
 /// The EmitC module and the Ascend C it prints, for an element-wise kernel with a scalar input,

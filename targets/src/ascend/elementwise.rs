@@ -40,6 +40,10 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         }
         let ok = match &n.op {
             Op::Input { .. } | Op::Constant { .. } => true,
+            Op::RandomUniform { .. } => n
+                .inputs
+                .iter()
+                .all(|x| matches!(k.node(*x).op, Op::Input { .. })),
             Op::Broadcast { .. } => k.ty(n.inputs[0]).shape.is_empty(),
             _ => is_vector_op(k, ValueId(i as u32)),
         };
@@ -207,6 +211,7 @@ impl Emitter {
         let len = self.min_i64(&rem, &per);
         // Scalars of the inputs, read once on the scalar unit; tensor views of this block.
         let mut held: Vec<Option<Held>> = vec![None; k.len()];
+        let mut exact: Vec<(ValueId, String)> = Vec::new();
         let set_global = |e: &mut Emitter, g: &str, el: Elem, p: &str, at: Option<(&str, &str)>| {
             let gt = lv(&el.gt());
             match at {
@@ -237,6 +242,15 @@ impl Emitter {
                     let zero = self.constant("0", "i64");
                     let s = self.gm_get(elem(v), &g, &zero);
                     held[v.index()] = Some(Held::Scalar(s));
+                    if elem(v) == Elem::I32 {
+                        // Exact, for random numbers' seed and counter.
+                        let x = self.assigned(
+                            "i64",
+                            "{} = (int64_t){}.GetValue(0);",
+                            &[(&g, lv(&Elem::I32.gt()))],
+                        );
+                        exact.push((v, x));
+                    }
                 }
                 Some((g, _, el)) => set_global(self, g, *el, &p, Some((&start, &len))),
             }
@@ -371,7 +385,25 @@ impl Emitter {
                 .first()
                 .filter(|&&o| out_q[o].2 == Elem::F32)
                 .map(|&o| out_tiles[o].clone());
-            let h = self.step_value(k, v, &held, out, &mut scratch, &step, name)?;
+            let h = match &k.node(v).op {
+                Op::RandomUniform { op_id } => {
+                    let exact_of = |x: ValueId| {
+                        exact
+                            .iter()
+                            .find(|e| e.0 == x)
+                            .expect("an i32 scalar input")
+                            .1
+                            .clone()
+                    };
+                    let node = k.node(v);
+                    let (seed, counter) = (exact_of(node.inputs[0]), exact_of(node.inputs[1]));
+                    let first = self.binop("add", &start, &off, "i64");
+                    let t = scratch.take(self);
+                    self.uniform_tile(&t, (&seed, &counter), *op_id, &first, &n64);
+                    Held::Tile(t)
+                }
+                _ => self.step_value(k, v, &held, out, &mut scratch, &step, name)?,
+            };
             // An output that is a scalar or another output's value: copied into its tile.
             for &o in &outs {
                 self.put_output(&h, &out_tiles[o], out_q[o].2, conv.as_deref(), &step);
@@ -408,6 +440,17 @@ impl Emitter {
         self.line("emitc.return");
         let mut m = String::new();
         writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
+        if k.nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::RandomUniform { .. }))
+        {
+            let f = super::random::UNIFORM_FN.replace('"', "\\\"");
+            // Once per translation unit however many kernels draw.
+            writeln!(m, "emitc.verbatim \"#ifndef TBC_UNIFORM_FN\"").unwrap();
+            writeln!(m, "emitc.verbatim \"#define TBC_UNIFORM_FN\"").unwrap();
+            writeln!(m, "emitc.verbatim \"{f}\"").unwrap();
+            writeln!(m, "emitc.verbatim \"#endif\"").unwrap();
+        }
         writeln!(
             m,
             "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",

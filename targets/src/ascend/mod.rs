@@ -15,6 +15,7 @@ mod erf;
 mod logic;
 mod moves;
 mod parts;
+mod random;
 mod rows;
 pub mod tiling;
 mod whole;
