@@ -12,6 +12,7 @@ set -euo pipefail
 LLVM_PREFIX=/usr/lib/llvm-22
 PACKAGES=(
   build-essential   # cc/c++ (tblgen's C++ shim, linking test libraries, the Ascend C emulation tests)
+  cmake             # the Ascend kernel project tbc writes (--emit ascend-c), built in its test
   llvm-22-dev       # llvm-config, LLVM headers and static libraries (inkwell, melior)
   libmlir-22-dev    # MLIR headers and static libMLIR*.a / libMLIRCAPI*.a (mlir-sys)
   mlir-22-tools     # mlir-translate (the Ascend kernels' C++ emitter), mlir-opt (MLIR_NOTES.md recipes)

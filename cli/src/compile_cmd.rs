@@ -12,8 +12,8 @@ use targets::{target_by_name, TargetOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompileArgs {
-    /// cpu | gpu | ascend (gpu stops before link until the runtime's CUDA device lands; ascend
-    /// stops after the plan stage)
+    /// cpu | gpu | ascend (ascend writes kernels with `--emit ascend-c DIR` and links no trainer
+    /// yet: the runtime has no Ascend device)
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
@@ -45,8 +45,14 @@ pub struct CompileArgs {
     /// GPU architecture of the PTX (`--target gpu`): sm_80 (also runs on sm_90) or sm_90.
     #[arg(long, default_value = "sm_80")]
     pub gpu_arch: String,
+    /// Ascend SoC the kernels are planned for (`--target ascend`): ascend910b (192 KiB of
+    /// Unified Buffer per vector core, 48 cores) or ascend910 (256 KiB, 32 cores).
+    #[arg(long, default_value = "ascend910b")]
+    pub ascend_soc: String,
     /// Write the generated kernel code into DIR: `--emit ptx DIR` (`--target gpu`: one
-    /// `<phase>.ptx` and `<phase>.launches.json` per phase). Stops after codegen unless `-o`.
+    /// `<phase>.ptx` and `<phase>.launches.json` per phase), `--emit ascend-c DIR`
+    /// (`--target ascend`: the kernels, launchers and a CMake project). Stops after codegen
+    /// unless `-o`.
     #[arg(long, num_args = 2, value_names = ["KIND", "DIR"])]
     pub emit: Option<Vec<String>>,
 }
@@ -72,6 +78,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         &TargetOptions {
             cpu: args.cpu.clone(),
             gpu_arch: args.gpu_arch.clone(),
+            ascend_soc: args.ascend_soc.clone(),
         },
     )
     .map_err(|e| anyhow!(e))?;
@@ -80,8 +87,10 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         Some([kind, dir]) => {
             let expected = match args.target.as_str() {
                 "gpu" => "ptx",
+                "ascend" => "ascend-c",
                 other => bail!(
-                    "--emit: target {other} writes no kernel files (--target gpu --emit ptx DIR)"
+                    "--emit: target {other} writes no kernel files (--target gpu --emit ptx \
+                     DIR, --target ascend --emit ascend-c DIR)"
                 ),
             };
             if kind != expected {

@@ -133,11 +133,11 @@ fn bad_flags_are_clear_errors() {
         !ok && err.contains("linking a trainer needs an output path: -o trainer"),
         "{err}"
     );
-    // ascend runs the target-neutral stages in the driver and stops at its first back-end
-    // stage; gpu stops at link.
-    let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--compile-to", "lower"]);
+    // ascend builds and prints kernels but links no trainer yet (no Ascend device in the
+    // runtime); an unknown SoC is named.
+    let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--ascend-soc", "ascend310"]);
     assert!(
-        !ok && err.contains("target ascend: the lower stage is not built yet"),
+        !ok && err.contains("unknown --ascend-soc 'ascend310' (known: ascend910b, ascend910)"),
         "{err}"
     );
     assert!(!err.contains("panicked"));
@@ -146,7 +146,7 @@ fn bad_flags_are_clear_errors() {
     let o = o.to_str().unwrap();
     let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--phases", "td1", "-o", o]);
     assert!(
-        !ok && err.contains("target ascend: the link stage is not built yet"),
+        !ok && err.contains("target ascend: the link stage is not built yet (the runtime has no Ascend (ACL) device yet"),
         "{err}"
     );
     assert!(!d.path().join("trainer").exists());
@@ -351,4 +351,97 @@ fn gpu_target_writes_mlir_ptx_and_a_trainer_that_needs_a_cuda_driver() {
         !ok && err.contains("--emit: target cpu writes no kernel files"),
         "{err}"
     );
+}
+
+/// `--target ascend --emit ascend-c DIR` writes every kernel of the phases as Ascend C, their
+/// launchers and a CMake project; the project configures and builds here against the CPU
+/// emulation (`-DTBC_ASCEND_EMULATION=ON`) into a library exporting one launcher per kernel.
+#[test]
+fn the_ascend_kernel_project_builds_on_the_emulation() {
+    let Ok(cmake) = which_cmake() else {
+        panic!("cmake is missing: scripts/setup.sh installs it");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("ascend");
+    let (ok, _, err) = tbc(&[
+        "compile",
+        "--target",
+        "ascend",
+        "--phases",
+        "td1,eval",
+        "--teacher-config",
+        &micro("teacher.json"),
+        "--student-config",
+        &micro("student.json"),
+        "--batch",
+        "2",
+        "--seq-len",
+        "4",
+        "--emit",
+        "ascend-c",
+        project.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.join("kernels.json")).unwrap()).unwrap();
+    let kernels = table["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 50, "{} kernels", kernels.len());
+    let files = std::fs::read_dir(project.join("kernels")).unwrap().count();
+    assert_eq!(files, kernels.len());
+    let build = dir.path().join("build");
+    for args in [
+        vec![
+            "-S".to_string(),
+            project.display().to_string(),
+            "-B".to_string(),
+            build.display().to_string(),
+            "-DTBC_ASCEND_EMULATION=ON".to_string(),
+        ],
+        vec![
+            "--build".to_string(),
+            build.display().to_string(),
+            "-j2".to_string(),
+        ],
+    ] {
+        let o = Command::new(&cmake).args(&args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "cmake {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let lib = build.join("libtbc_ascend_kernels.so");
+    let o = Command::new("nm").arg("-D").arg(&lib).output().unwrap();
+    let symbols = String::from_utf8_lossy(&o.stdout);
+    for k in kernels {
+        let launcher = k["launcher"].as_str().unwrap();
+        assert!(
+            symbols.contains(launcher),
+            "{launcher} missing from {}",
+            lib.display()
+        );
+    }
+    // Without CANN and without the emulation switch, the project says what to install.
+    let o = Command::new(&cmake)
+        .args(["-S", project.to_str().unwrap(), "-B"])
+        .arg(dir.path().join("npu"))
+        .env("ASCEND_HOME_PATH", dir.path().join("no-cann"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && text.contains("CANN not found under"),
+        "{text}"
+    );
+}
+
+fn which_cmake() -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("cmake"))
+                .find(|c| c.is_file())
+        })
+        .ok_or(())
 }

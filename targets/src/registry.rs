@@ -1,13 +1,8 @@
-//! The targets `tbc compile --target` knows, by name. `ascend` runs the target-neutral stages
-//! and stops at its first back-end stage until its issue lands; `gpu` stops at `link`.
+//! The targets `tbc compile --target` knows, by name.
 
 use crate::cpu::CpuTarget;
 use crate::gpu::target::GpuTarget;
-use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
-use compiler::fusion::KernelKind;
-use ir::DType;
-use plan::manifest::TrainerBundle;
-use std::path::Path;
+use compiler::driver::Target;
 
 /// Every target name, in the order messages list them.
 pub const TARGET_NAMES: [&str; 3] = ["cpu", "gpu", "ascend"];
@@ -19,6 +14,8 @@ pub struct TargetOptions {
     pub cpu: String,
     /// The GPU architecture the `gpu` target generates PTX for (`sm_80`, `sm_90`).
     pub gpu_arch: String,
+    /// The Ascend SoC the `ascend` target plans kernels for (`ascend910b`, `ascend910`).
+    pub ascend_soc: String,
 }
 
 /// The target called `name`, or an error that lists the known ones.
@@ -36,58 +33,24 @@ pub fn target_by_name(name: &str, options: &TargetOptions) -> Result<Box<dyn Tar
                 arch: options.gpu_arch.clone(),
             }))
         }
-        "ascend" => Ok(Box::new(UnbuiltTarget {
-            name: "ascend",
-            why: "the Ascend C back end is the Ascend target issue",
-            alignment: 32,
-        })),
+        "ascend" => {
+            let soc = crate::ascend::tiling::SOCS
+                .iter()
+                .find(|s| s.name == options.ascend_soc)
+                .ok_or_else(|| {
+                    let known: Vec<&str> =
+                        crate::ascend::tiling::SOCS.iter().map(|s| s.name).collect();
+                    format!(
+                        "unknown --ascend-soc '{}' (known: {})",
+                        options.ascend_soc,
+                        known.join(", ")
+                    )
+                })?;
+            Ok(Box::new(crate::ascend::target::AscendTarget { soc: *soc }))
+        }
         other => Err(format!(
             "unknown target '{other}' (known targets: {})",
             TARGET_NAMES.join(", ")
         )),
-    }
-}
-
-/// A target whose back end does not exist yet: its needs shape the target-neutral stages
-/// (`--compile-to plan` works), and every back-end stage is a clear error.
-struct UnbuiltTarget {
-    name: &'static str,
-    why: &'static str,
-    alignment: usize,
-}
-
-impl UnbuiltTarget {
-    fn not_built(&self, stage: &'static str) -> TargetError {
-        TargetError::NotBuilt {
-            target: self.name,
-            stage,
-            why: self.why,
-        }
-    }
-}
-
-impl Target for UnbuiltTarget {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn needs(&self) -> TargetNeeds {
-        TargetNeeds {
-            library_kernels: KernelKind::LIBRARY.to_vec(),
-            alignment: self.alignment,
-            precisions: vec![DType::F32, DType::F64],
-        }
-    }
-
-    fn lower(&self, _: &PhaseArtifacts) -> Result<String, TargetError> {
-        Err(self.not_built("lower"))
-    }
-
-    fn codegen(&self, _: &PhaseArtifacts) -> Result<String, TargetError> {
-        Err(self.not_built("codegen"))
-    }
-
-    fn link(&self, _: &[PhaseArtifacts], _: &TrainerBundle, _: &Path) -> Result<(), TargetError> {
-        Err(self.not_built("link"))
     }
 }

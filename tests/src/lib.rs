@@ -106,6 +106,7 @@ fn compile_tiny_trainer_full(
         output: Some(out.to_path_buf()),
         cpu: "x86-64-v3".into(),
         gpu_arch: "sm_80".into(),
+        ascend_soc: "ascend910b".into(),
         emit: None,
         precision,
     };

@@ -15,8 +15,10 @@ mod erf;
 mod logic;
 mod moves;
 mod parts;
+mod project;
 mod random;
 mod rows;
+pub mod target;
 pub mod tiling;
 mod whole;
 

@@ -183,7 +183,7 @@ pub fn kernel_library(
     })
 }
 /// Writes `bytes` to `path` through a temporary in the same directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| failed(format!("cannot write in {}: {e}", dir.display())))?;

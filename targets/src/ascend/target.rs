@@ -1,0 +1,115 @@
+//! The `ascend` [`Target`]: every loop kernel as an EmitC module (`lower`), as Ascend C
+//! (`codegen`), and as a kernel project with launchers and a CMake build for CANN or for our
+//! CPU emulation (`--emit ascend-c DIR`, `project.rs`). `link` is a clear error: the runtime has
+//! no Ascend (ACL) device yet, so there is no trainer to link.
+
+use super::tiling::AscendSoc;
+use super::{build_kernel, emitc_to_cpp, project, AscendKernel, EMULATION_HEADER};
+use crate::gpu::target::write_atomic;
+use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
+use compiler::fusion::KernelKind;
+use ir::DType;
+use plan::manifest::TrainerBundle;
+use std::path::{Path, PathBuf};
+
+/// Ascend NPUs of one SoC (`--ascend-soc`).
+pub struct AscendTarget {
+    pub soc: AscendSoc,
+}
+
+fn failed(e: impl std::fmt::Display) -> TargetError {
+    TargetError::Failed(e.to_string())
+}
+
+impl AscendTarget {
+    /// Every loop kernel of `a`, built for the SoC.
+    fn kernels(&self, a: &PhaseArtifacts) -> Result<Vec<AscendKernel>, TargetError> {
+        a.kernels
+            .iter()
+            .map(|(name, g)| build_kernel(g, name, &self.soc).map_err(failed))
+            .collect()
+    }
+}
+
+impl Target for AscendTarget {
+    fn name(&self) -> &'static str {
+        "ascend"
+    }
+
+    /// GEMMs, gathers and scatter-adds as library calls (aclnn on an NPU); 32-byte buffers
+    /// (DataCopy's unit); f32 (f16 kernels are not built yet).
+    fn needs(&self) -> TargetNeeds {
+        TargetNeeds {
+            library_kernels: KernelKind::LIBRARY.to_vec(),
+            alignment: 32,
+            precisions: vec![DType::F32],
+        }
+    }
+
+    fn lower(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        let mut text = String::new();
+        for k in self.kernels(a)? {
+            text.push_str(&format!(
+                "// {}: {} cores, {} UB bytes\n{}",
+                k.name, k.block_dim, k.ub_bytes, k.mlir
+            ));
+        }
+        Ok(text)
+    }
+
+    fn codegen(&self, a: &PhaseArtifacts) -> Result<String, TargetError> {
+        let mut text = String::new();
+        for k in self.kernels(a)? {
+            text.push_str(&format!("// {}: {} cores\n", k.name, k.block_dim));
+            text.push_str(&emitc_to_cpp(&k.mlir).map_err(failed)?);
+        }
+        Ok(text)
+    }
+
+    /// The kernel project (see `project.rs`).
+    fn emit(&self, phases: &[PhaseArtifacts], dir: &Path) -> Result<Vec<PathBuf>, TargetError> {
+        let kernel_dir = dir.join("kernels");
+        for d in [&kernel_dir, &dir.join("emulation")] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| failed(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let mut kernels: Vec<AscendKernel> = Vec::new();
+        for a in phases {
+            for k in self.kernels(a)? {
+                if !kernels.iter().any(|x| x.name == k.name) {
+                    kernels.push(k);
+                }
+            }
+        }
+        let mut written = Vec::new();
+        let mut write = |path: PathBuf, text: &str| -> Result<(), TargetError> {
+            write_atomic(&path, text.as_bytes())?;
+            written.push(path);
+            Ok(())
+        };
+        for k in &kernels {
+            let cpp = emitc_to_cpp(&k.mlir).map_err(failed)?;
+            write(kernel_dir.join(format!("{}.cpp", k.name)), &cpp)?;
+        }
+        let table = serde_json::to_string_pretty(&project::table(&kernels, self.soc.name))
+            .map_err(failed)?;
+        write(dir.join("kernels.json"), &table)?;
+        write(dir.join("launch.cpp"), &project::launcher(&kernels))?;
+        write(dir.join("CMakeLists.txt"), &project::cmake(self.soc.name))?;
+        write(
+            dir.join("README.md"),
+            &project::readme(kernels.len(), self.soc.name),
+        )?;
+        write(dir.join("emulation/kernel_operator.h"), EMULATION_HEADER)?;
+        Ok(written)
+    }
+
+    fn link(&self, _: &[PhaseArtifacts], _: &TrainerBundle, _: &Path) -> Result<(), TargetError> {
+        Err(TargetError::NotBuilt {
+            target: "ascend",
+            stage: "link",
+            why: "the runtime has no Ascend (ACL) device yet; `--emit ascend-c DIR` writes the \
+                  kernels, their launchers and a CMake project for CANN or the CPU emulation",
+        })
+    }
+}
