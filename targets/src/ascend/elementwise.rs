@@ -12,8 +12,7 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE,
-    TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, PIPE, TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
@@ -326,24 +325,7 @@ impl Emitter {
         self.verbatim("// Compute", &[]);
         let mut scratch = Scratch::new(&scratch, plan.tile);
         let dup = scratch.take(self);
-        let conv = layout.conv.then(|| scratch.take(self));
-        let mask = if layout.mask {
-            let t = scratch.take(self);
-            let m = self.assigned(
-                &Elem::U8.lt(),
-                "{} = {}.ReinterpretCast<uint8_t>();",
-                &[(&t, LT.into())],
-            );
-            Some((m, self.whole_repeats(&n)))
-        } else {
-            None
-        };
-        let step = Step {
-            n: n.clone(),
-            dup,
-            mask,
-            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
-        };
+        let (conv, step) = self.step_tiles(k, &mut scratch, (&n, dup), (layout.conv, layout.mask));
         let mut to_free = Vec::new();
         let mut tensor_inputs = in_q.iter().flatten();
         for &v in inputs {
@@ -438,27 +420,18 @@ impl Emitter {
         self.indent -= 1;
         self.line("}");
         self.line("emitc.return");
-        let mut m = String::new();
-        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
+        let mut prelude = String::new();
         if k.nodes
             .iter()
             .any(|n| matches!(n.op, Op::RandomUniform { .. }))
         {
             let f = super::random::UNIFORM_FN.replace('"', "\\\"");
             // Once per translation unit however many kernels draw.
-            writeln!(m, "emitc.verbatim \"#ifndef TBC_UNIFORM_FN\"").unwrap();
-            writeln!(m, "emitc.verbatim \"#define TBC_UNIFORM_FN\"").unwrap();
-            writeln!(m, "emitc.verbatim \"{f}\"").unwrap();
-            writeln!(m, "emitc.verbatim \"#endif\"").unwrap();
+            writeln!(prelude, "emitc.verbatim \"#ifndef TBC_UNIFORM_FN\"").unwrap();
+            writeln!(prelude, "emitc.verbatim \"#define TBC_UNIFORM_FN\"").unwrap();
+            writeln!(prelude, "emitc.verbatim \"{f}\"").unwrap();
+            writeln!(prelude, "emitc.verbatim \"#endif\"").unwrap();
         }
-        writeln!(
-            m,
-            "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",
-            params.join(", ")
-        )
-        .unwrap();
-        m.push_str(&self.body);
-        m.push_str("}\n");
-        Ok(m)
+        Ok(self.module(name, &params, &prelude))
     }
 }

@@ -540,6 +540,49 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// The EmitC module of kernel `name` with `params` (`%pN: GM_ADDR`) and the body emitted
+    /// so far; `prelude` are module-level ops before the function.
+    pub(super) fn module(&self, name: &str, params: &[String], prelude: &str) -> String {
+        format!(
+            "emitc.include \"kernel_operator.h\"\n{prelude}emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{\n{}}}\n",
+            params.join(", "),
+            self.body
+        )
+    }
+
+    /// The step's work tiles after `dup` (and any class-specific ones): the conversion tile
+    /// when `conv`, the compare mask when `mask` (its count from `n`), `erf`'s tiles.
+    pub(super) fn step_tiles(
+        &mut self,
+        k: &Graph,
+        scratch: &mut Scratch,
+        (n, dup): (&str, String),
+        (conv, mask): (bool, bool),
+    ) -> (Option<String>, Step) {
+        let conv = conv.then(|| scratch.take(self));
+        let mask = if mask {
+            let t = scratch.take(self);
+            let m = self.assigned(
+                &Elem::U8.lt(),
+                "{} = {}.ReinterpretCast<uint8_t>();",
+                &[(&t, LT.into())],
+            );
+            Some((m, self.whole_repeats(n)))
+        } else {
+            None
+        };
+        let work = (0..extra_tiles(k)).map(|_| scratch.take(self)).collect();
+        let step = Step {
+            n: n.to_string(),
+            dup,
+            mask,
+            work,
+        };
+        (conv, step)
+    }
+}
+
 /// The kernel's `TBuf` of scratch tiles, handed out one after another.
 pub(super) struct Scratch {
     buf: String,

@@ -24,32 +24,10 @@ impl Emitter {
         }
     }
 
-    /// `Select(d, mask, a, b)` of two tiles.
-    fn select_tiles(&mut self, step: &Step, d: &str, a: &str, b: &str) {
-        let (mask, _) = step.mask.clone().expect("a mask tile for erf");
-        self.call_with(
-            "Select",
-            &[(d, LT), (&mask, MASK), (a, LT), (b, LT), (&step.n, "i32")],
-            &[
-                "0",
-                "1",
-                "2",
-                "3",
-                "AscendC::SELMODE::VSEL_TENSOR_TENSOR_MODE",
-                "4",
-            ],
-        );
-    }
-
-    /// `Compares(mask, x, s, mode)` over the step's whole repeats.
+    /// `Compares(mask, x, s, mode)` of a constant `s`.
     fn compares_const(&mut self, step: &Step, x: &str, s: f64, mode: &str) {
-        let (mask, cnt) = step.mask.clone().expect("a mask tile for erf");
         let s = self.f32_const(s);
-        self.call_with(
-            "Compares",
-            &[(&mask, MASK), (x, LT), (&s, "f32"), (&cnt, "i32")],
-            &["0", "1", "2", mode, "3"],
-        );
+        self.compares(step, x, &s, mode);
     }
 
     /// `d = erf(x)`, with `work` the [`ERF_TILES`] scratch tiles.

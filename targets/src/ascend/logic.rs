@@ -93,8 +93,25 @@ impl Emitter {
             .expect("a mask tile for a kernel that compares")
     }
 
+    /// `Select(d, mask, a, b)` of two tiles.
+    pub(super) fn select_tiles(&mut self, step: &Step, d: &str, a: &str, b: &str) {
+        let (mask, _) = Self::mask_of(step);
+        self.call_with(
+            "Select",
+            &[(d, LT), (&mask, MASK), (a, LT), (b, LT), (&step.n, "i32")],
+            &[
+                "0",
+                "1",
+                "2",
+                "3",
+                "AscendC::SELMODE::VSEL_TENSOR_TENSOR_MODE",
+                "4",
+            ],
+        );
+    }
+
     /// `Compares(mask, x, s, mode, count)`.
-    fn compares(&mut self, step: &Step, x: &str, s: &str, mode: &str) {
+    pub(super) fn compares(&mut self, step: &Step, x: &str, s: &str, mode: &str) {
         let (mask, cnt) = Self::mask_of(step);
         self.call_with(
             "Compares",
@@ -191,18 +208,7 @@ impl Emitter {
                 let (mask, _) = Self::mask_of(step);
                 let (tile, other) = match (a, b) {
                     (Held::Tile(x), Held::Tile(y)) => {
-                        self.call_with(
-                            "Select",
-                            &[(d, LT), (&mask, MASK), (&x, LT), (&y, LT), (n, "i32")],
-                            &[
-                                "0",
-                                "1",
-                                "2",
-                                "3",
-                                "AscendC::SELMODE::VSEL_TENSOR_TENSOR_MODE",
-                                "4",
-                            ],
-                        );
+                        self.select_tiles(step, d, &x, &y);
                         return Ok(());
                     }
                     (Held::Tile(x), Held::Scalar(s)) | (Held::Scalar(s), Held::Tile(x)) => (x, s),

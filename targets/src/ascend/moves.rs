@@ -12,7 +12,6 @@ use super::emitc::{lv, Emitter, GM_ADDR, GT, LT, PIPE, QIN};
 use super::tiling::AscendSoc;
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op};
-use std::fmt::Write;
 
 /// Whether `k` is one transpose or slice (with its input).
 pub fn is_move(k: &Graph) -> bool {
@@ -218,15 +217,7 @@ impl Emitter {
         self.indent -= 1;
         self.line("}");
         self.line("emitc.return");
-        let mut m = String::new();
-        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
-        writeln!(
-            m,
-            "emitc.func @{name}(%p0: {GM_ADDR}, %p1: {GM_ADDR}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{"
-        )
-        .unwrap();
-        m.push_str(&self.body);
-        m.push_str("}\n");
-        m
+        let params = [format!("%p0: {GM_ADDR}"), format!("%p1: {GM_ADDR}")];
+        self.module(name, &params, "")
     }
 }

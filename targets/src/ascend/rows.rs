@@ -25,7 +25,6 @@ use super::parts::{part_dims, PartSource};
 use super::tiling::{plan_cols, plan_rows, AscendSoc, StepPlan};
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
-use std::fmt::Write;
 
 /// What a value of a row kernel is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -492,24 +491,12 @@ impl Emitter {
         let dup = scratch.take(self);
         let red = scratch.take(self);
         let work = scratch.take(self);
-        let conv = layout.conv.then(|| scratch.take(self));
-        let mask = if layout.mask {
-            let t = scratch.take(self);
-            let m = self.assigned(
-                &Elem::U8.lt(),
-                "{} = {}.ReinterpretCast<uint8_t>();",
-                &[(&t, LT.into())],
-            );
-            Some((m, self.whole_repeats(&n)))
-        } else {
-            None
-        };
-        let step = Step {
-            n: n.clone(),
-            dup: dup.clone(),
-            mask,
-            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
-        };
+        let (conv, step) = self.step_tiles(
+            k,
+            &mut scratch,
+            (&n, dup.clone()),
+            (layout.conv, layout.mask),
+        );
         // Column inputs and scalar inputs, once per core.
         let mut loaded_cols = false;
         for (i, &v) in inputs.iter().enumerate() {
@@ -767,17 +754,7 @@ impl Emitter {
             self.zero_tail(&params, cols, layout.tail, (&blk, plan), &dup);
         }
         self.line("emitc.return");
-        let mut m = String::new();
-        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
-        writeln!(
-            m,
-            "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",
-            params.join(", ")
-        )
-        .unwrap();
-        m.push_str(&self.body);
-        m.push_str("}\n");
-        Ok(m)
+        Ok(self.module(name, &params, ""))
     }
 
     /// Zeros into elements `[cols, cols + tail)` of the last parameter (the one output), each

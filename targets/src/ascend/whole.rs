@@ -16,14 +16,13 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, LT, PIPE,
-    QIN, QOUT, TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, LT, PIPE, QIN,
+    QOUT, TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc};
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op, ReduceKind, ValueId};
-use std::fmt::Write;
 
 /// Whether `k` is this class: scalars only, or full reductions to scalars.
 pub fn is_whole(k: &Graph) -> bool {
@@ -306,17 +305,7 @@ impl Emitter {
             }
         }
         self.line("emitc.return");
-        let mut m = String::new();
-        writeln!(m, "emitc.include \"kernel_operator.h\"").unwrap();
-        writeln!(
-            m,
-            "emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{",
-            params.join(", ")
-        )
-        .unwrap();
-        m.push_str(&self.body);
-        m.push_str("}\n");
-        Ok(m)
+        Ok(self.module(name, &params, ""))
     }
 
     /// Computes every scalar whose operands are held (on the scalar unit).
@@ -476,24 +465,7 @@ impl Emitter {
         let dup = scratch.take(self);
         let red = scratch.take(self);
         let work = scratch.take(self);
-        let conv = layout.conv.then(|| scratch.take(self));
-        let mask = if layout.mask {
-            let t = scratch.take(self);
-            let m = self.assigned(
-                &Elem::U8.lt(),
-                "{} = {}.ReinterpretCast<uint8_t>();",
-                &[(&t, LT.into())],
-            );
-            Some((m, self.whole_repeats(&n)))
-        } else {
-            None
-        };
-        let step = Step {
-            n: n.clone(),
-            dup,
-            mask,
-            work: (0..extra_tiles(k)).map(|_| scratch.take(self)).collect(),
-        };
+        let (conv, step) = self.step_tiles(k, &mut scratch, (&n, dup), (layout.conv, layout.mask));
         let mut tile_held = held.to_vec();
         if row_mode {
             let cols = self.constant(&shape[rank - 1].to_string(), "i64");
