@@ -12,7 +12,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, PIPE, TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, whole_of, Emitter, Held, Scratch, GM_ADDR, PIPE,
+    TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
@@ -274,38 +275,14 @@ impl Emitter {
             &format!("{{}}.InitBuffer({{}}, {});", layout.scratch * plan.tile * 4),
             &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
         );
-        let c0 = self.constant("0", "i64");
-        let tile = self.constant(&plan.tile.to_string(), "i64");
         let off = "%off".to_string();
-        self.line(&format!(
-            "emitc.for {off} = {c0} to {len} step {tile} : i64 {{"
-        ));
-        self.indent += 1;
-        let left = self.binop("sub", &len, &off, "i64");
-        let n64 = self.min_i64(&left, &tile);
-        let n = self.fresh();
-        self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
-        let mut whole: Vec<(Elem, String)> = Vec::new();
-        for el in in_q
+        let elems = in_q
             .iter()
             .flatten()
             .map(|x| x.2)
-            .chain(out_q.iter().map(|x| x.2))
-        {
-            if !whole.iter().any(|(e, _)| *e == el) {
-                let w = self.whole_blocks(&n, el);
-                whole.push((el, w));
-            }
-        }
-        let whole_of = |el: Elem| {
-            whole
-                .iter()
-                .find(|(e, _)| *e == el)
-                .expect("each element type")
-                .1
-                .clone()
-        };
-
+            .chain(out_q.iter().map(|x| x.2));
+        let (n64, n, whole) = self.open_tile_loop(&off, (&len, plan.tile), elems);
+        let whole_of = |el: Elem| whole_of(&whole, el);
         self.verbatim("// CopyIn", &[]);
         for (g, q, el) in in_q.iter().flatten() {
             let t = self.assigned(

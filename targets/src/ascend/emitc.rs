@@ -551,6 +551,35 @@ impl Emitter {
         )
     }
 
+    /// Opens `emitc.for off = 0 to len step tile` (`len` an i64 SSA value; `off` the loop
+    /// variable's name) and returns this step's count as i64 and i32, with the whole-32-byte-blocks flag
+    /// of each element type in `elems` (see [`whole_of`]).
+    pub(super) fn open_tile_loop(
+        &mut self,
+        off: &str,
+        (len, tile): (&str, usize),
+        elems: impl IntoIterator<Item = Elem>,
+    ) -> (String, String, Vec<(Elem, String)>) {
+        let c0 = self.constant("0", "i64");
+        let tile = &self.constant(&tile.to_string(), "i64");
+        self.line(&format!(
+            "emitc.for {off} = {c0} to {len} step {tile} : i64 {{"
+        ));
+        self.indent += 1;
+        let left = self.binop("sub", len, off, "i64");
+        let n64 = self.min_i64(&left, tile);
+        let n = self.fresh();
+        self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
+        let mut whole: Vec<(Elem, String)> = Vec::new();
+        for el in elems {
+            if !whole.iter().any(|(e, _)| *e == el) {
+                let w = self.whole_blocks(&n, el);
+                whole.push((el, w));
+            }
+        }
+        (n64, n, whole)
+    }
+
     /// The step's work tiles after `dup` (and any class-specific ones): the conversion tile
     /// when `conv`, the compare mask when `mask` (its count from `n`), `erf`'s tiles.
     pub(super) fn step_tiles(
@@ -581,6 +610,16 @@ impl Emitter {
         };
         (conv, step)
     }
+}
+
+/// The whole-blocks flag of `el` among `flags` ([`Emitter::open_tile_loop`]).
+pub(super) fn whole_of(flags: &[(Elem, String)], el: Elem) -> String {
+    flags
+        .iter()
+        .find(|(e, _)| *e == el)
+        .expect("a flag per element type")
+        .1
+        .clone()
 }
 
 /// The kernel's `TBuf` of scratch tiles, handed out one after another.

@@ -16,8 +16,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, GM_ADDR, LT, PIPE, QIN,
-    QOUT, TBUF,
+    extra_tiles, is_vector_op, lv, outputs_of, whole_of, Emitter, Held, Scratch, GM_ADDR, LT, PIPE,
+    QIN, QOUT, TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc};
@@ -409,40 +409,17 @@ impl Emitter {
         } else {
             layout.tile
         };
-        let c0 = self.constant("0", "i64");
         let total = self.constant(&elements.to_string(), "i64");
-        let tile = self.constant(&step_len.to_string(), "i64");
         let off = self.fresh();
-        self.line(&format!(
-            "emitc.for {off} = {c0} to {total} step {tile} : i64 {{"
-        ));
-        self.indent += 1;
-        let left = self.binop("sub", &total, &off, "i64");
-        let n64 = self.min_i64(&left, &tile);
-        let n = self.fresh();
-        self.line(&format!("{n} = emitc.cast {n64} : i64 to i32"));
-        let mut whole: Vec<(Elem, String)> = Vec::new();
         let streamed: Vec<usize> = (0..params_count(k, inputs))
             .filter(|&i| {
                 let v = param_value(k, inputs, i);
                 need[v.index()] && k.ty(v).shape == shape && (i < n_in || round[v.index()] == r)
             })
             .collect();
-        for &i in &streamed {
-            let el = elem(param_value(k, inputs, i));
-            if !whole.iter().any(|(e, _)| *e == el) {
-                let w = self.whole_blocks(&n, el);
-                whole.push((el, w));
-            }
-        }
-        let whole_of = |el: Elem| {
-            whole
-                .iter()
-                .find(|(e, _)| *e == el)
-                .expect("a flag")
-                .1
-                .clone()
-        };
+        let elems = streamed.iter().map(|&i| elem(param_value(k, inputs, i)));
+        let (_, n, whole) = self.open_tile_loop(&off, (&total, step_len), elems);
+        let whole_of = |el: Elem| whole_of(&whole, el);
         self.verbatim("// CopyIn", &[]);
         for &i in streamed.iter().filter(|&&i| i < n_in) {
             let el = elem(inputs[i]);
