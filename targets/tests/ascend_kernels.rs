@@ -465,3 +465,57 @@ fn snapshots_of_an_optimizer_update_kernel() {
         emitc_to_cpp(&k.mlir).unwrap()
     );
 }
+
+/// Moves whose row groups do not fit the 910B Unified Buffer twice (BERT-base's `[CLS]` pad
+/// gradient, 64 rows of 768 values; a head merge with rows of 768) are split into parts of a
+/// group, and still equal the interpreter on the emulation.
+#[test]
+fn big_moves_are_split_into_parts_that_fit() {
+    use ir::{Builder, DType, TensorType};
+    let mut graphs = Vec::new();
+    let mut b = Builder::new("cls_pad");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![2, 1, 768]));
+    let y = b.pad(x, &[0, 0, 0], &[0, 63, 0]);
+    b.output("out0", y);
+    graphs.push(b.finish());
+    let mut b = Builder::new("mid_pad");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![2, 20, 768]));
+    let y = b.pad(x, &[0, 30, 0], &[0, 14, 0]);
+    b.output("out0", y);
+    graphs.push(b.finish());
+    let mut b = Builder::new("merge");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![2, 64, 3, 768]));
+    let y = b.transpose(x, &[0, 2, 1, 3]);
+    b.output("out0", y);
+    graphs.push(b.finish());
+    let dir = tempfile::tempdir().unwrap();
+    let mut distinct = Distinct::default();
+    let mut runs = Vec::new();
+    for (i, g) in graphs.into_iter().enumerate() {
+        let k = build_kernel(&g, "probe", &ASCEND_910B).unwrap();
+        assert!(
+            k.ub_bytes <= 192 * 1024 - 8 * 1024,
+            "{}: {} bytes",
+            g.name,
+            k.ub_bytes
+        );
+        let at = distinct.index(&g, &g.name);
+        let inputs = random_inputs(&g, 5 + i as u64);
+        let outputs = interpret(&g, &inputs);
+        runs.push((
+            Run {
+                index: i,
+                out_names: vec![None],
+                graph: g,
+                inputs,
+                outputs,
+            },
+            at,
+        ));
+    }
+    let exe = build_program(&distinct.kernels, dir.path());
+    for (r, at) in &runs {
+        let e = run_and_compare((&exe, dir.path()), &distinct, r, *at, &r.graph.name).unwrap();
+        assert!(e.norm == 0.0, "{}: {e:?}", r.graph.name);
+    }
+}

@@ -12,8 +12,8 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, whole_of, Emitter, Held, Scratch, GM_ADDR, PIPE,
-    TBUF,
+    extra_tiles, is_vector_op, last_uses, lv, outputs_of, whole_of, Emitter, Held, Scratch,
+    GM_ADDR, PIPE, TBUF,
 };
 use super::logic::needs_mask;
 use super::tiling::{plan_elementwise, AscendSoc, ElementwisePlan};
@@ -84,7 +84,17 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .map(|i| ValueId(i as u32))
         .filter(|v| matches!(k.node(*v).op, Op::Input { .. }))
         .collect();
-    let layout = Layout::of(k, &inputs);
+    let mut layout = Layout::of(k, &inputs);
+    // A dry run counts the scratch tiles (dead values' tiles are reused); then the plan.
+    let dry_plan = ElementwisePlan {
+        block_dim: 1,
+        per_block: elements,
+        tile: 64,
+        ub_used: 0,
+    };
+    let mut dry = Emitter::default();
+    dry.kernel(k, name, &inputs, &layout, &dry_plan, elements)?;
+    layout.scratch = dry.scratch_slots;
     let plan = plan_elementwise(
         soc,
         elements,
@@ -301,6 +311,7 @@ impl Emitter {
 
         self.verbatim("// Compute", &[]);
         let mut scratch = Scratch::new(&scratch, plan.tile);
+        let last_use = last_uses(k, |_| false);
         let dup = scratch.take(self);
         let (conv, step) = self.step_tiles(k, &mut scratch, (&n, dup), (layout.conv, layout.mask));
         let mut to_free = Vec::new();
@@ -368,7 +379,9 @@ impl Emitter {
                 self.put_output(&h, &out_tiles[o], out_q[o].2, conv.as_deref(), &step);
             }
             held[i] = Some(h);
+            scratch.release_dead(i, &held, &last_use);
         }
+        self.scratch_slots = scratch.slots();
         for (q, t, el) in &to_free {
             self.verbatim("{}.FreeTensor({});", &[(q, lv(queue(true))), (t, el.lt())]);
         }

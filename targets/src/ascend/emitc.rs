@@ -53,6 +53,8 @@ pub(super) struct Emitter {
     pub(super) body: String,
     pub(super) next: usize,
     pub(super) indent: usize,
+    /// Scratch tiles the emitted kernel needs at once (its builders plan the UB with it).
+    pub(super) scratch_slots: usize,
 }
 
 impl Emitter {
@@ -163,6 +165,15 @@ impl Emitter {
         let up = self.binop("add", n, &r1, "i32");
         let q = self.binop("div", &up, &r, "i32");
         self.binop("mul", &q, &r, "i32")
+    }
+
+    /// `a > b ? a : b` of two i64 values.
+    pub(super) fn max_i64(&mut self, a: &str, b: &str) -> String {
+        let gt = self.fresh();
+        self.line(&format!("{gt} = emitc.cmp gt, {a}, {b} : (i64, i64) -> i1"));
+        let m = self.fresh();
+        self.line(&format!("{m} = emitc.conditional {gt}, {a}, {b} : i64"));
+        m
     }
 
     /// `a < b ? a : b` of two i64 values.
@@ -498,7 +509,7 @@ impl Emitter {
             _ => {
                 let d = match out {
                     Some(t) => t,
-                    None => scratch.take(self),
+                    None => scratch.take_value(self),
                 };
                 self.tile_op(k, v, held, &d, step, name)?;
                 Held::Tile(d)
@@ -626,7 +637,12 @@ pub(super) fn whole_of(flags: &[(Elem, String)], el: Elem) -> String {
 pub(super) struct Scratch {
     buf: String,
     tile_elems: usize,
+    /// Slots handed out so far (the kernel's need is the most of them at once).
     next: usize,
+    /// Slots of values that died, for reuse.
+    free: Vec<usize>,
+    /// Tiles of values (releasable once their values die) and their slots.
+    values: Vec<(String, usize)>,
 }
 
 impl Scratch {
@@ -636,19 +652,78 @@ impl Scratch {
             buf: buf.to_string(),
             tile_elems,
             next: 0,
+            free: Vec::new(),
+            values: Vec::new(),
         }
     }
 
-    /// The next tile (a `LocalTensor` view at its offset).
+    /// A tile for the kernel's whole run (a `LocalTensor` view at its offset).
     pub(super) fn take(&mut self, e: &mut Emitter) -> String {
-        let at = e.constant(&(self.next * self.tile_elems).to_string(), "i32");
+        let slot = self.next;
         self.next += 1;
+        self.view(e, slot)
+    }
+
+    /// A tile for a value: a dead value's slot when there is one.
+    pub(super) fn take_value(&mut self, e: &mut Emitter) -> String {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        let t = self.view(e, slot);
+        self.values.push((t.clone(), slot));
+        t
+    }
+
+    fn view(&self, e: &mut Emitter, slot: usize) -> String {
+        let at = e.constant(&(slot * self.tile_elems).to_string(), "i32");
         e.assigned(
             LT,
             "{} = {}.Get<float>()[{}];",
             &[(&self.buf, lv(TBUF)), (&at, "i32".into())],
         )
     }
+
+    /// The slots this scratch needs.
+    pub(super) fn slots(&self) -> usize {
+        self.next
+    }
+
+    /// After node `i`: frees the tiles of values no later node reads (`last_use`, from
+    /// [`last_uses`]); aliases share a tile, which lives while any of them does.
+    pub(super) fn release_dead(&mut self, i: usize, held: &[Option<Held>], last_use: &[usize]) {
+        let mut live = Vec::new();
+        for (t, slot) in std::mem::take(&mut self.values) {
+            let needed = held[..=i]
+                .iter()
+                .enumerate()
+                .any(|(v, h)| matches!(h, Some(Held::Tile(x)) if *x == t) && last_use[v] > i);
+            if needed {
+                live.push((t, slot));
+            } else {
+                self.free.push(slot);
+            }
+        }
+        self.values = live;
+    }
+}
+
+/// For each value of `k`, the last node that reads it; `usize::MAX` for outputs and for the
+/// values `keep` names (read after the node loop).
+pub(super) fn last_uses(k: &Graph, keep: impl Fn(ValueId) -> bool) -> Vec<usize> {
+    let mut last: Vec<usize> = (0..k.len()).collect();
+    for (i, n) in k.nodes.iter().enumerate() {
+        for x in &n.inputs {
+            last[x.index()] = last[x.index()].max(i);
+        }
+    }
+    for (v, l) in last.iter_mut().enumerate() {
+        let v = ValueId(v as u32);
+        if keep(v) || k.outputs.iter().any(|(_, o)| *o == v) {
+            *l = usize::MAX;
+        }
+    }
+    last
 }
 
 /// Whether element-wise node `v` of kernel `k` has vector calls here (both kernel classes

@@ -10,7 +10,7 @@ use crate::scalar::math::{ERF_A, ERF_B};
 const MASK: &str = "!emitc.opaque<\"AscendC::LocalTensor<uint8_t>\">";
 
 /// Scratch tiles `erf` needs besides its result and the step's `dup`.
-pub(super) const ERF_TILES: usize = 4;
+pub(super) const ERF_TILES: usize = 3;
 
 impl Emitter {
     /// `p = Σ coeffs · x^k` (highest degree first) into tile `p`.
@@ -30,10 +30,10 @@ impl Emitter {
         self.compares(step, x, &s, mode);
     }
 
-    /// `d = erf(x)`, with `work` the [`ERF_TILES`] scratch tiles.
+    /// `d = erf(x)`, with `work` the [`ERF_TILES`] scratch tiles and the step's `dup`.
     pub(super) fn erf_tile(&mut self, d: &str, x: &str, step: &Step, work: &[String]) {
         let n = step.n.as_str();
-        let [a, sq, p, q] = [&work[0], &work[1], &work[2], &work[3]];
+        let [a, sq, p, q] = [&work[0], &work[1], &work[2], &step.dup];
         let four = self.f32_const(4.0);
         self.vector("Abs", &[(a, LT), (x, LT), (n, "i32")]);
         self.vector("Mins", &[(a, LT), (a, LT), (&four, "f32"), (n, "i32")]);
@@ -44,8 +44,8 @@ impl Emitter {
         self.vector("Add", &[(p, LT), (a, LT), (p, LT), (n, "i32")]);
         // Up to 4: 1 − exp(−a²)·Q(1/a − 0.6), in q (sq becomes exp(−a²)).
         let one = self.f32_const(1.0);
-        self.vector("Duplicate", &[(&step.dup, LT), (&one, "f32"), (n, "i32")]);
-        self.vector("Div", &[(d, LT), (&step.dup, LT), (a, LT), (n, "i32")]);
+        self.vector("Duplicate", &[(d, LT), (&one, "f32"), (n, "i32")]);
+        self.vector("Div", &[(d, LT), (d, LT), (a, LT), (n, "i32")]);
         let shift = self.f32_const(-0.6);
         self.vector("Adds", &[(d, LT), (d, LT), (&shift, "f32"), (n, "i32")]);
         self.horner_tile(&ERF_B, d, q, n);

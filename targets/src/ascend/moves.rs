@@ -74,16 +74,23 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let (rows, cols) = (out[rank - 2], out[rank - 1]);
     let groups: usize = out[..rank - 2].iter().product();
     let row_bytes = (cols * 4).div_ceil(32) * 32;
-    let group_bytes = rows * row_bytes;
     let budget = soc.ub_bytes - super::tiling::UB_HEADROOM;
-    if 2 * group_bytes > budget {
+    // Rows per step: the whole group double-buffered, else the largest part of it (dividing
+    // it) that is; else the group in one buffer.
+    let fits = |r: usize, b: usize| b * r * row_bytes <= budget;
+    let part = (1..=rows).rev().find(|&d| rows % d == 0 && fits(d, 2));
+    let (chunk, buffers) = match part {
+        Some(d) => (d, 2),
+        None => (rows, 1),
+    };
+    let group_bytes = chunk * row_bytes;
+    if group_bytes > budget {
         return Err(AscendError::DoesNotFit {
             kernel: name.to_string(),
             soc: soc.name,
             why: format!(
-                "two groups of {rows} rows of {cols} values need {} bytes, more than the {budget} \
-                 bytes of UB available",
-                2 * group_bytes
+                "a group of {rows} rows of {cols} values needs {group_bytes} bytes, more than \
+                 the {budget} bytes of UB available"
             ),
         });
     }
@@ -92,8 +99,9 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
             "more than 4095 rows in a group (DataCopyPad's blockCount)",
         ));
     }
-    let per_block = groups.div_ceil(soc.vector_cores.min(groups).max(1));
-    let block_dim = groups.div_ceil(per_block).max(1);
+    let steps = groups * (rows / chunk);
+    let per_block = steps.div_ceil(soc.vector_cores.min(steps).max(1));
+    let block_dim = steps.div_ceil(per_block).max(1);
     let mut e = Emitter::default();
     let in_len: usize = k.ty(node.inputs[0]).shape.iter().product();
     // A pad reads fewer rows, `low` rows into the (zeroed) group.
@@ -108,15 +116,15 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         name,
         &axes,
         out,
-        (per_block, groups),
-        (in_len, group_bytes),
+        (per_block, steps, chunk),
+        (in_len, group_bytes, buffers),
         read,
     );
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
         block_dim,
-        ub_bytes: 2 * group_bytes,
+        ub_bytes: buffers * group_bytes,
         params: 2,
     })
 }
@@ -127,13 +135,13 @@ impl Emitter {
         name: &str,
         axes: &[(usize, usize)],
         out: &[usize],
-        (per_block, groups): (usize, usize),
-        (in_len, group_bytes): (usize, usize),
+        (per_block, groups, chunk): (usize, usize, usize),
+        (in_len, group_bytes, buffers): (usize, usize, usize),
         (low, read): (usize, usize),
     ) -> String {
         self.indent = 1;
         let rank = out.len();
-        let (rows, cols) = (out[rank - 2], out[rank - 1]);
+        let (rows, cols) = (chunk, out[rank - 1]);
         let out_len: usize = out.iter().product();
         let pipe = self.variable(PIPE);
         let (gi, go) = (self.variable(GT), self.variable(GT));
@@ -145,7 +153,7 @@ impl Emitter {
             );
         }
         self.verbatim(
-            &format!("{{}}.InitBuffer({{}}, 2, {group_bytes});"),
+            &format!("{{}}.InitBuffer({{}}, {buffers}, {group_bytes});"),
             &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
         );
         let blk = self.fresh();
@@ -163,11 +171,19 @@ impl Emitter {
             "emitc.for {g} = {first} to {end} step {one} : i64 {{"
         ));
         self.indent += 1;
-        // The group's input offset: its output indices (row-major over the leading axes) times
-        // their input strides, plus the slice's start.
+        // The step's input offset: its group's output indices (row-major over the leading
+        // axes) times their input strides, plus the slice's start, plus its part of the group.
         let base: usize = axes.iter().map(|a| a.1).sum();
         let mut src = self.constant(&base.to_string(), "i64");
-        let mut rest = g.clone();
+        let parts = self.constant(&(out[rank - 2] / chunk).to_string(), "i64");
+        let mut rest = self.binop("div", &g, &parts, "i64");
+        let c = self.binop("rem", &g, &parts, "i64");
+        let pad = read < out[rank - 2];
+        if !pad {
+            let part_stride = self.constant(&(chunk * axes[rank - 2].0).to_string(), "i64");
+            let part = self.binop("mul", &c, &part_stride, "i64");
+            src = self.binop("add", &src, &part, "i64");
+        }
         for j in (0..rank - 2).rev() {
             let size = self.constant(&out[j].to_string(), "i64");
             let idx = self.binop("rem", &rest, &size, "i64");
@@ -179,26 +195,59 @@ impl Emitter {
         let step = self.constant(&(rows * cols).to_string(), "i64");
         let dst = self.binop("mul", &g, &step, "i64");
         let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(&q, lv(QIN))]);
-        let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
         let gap = (axes[rank - 2].0 - cols) * 4;
-        let into = if read < rows {
-            // A pad: zeros, then the input rows `low` rows in.
+        let ext = |n: &str| {
+            format!(
+                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{uint16_t({n}), {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
+                cols * 4
+            )
+        };
+        if pad {
+            // A pad: zeros, then the input rows that fall in this part of the group, rows
+            // [max(low, c·chunk), min(low + read, (c + 1)·chunk)).
             let zero = self.f32_const(0.0);
             let all = self.constant(&(group_bytes / 4).to_string(), "i32");
             self.vector("Duplicate", &[(&t, LT), (&zero, "f32"), (&all, "i32")]);
             self.event("V_MTE2");
-            let at = self.constant(&(low * group_bytes / rows / 4).to_string(), "i32");
-            self.assigned(LT, "{} = {}[{}];", &[(&t, LT.into()), (&at, "i32".into())])
+            let chunk_c = self.constant(&chunk.to_string(), "i64");
+            let from = self.binop("mul", &c, &chunk_c, "i64");
+            let to = self.binop("add", &from, &chunk_c, "i64");
+            let low_c = self.constant(&low.to_string(), "i64");
+            let high_c = self.constant(&(low + read).to_string(), "i64");
+            let lo = self.max_i64(&low_c, &from);
+            let hi = self.min_i64(&high_c, &to);
+            let count = self.binop("sub", &hi, &lo, "i64");
+            let none = self.constant("0", "i64");
+            let some = self.fresh();
+            self.line(&format!(
+                "{some} = emitc.cmp gt, {count}, {none} : (i64, i64) -> i1"
+            ));
+            self.line(&format!("emitc.if {some} {{"));
+            self.indent += 1;
+            let row_elems = self.constant(&(group_bytes / chunk / 4).to_string(), "i64");
+            let in_part = self.binop("sub", &lo, &from, "i64");
+            let at64 = self.binop("mul", &in_part, &row_elems, "i64");
+            let at = self.fresh();
+            self.line(&format!("{at} = emitc.cast {at64} : i64 to i32"));
+            let into = self.assigned(LT, "{} = {}[{}];", &[(&t, LT.into()), (&at, "i32".into())]);
+            let cols_c = self.constant(&cols.to_string(), "i64");
+            let skip = self.binop("sub", &lo, &low_c, "i64");
+            let skip = self.binop("mul", &skip, &cols_c, "i64");
+            let src = self.binop("add", &src, &skip, "i64");
+            let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
+            self.verbatim(
+                &ext("{}"),
+                &[(&into, LT.into()), (&gs, GT.into()), (&count, "i64".into())],
+            );
+            self.indent -= 1;
+            self.line("}");
         } else {
-            t.clone()
-        };
-        self.verbatim(
-            &format!(
-                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{read}, {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
-                cols * 4
-            ),
-            &[(&into, LT.into()), (&gs, GT.into())],
-        );
+            let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
+            self.verbatim(
+                &ext(&rows.to_string()),
+                &[(&t, LT.into()), (&gs, GT.into())],
+            );
+        }
         self.verbatim("{}.EnQue({});", &[(&q, lv(QIN)), (&t, LT.into())]);
         let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);
         // The copy engine out waits for the copy engine in.

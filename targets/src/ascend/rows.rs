@@ -17,7 +17,7 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, GT, LT, PIPE,
+    is_vector_op, last_uses, lv, outputs_of, Emitter, Held, Scratch, Step, GM_ADDR, GT, LT, PIPE,
     QIN, QOUT, TBUF,
 };
 use super::logic::needs_mask;
@@ -315,10 +315,26 @@ fn build_with_tail(
         lead: lead.to_vec(),
         tail,
     };
-    let slots = (
-        full_in + full_out,
-        computed + col_in + part_in + 3 + widened + mask as usize + conv as usize + extra_tiles(k),
-    );
+    // A dry run counts the scratch rows (dead values' rows are reused); then the plan.
+    let queues = full_in + full_out;
+    let dry_bytes = (cols * 4).div_ceil(256) * 256;
+    let dry_plan = StepPlan {
+        block_dim: 1,
+        per_block: rows.max(cols),
+        step_bytes: dry_bytes,
+        ub_used: (2 * queues + computed + col_in + part_in + widened + 16) * dry_bytes,
+    };
+    let mut dry = Emitter::default();
+    dry.rows_kernel(
+        k,
+        name,
+        (mode, &layout),
+        &inputs,
+        &kinds,
+        &dry_plan,
+        (rows, cols),
+    )?;
+    let slots = (queues, dry.scratch_slots);
     let plan = match mode {
         Mode::Rows => plan_rows(soc, rows, cols, 4, slots, mask),
         Mode::Cols => plan_cols(soc, cols, 4, slots, mask),
@@ -488,6 +504,7 @@ impl Emitter {
             &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],
         );
         let mut scratch = Scratch::new(&scratch, row_bytes / 4);
+        let last_use = last_uses(k, |_| false);
         let dup = scratch.take(self);
         let red = scratch.take(self);
         let work = scratch.take(self);
@@ -669,6 +686,10 @@ impl Emitter {
                 }
             }
             held[i] = Some(h);
+            // (Column sums' kernels keep every tile: the ops after the last row read them.)
+            if mode == Mode::Rows {
+                scratch.release_dead(i, &held, &last_use);
+            }
         }
         for (q, t, el) in &to_free {
             self.verbatim("{}.FreeTensor({});", &[(q, lv(QIN)), (t, el.lt())]);
@@ -754,6 +775,7 @@ impl Emitter {
             self.zero_tail(&params, cols, layout.tail, (&blk, plan), &dup);
         }
         self.line("emitc.return");
+        self.scratch_slots = scratch.slots();
         Ok(self.module(name, &params, ""))
     }
 

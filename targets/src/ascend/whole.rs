@@ -16,7 +16,7 @@
 
 use super::elem::Elem;
 use super::emitc::{
-    extra_tiles, is_vector_op, lv, outputs_of, whole_of, Emitter, Held, Scratch, GM_ADDR, LT, PIPE,
+    is_vector_op, last_uses, lv, outputs_of, whole_of, Emitter, Held, Scratch, GM_ADDR, LT, PIPE,
     QIN, QOUT, TBUF,
 };
 use super::logic::needs_mask;
@@ -128,7 +128,16 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         ..*soc
     };
     let queues = inputs.iter().filter(|v| tensor(v)).count() + tensor_outputs;
-    let scratch = computed + widened + 3 + mask as usize + conv as usize + extra_tiles(k);
+    // A dry run counts the scratch tiles (dead values' tiles are reused); then the plan.
+    let mut dry = Emitter::default();
+    let dry_layout = Layout {
+        tile: 64,
+        scratch: computed + widened + 8,
+        mask,
+        conv,
+    };
+    dry.whole_kernel(k, name, &inputs, &round, &streams, &dry_layout)?;
+    let scratch = dry.scratch_slots.max(1);
     let plan = plan_elementwise(&one_core, largest, 4, queues, scratch).map_err(|why| {
         AscendError::DoesNotFit {
             kernel: name.to_string(),
@@ -439,6 +448,13 @@ impl Emitter {
         }
         self.verbatim("// Compute", &[]);
         let mut scratch = Scratch::new(scratch_buf, layout.tile);
+        // Reductions read their operands' tiles after the node loop.
+        let reduced = |v: ValueId| {
+            k.nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::Reduce { .. }) && n.inputs[0] == v)
+        };
+        let last_use = last_uses(k, reduced);
         let dup = scratch.take(self);
         let red = scratch.take(self);
         let work = scratch.take(self);
@@ -502,6 +518,7 @@ impl Emitter {
                 }
             }
             tile_held[i] = Some(h);
+            scratch.release_dead(i, &tile_held, &last_use);
         }
         // This tile's part of each reduction the stream finishes.
         for (i, node) in k.nodes.iter().enumerate() {
@@ -580,6 +597,7 @@ impl Emitter {
         }
         self.indent -= 1;
         self.line("}");
+        self.scratch_slots = self.scratch_slots.max(scratch.slots());
         Ok(())
     }
 }
