@@ -445,3 +445,25 @@ fn which_cmake() -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// Every kernel of every phase at the real shapes (BERT-base teacher, both presets' students,
+/// the default batch and sequence) is planned within the 910B Unified Buffer.
+#[test]
+fn the_ascend_kernels_of_the_real_shapes_fit_the_910b() {
+    for preset in ["mindspore", "paper"] {
+        let (ok, out, err) = tbc(&[
+            "compile",
+            "--target",
+            "ascend",
+            "--preset",
+            preset,
+            "--phases",
+            "gd,td1,td2,eval,ft,eval_teacher",
+            "--compile-to",
+            "lower",
+        ]);
+        assert!(ok, "{preset}: {err}");
+        let kernels = out.matches("emitc.func @").count();
+        assert!(kernels > 300, "{preset}: {kernels} kernels");
+    }
+}
