@@ -321,20 +321,8 @@ impl Emitter {
                 continue;
             }
             let (_, q, el) = tensor_inputs.next().expect("one queue per tensor input");
-            let t = self.assigned(
-                &el.lt(),
-                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
-                &[(q, lv(queue(true)))],
-            );
-            to_free.push((q.clone(), t.clone(), *el));
-            let f = if *el == Elem::F32 {
-                t
-            } else {
-                let w = scratch.take(self);
-                let conv = conv.as_deref().expect("a conversion tile");
-                self.widen(*el, &t, &w, conv, &n);
-                w
-            };
+            let (t, f) = self.dequeue_input(q, *el, &mut scratch, conv.as_deref(), &n);
+            to_free.push((q.clone(), t, *el));
             held[v.index()] = Some(Held::Tile(f));
         }
         let mut out_tiles = Vec::new();

@@ -591,6 +591,29 @@ impl Emitter {
         (n64, n, whole)
     }
 
+    /// DeQue of an input tile of `el` values from `q`, and the f32 tile the kernel computes
+    /// on: the tile itself, or a scratch tile it is widened into (`conv` the conversion tile).
+    pub(super) fn dequeue_input(
+        &mut self,
+        q: &str,
+        el: Elem,
+        scratch: &mut Scratch,
+        conv: Option<&str>,
+        n: &str,
+    ) -> (String, String) {
+        let t = self.assigned(
+            &el.lt(),
+            &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
+            &[(q, lv(QIN))],
+        );
+        if el == Elem::F32 {
+            return (t.clone(), t);
+        }
+        let w = scratch.take(self);
+        self.widen(el, &t, &w, conv.expect("a conversion tile"), n);
+        (t, w)
+    }
+
     /// The step's work tiles after `dup` (and any class-specific ones): the conversion tile
     /// when `conv`, the compare mask when `mask` (its count from `n`), `erf`'s tiles.
     pub(super) fn step_tiles(

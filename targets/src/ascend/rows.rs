@@ -596,19 +596,7 @@ impl Emitter {
         let mut to_free = Vec::new();
         for (i, q) in deq {
             let el = elem(inputs[i]);
-            let t = self.assigned(
-                &el.lt(),
-                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
-                &[(&q, lv(QIN))],
-            );
-            let f = if el == Elem::F32 {
-                t.clone()
-            } else {
-                let w = scratch.take(self);
-                let conv = conv.as_deref().expect("a conversion tile");
-                self.widen(el, &t, &w, conv, &n);
-                w
-            };
+            let (t, f) = self.dequeue_input(&q, el, &mut scratch, conv.as_deref(), &n);
             held[inputs[i].index()] = Some(Held::Tile(f));
             to_free.push((q, t, el));
         }

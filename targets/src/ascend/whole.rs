@@ -474,18 +474,7 @@ impl Emitter {
         for &i in streamed.iter().filter(|&&i| i < n_in) {
             let el = elem(inputs[i]);
             let q = queues[i].clone().expect("a queue");
-            let t = self.assigned(
-                &el.lt(),
-                &format!("{{}} = {{}}.DeQue<{}>();", el.cpp()),
-                &[(&q, lv(QIN))],
-            );
-            let f = if el == Elem::F32 {
-                t.clone()
-            } else {
-                let w = scratch.take(self);
-                self.widen(el, &t, &w, conv.as_deref().expect("a conversion tile"), &n);
-                w
-            };
+            let (t, f) = self.dequeue_input(&q, el, &mut scratch, conv.as_deref(), &n);
             tile_held[inputs[i].index()] = Some(Held::Tile(f));
             to_free.push((q, t, el));
         }
