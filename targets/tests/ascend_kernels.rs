@@ -5,6 +5,7 @@
 //! f32; column sums within the f32 summation bound).
 
 use compiler::frontend::preset::{Phase, Preset};
+use compiler::passes::mixed_precision::Precision;
 use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
@@ -162,12 +163,16 @@ fn build_program(kernels: &[(AscendKernel, String)], dir: &Path) -> std::path::P
     exe
 }
 
-/// A tensor as the plan stores it: f32, bool as one byte, i32.
+/// A tensor as the plan stores it: f32, f16, bool as one byte, i32.
 fn plan_bytes(t: &ir::Tensor) -> Vec<u8> {
     let v = t.to_f64();
     match t.data.dtype() {
         ir::DType::Bool => v.iter().map(|&x| (x != 0.0) as u8).collect(),
         ir::DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        ir::DType::F16 => v
+            .iter()
+            .flat_map(|&x| half::f16::from_f64(x).to_le_bytes())
+            .collect(),
         _ => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
     }
 }
@@ -179,6 +184,10 @@ fn from_plan_bytes(b: &[u8], ty: &ir::TensorType) -> ir::Tensor {
         ir::DType::I32 => b
             .chunks(4)
             .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        ir::DType::F16 => b
+            .chunks(2)
+            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64())
             .collect(),
         _ => b
             .chunks(4)
@@ -323,15 +332,19 @@ fn every_kernel_of_every_tiny_phase_matches_the_interpreter() {
     let dir = tempfile::tempdir().unwrap();
     let mut distinct = Distinct::default();
     let mut phases = Vec::new();
-    for (name, preset) in [
+    let presets = [
         ("mindspore", Preset::mindspore()),
         ("paper", Preset::paper()),
-    ] {
+    ];
+    for ((name, preset), precision) in presets
+        .iter()
+        .flat_map(|p| [Precision::Fp32, Precision::Fp16].map(|q| (p, q)))
+    {
         for phase in Phase::ALL {
             // Dropout on in the training phases (their random masks are kernels too).
             let dropout = !matches!(phase, Phase::Eval | Phase::EvalTeacher);
-            let label = format!("{}-{name}", phase.name());
-            let (g, f) = tiny(&preset, phase, dropout);
+            let label = format!("{}-{name}-{}", phase.name(), precision.name());
+            let (g, f) = fused_graph_precision("tiny", preset, phase, 4, 16, dropout, precision);
             let runs = run_kernels(&g, &f, &realistic_feed(&g, 11));
             let at: Vec<usize> = runs
                 .iter()

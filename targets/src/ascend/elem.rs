@@ -10,6 +10,8 @@ use ir::DType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Elem {
     F32,
+    /// f16 (`half`): widened exactly, narrowed to nearest even.
+    F16,
     /// bool: one byte, 0 or 1.
     U8,
     I32,
@@ -22,6 +24,7 @@ impl Elem {
     pub(super) fn of(d: DType) -> Option<Elem> {
         match d {
             DType::F32 => Some(Elem::F32),
+            DType::F16 => Some(Elem::F16),
             DType::Bool => Some(Elem::U8),
             DType::I32 => Some(Elem::I32),
             _ => None,
@@ -31,6 +34,7 @@ impl Elem {
     pub(super) fn cpp(self) -> &'static str {
         match self {
             Elem::F32 => "float",
+            Elem::F16 => "half",
             Elem::U8 => "uint8_t",
             Elem::I32 => "int32_t",
         }
@@ -39,6 +43,7 @@ impl Elem {
     pub(super) fn bytes(self) -> usize {
         match self {
             Elem::U8 => 1,
+            Elem::F16 => 2,
             _ => 4,
         }
     }
@@ -83,7 +88,7 @@ impl Emitter {
                 self.cast((&h, LT_HALF), (t, &lt), "CAST_NONE", n);
                 self.cast((d, LT), (&h, LT_HALF), "CAST_NONE", n);
             }
-            Elem::I32 => self.cast((d, LT), (t, &lt), "CAST_NONE", n),
+            Elem::I32 | Elem::F16 => self.cast((d, LT), (t, &lt), "CAST_NONE", n),
         }
     }
 
@@ -98,7 +103,21 @@ impl Emitter {
                 self.cast((o, &lt), (&h, LT_HALF), "CAST_NONE", n);
             }
             Elem::I32 => self.cast((o, &lt), (x, LT), "CAST_TRUNC", n),
+            Elem::F16 => self.cast((o, &lt), (x, LT), "CAST_RINT", n),
         }
+    }
+
+    /// Tile `x` rounded to f16 in place (an op of f16 values: computed in f32, rounded once),
+    /// through `dup` seen as half.
+    pub(super) fn round_half_tile(&mut self, x: &str, dup: &str, n: &str) {
+        let h = self.half_view(dup);
+        self.cast((&h, LT_HALF), (x, LT), "CAST_RINT", n);
+        self.cast((x, LT), (&h, LT_HALF), "CAST_NONE", n);
+    }
+
+    /// Scalar `s` rounded to f16.
+    pub(super) fn round_half_scalar(&mut self, s: &str) -> String {
+        self.assigned("f32", "{} = (float)(half){};", &[(s, "f32".into())])
     }
 
     /// Element `i` (i64) of GM view `g` of `elem` values, read on the scalar unit as f32.

@@ -505,13 +505,23 @@ impl Emitter {
             Op::Constant { value } => Held::Scalar(self.f32_const(*value)),
             Op::Broadcast { .. } | Op::Unary(UnaryOp::StopGradient) => arg(0),
             Op::Cast if !cast_changes_value(k, v) => arg(0),
-            _ if all_scalar => Held::Scalar(self.any_scalar_op(k, v, held, &step.dup, name)?),
+            _ if all_scalar => {
+                let s = self.any_scalar_op(k, v, held, &step.dup, name)?;
+                if node.ty.dtype == DType::F16 {
+                    Held::Scalar(self.round_half_scalar(&s))
+                } else {
+                    Held::Scalar(s)
+                }
+            }
             _ => {
                 let d = match out {
                     Some(t) => t,
                     None => scratch.take_value(self),
                 };
                 self.tile_op(k, v, held, &d, step, name)?;
+                if node.ty.dtype == DType::F16 {
+                    self.round_half_tile(&d, &step.dup, &step.n);
+                }
                 Held::Tile(d)
             }
         })
@@ -756,8 +766,9 @@ pub(super) fn is_vector_op(k: &Graph, v: ValueId) -> bool {
     if is_logic_op(k, &node.op, &node.inputs, node.ty.dtype) {
         return true;
     }
-    let all_f32 =
-        node.ty.dtype == DType::F32 && node.inputs.iter().all(|x| k.ty(*x).dtype == DType::F32);
+    // f16 values are computed in f32 and rounded to f16 after each op (`step_value`).
+    let float = |d: DType| matches!(d, DType::F32 | DType::F16);
+    let all_f32 = float(node.ty.dtype) && node.inputs.iter().all(|x| float(k.ty(*x).dtype));
     // Integers are held as integral f32: sums, differences, products and extrema stay exact
     // below 2^24 (step counters); integer division would need its own rounding.
     let all_i32 =

@@ -54,8 +54,8 @@ pub(super) fn is_logic_op(k: &Graph, op: &Op, inputs: &[ValueId], out: DType) ->
         Op::Binary(BinaryOp::And | BinaryOp::Or) => true,
         Op::Cast => {
             let from = k.ty(inputs[0]).dtype;
-            [DType::F32, DType::Bool, DType::I32].contains(&from)
-                && [DType::F32, DType::Bool, DType::I32].contains(&out)
+            const TYPES: [DType; 4] = [DType::F32, DType::F16, DType::Bool, DType::I32];
+            TYPES.contains(&from) && TYPES.contains(&out)
         }
         _ => false,
     }
@@ -68,7 +68,8 @@ pub(super) fn cast_changes_value(k: &Graph, v: ValueId) -> bool {
     let from = k.ty(node.inputs[0]).dtype;
     match node.ty.dtype {
         DType::Bool => from != DType::Bool,
-        DType::I32 => from == DType::F32,
+        DType::I32 => matches!(from, DType::F32 | DType::F16),
+        DType::F16 => from == DType::F32,
         _ => false,
     }
 }
@@ -263,6 +264,10 @@ impl Emitter {
                     let zero = self.f32_const(0.0);
                     self.compares(step, &x, &zero, "AscendC::CMPMODE::NE");
                     self.mask_to_01(step, d);
+                } else if node.ty.dtype == DType::F16 {
+                    // f32 → f16: the value rounded (by the caller, as every f16 value).
+                    let zero = self.f32_const(0.0);
+                    self.vector("Adds", &[(d, LT), (&x, LT), (&zero, "f32"), (n, "i32")]);
                 } else {
                     // f32 → i32: truncation toward zero, kept as an integral f32.
                     self.call_with(
@@ -346,6 +351,8 @@ impl Emitter {
                 let b = cmp(self, "ne", &s(0), &zero);
                 as_01(self, &b)
             }
+            // Rounded by the caller, as every f16 value.
+            Op::Cast if node.ty.dtype == DType::F16 => s(0),
             Op::Cast => {
                 let i = self.fresh();
                 self.line(&format!("{i} = emitc.cast {} : f32 to i32", s(0)));

@@ -8,20 +8,34 @@
 //! with the group's tile zeroed first and the input rows landing `low` rows in (the `[CLS]`
 //! row's gradient). Not built: moves of the last axis, other pads.
 
-use super::emitc::{lv, Emitter, GM_ADDR, GT, LT, PIPE, QIN};
+use super::elem::Elem;
+use super::emitc::{lv, Emitter, GM_ADDR, LT, PIPE, QIN, TBUF};
 use super::tiling::AscendSoc;
 use super::{AscendError, AscendKernel};
 use ir::{DType, Graph, Op};
 
-/// Whether `k` is one transpose or slice (with its input).
+/// Whether `k` is one transpose, slice or pad of its input, with at most a cast between f32
+/// and f16 before or after it (mixed precision's head split and merge).
 pub fn is_move(k: &Graph) -> bool {
-    k.len() == 2
-        && k.outputs.len() == 1
-        && match &k.nodes[1].op {
-            Op::Transpose { .. } | Op::Slice { .. } => true,
-            Op::Pad { low, high } => pad_rows(low, high).is_some(),
-            _ => false,
-        }
+    k.outputs.len() == 1 && move_node(k).is_some()
+}
+
+/// The index of `k`'s move.
+fn move_node(k: &Graph) -> Option<usize> {
+    let float = |d: DType| matches!(d, DType::F32 | DType::F16);
+    let cast = |i: usize| k.nodes[i].op == Op::Cast && float(k.nodes[i].ty.dtype);
+    let is_move = |i: usize| match &k.nodes[i].op {
+        Op::Transpose { .. } | Op::Slice { .. } => true,
+        Op::Pad { low, high } => pad_rows(low, high).is_some(),
+        _ => false,
+    };
+    let input = matches!(k.nodes.first()?.op, Op::Input { .. }) && float(k.nodes[0].ty.dtype);
+    match k.len() {
+        2 if input && is_move(1) => Some(1),
+        3 if input && is_move(1) && cast(2) => Some(1),
+        3 if input && cast(1) && is_move(2) => Some(2),
+        _ => None,
+    }
 }
 
 /// A pad of only the second-to-last axis: its low and high.
@@ -34,7 +48,7 @@ fn pad_rows(low: &[usize], high: &[usize]) -> Option<(usize, usize)> {
 /// For each output axis: its stride in the input and the input offset of its index 0, in
 /// elements; `None` when the move is not rows of the input.
 fn view(k: &Graph) -> Option<Vec<(usize, usize)>> {
-    let node = &k.nodes[1];
+    let node = &k.nodes[move_node(k)?];
     let in_shape = &k.ty(node.inputs[0]).shape;
     let rank = in_shape.len();
     let mut strides = vec![1usize; rank];
@@ -58,12 +72,15 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         kernel: name.to_string(),
         why: why.to_string(),
     };
-    let node = &k.nodes[1];
-    if node.ty.dtype != DType::F32 {
-        return Err(unsupported(
-            "moves of other than f32 are not built for Ascend yet",
-        ));
-    }
+    let node = &k.nodes[move_node(k).expect("checked by is_move")];
+    let elem = |d: DType| {
+        if d == DType::F16 {
+            Elem::F16
+        } else {
+            Elem::F32
+        }
+    };
+    let (in_el, out_el) = (elem(k.nodes[0].ty.dtype), elem(k.ty(k.outputs[0].1).dtype));
     let Some(axes) = view(k) else {
         return Err(unsupported(
             "a move of the last axis: not built for Ascend yet (rows of the input are)",
@@ -73,18 +90,23 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let rank = out.len();
     let (rows, cols) = (out[rank - 2], out[rank - 1]);
     let groups: usize = out[..rank - 2].iter().product();
-    let row_bytes = (cols * 4).div_ceil(32) * 32;
+    let row_bytes = (cols * in_el.bytes()).div_ceil(32) * 32;
+    // A cast writes its rows into a second buffer.
+    let out_row_bytes = match in_el == out_el {
+        true => 0,
+        false => (cols * out_el.bytes()).div_ceil(32) * 32,
+    };
     let budget = soc.ub_bytes - super::tiling::UB_HEADROOM;
     // Rows per step: the whole group double-buffered, else the largest part of it (dividing
     // it) that is; else the group in one buffer.
-    let fits = |r: usize, b: usize| b * r * row_bytes <= budget;
+    let fits = |r: usize, b: usize| r * (b * row_bytes + out_row_bytes) <= budget;
     let part = (1..=rows).rev().find(|&d| rows % d == 0 && fits(d, 2));
     let (chunk, buffers) = match part {
         Some(d) => (d, 2),
         None => (rows, 1),
     };
     let group_bytes = chunk * row_bytes;
-    if group_bytes > budget {
+    if !fits(chunk, buffers) {
         return Err(AscendError::DoesNotFit {
             kernel: name.to_string(),
             soc: soc.name,
@@ -118,13 +140,13 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         out,
         (per_block, steps, chunk),
         (in_len, group_bytes, buffers),
-        read,
+        (read, (in_el, out_el, chunk * out_row_bytes)),
     );
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
         block_dim,
-        ub_bytes: buffers * group_bytes,
+        ub_bytes: buffers * group_bytes + chunk * out_row_bytes,
         params: 2,
     })
 }
@@ -137,21 +159,32 @@ impl Emitter {
         out: &[usize],
         (per_block, groups, chunk): (usize, usize, usize),
         (in_len, group_bytes, buffers): (usize, usize, usize),
-        (low, read): (usize, usize),
+        ((low, read), (in_el, out_el, cast_bytes)): ((usize, usize), (Elem, Elem, usize)),
     ) -> String {
         self.indent = 1;
+        // The queue's tiles are float (zeroed as such); copies see them as `in_el`.
+        let (igt, ogt) = (in_el.gt(), out_el.gt());
+        let pad_value = |el: Elem| if el == Elem::F32 { "0.0f" } else { "0" };
         let rank = out.len();
         let (rows, cols) = (chunk, out[rank - 1]);
         let out_len: usize = out.iter().product();
         let pipe = self.variable(PIPE);
-        let (gi, go) = (self.variable(GT), self.variable(GT));
+        let (gi, go) = (self.variable(&igt), self.variable(&ogt));
         let q = self.variable(QIN);
-        for (g, p, len) in [(&gi, "%p0", in_len), (&go, "%p1", out_len)] {
+        for (g, p, len, el) in [(&gi, "%p0", in_len, in_el), (&go, "%p1", out_len, out_el)] {
             self.verbatim(
-                &format!("{{}}.SetGlobalBuffer((__gm__ float*){{}}, {len});"),
-                &[(g, lv(GT)), (p, GM_ADDR.into())],
+                &format!("{{}}.SetGlobalBuffer((__gm__ {}*){{}}, {len});", el.cpp()),
+                &[(g, lv(&el.gt())), (p, GM_ADDR.into())],
             );
         }
+        let converted = (in_el != out_el).then(|| {
+            let b = self.variable(TBUF);
+            self.verbatim(
+                &format!("{{}}.InitBuffer({{}}, {cast_bytes});"),
+                &[(&pipe, lv(PIPE)), (&b, lv(TBUF))],
+            );
+            b
+        });
         self.verbatim(
             &format!("{{}}.InitBuffer({{}}, {buffers}, {group_bytes});"),
             &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
@@ -195,11 +228,13 @@ impl Emitter {
         let step = self.constant(&(rows * cols).to_string(), "i64");
         let dst = self.binop("mul", &g, &step, "i64");
         let t = self.assigned(LT, "{} = {}.AllocTensor<float>();", &[(&q, lv(QIN))]);
-        let gap = (axes[rank - 2].0 - cols) * 4;
+        let gap = (axes[rank - 2].0 - cols) * in_el.bytes();
         let ext = |n: &str| {
             format!(
-                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{uint16_t({n}), {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<float>{{{{false, 0, 0, 0.0f}});",
-                cols * 4
+                "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{uint16_t({n}), {}, {gap}, 0, 0}}, AscendC::DataCopyPadExtParams<{}>{{{{false, 0, 0, {}}});",
+                cols * in_el.bytes(),
+                in_el.cpp(),
+                pad_value(in_el)
             )
         };
         if pad {
@@ -230,35 +265,63 @@ impl Emitter {
             let at = self.fresh();
             self.line(&format!("{at} = emitc.cast {at64} : i64 to i32"));
             let into = self.assigned(LT, "{} = {}[{}];", &[(&t, LT.into()), (&at, "i32".into())]);
+            let into = self.view_as(&into, in_el);
             let cols_c = self.constant(&cols.to_string(), "i64");
             let skip = self.binop("sub", &lo, &low_c, "i64");
             let skip = self.binop("mul", &skip, &cols_c, "i64");
             let src = self.binop("add", &src, &skip, "i64");
-            let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
+            let gs = self.assigned(
+                &igt,
+                "{} = {}[{}];",
+                &[(&gi, lv(&igt)), (&src, "i64".into())],
+            );
             self.verbatim(
                 &ext("{}"),
-                &[(&into, LT.into()), (&gs, GT.into()), (&count, "i64".into())],
+                &[
+                    (&into, in_el.lt()),
+                    (&gs, igt.clone()),
+                    (&count, "i64".into()),
+                ],
             );
             self.indent -= 1;
             self.line("}");
         } else {
-            let gs = self.assigned(GT, "{} = {}[{}];", &[(&gi, lv(GT)), (&src, "i64".into())]);
+            let gs = self.assigned(
+                &igt,
+                "{} = {}[{}];",
+                &[(&gi, lv(&igt)), (&src, "i64".into())],
+            );
+            let tv = self.view_as(&t, in_el);
             self.verbatim(
                 &ext(&rows.to_string()),
-                &[(&t, LT.into()), (&gs, GT.into())],
+                &[(&tv, in_el.lt()), (&gs, igt.clone())],
             );
         }
         self.verbatim("{}.EnQue({});", &[(&q, lv(QIN)), (&t, LT.into())]);
         let t = self.assigned(LT, "{} = {}.DeQue<float>();", &[(&q, lv(QIN))]);
         // The copy engine out waits for the copy engine in.
         self.event("MTE2_MTE3");
-        let gd = self.assigned(GT, "{} = {}[{}];", &[(&go, lv(GT)), (&dst, "i64".into())]);
+        let gd = self.assigned(
+            &ogt,
+            "{} = {}[{}];",
+            &[(&go, lv(&ogt)), (&dst, "i64".into())],
+        );
+        let written = match &converted {
+            None => self.view_as(&t, out_el),
+            Some(b) => {
+                // Row by row (rows start on 32-byte boundaries in both buffers).
+                let bt = self.assigned(LT, "{} = {}.Get<float>();", &[(b, lv(TBUF))]);
+                self.cast_rows(&t, &bt, (in_el, out_el), (rows, cols), group_bytes / rows);
+                self.event("V_MTE3");
+                self.view_as(&bt, out_el)
+            }
+        };
         self.verbatim(
             &format!(
                 "AscendC::DataCopyPad({{}}, {{}}, AscendC::DataCopyExtParams{{{{{rows}, {}, 0, 0, 0}});",
-                cols * 4
+                cols * out_el.bytes()
             ),
-            &[(&gd, GT.into()), (&t, LT.into())],
+            &[(&gd, ogt.clone()), (&written, out_el.lt())],
         );
         // The buffer is reused only after the write out finished.
         self.event("MTE3_MTE2");
@@ -268,5 +331,62 @@ impl Emitter {
         self.line("emitc.return");
         let params = [format!("%p0: {GM_ADDR}"), format!("%p1: {GM_ADDR}")];
         self.module(name, &params, "")
+    }
+}
+
+impl Emitter {
+    /// Float tile `t` seen as `el` values (itself for f32).
+    fn view_as(&mut self, t: &str, el: Elem) -> String {
+        if el == Elem::F32 {
+            return t.to_string();
+        }
+        self.assigned(
+            &el.lt(),
+            &format!("{{}} = {{}}.ReinterpretCast<{}>();", el.cpp()),
+            &[(t, LT.into())],
+        )
+    }
+
+    /// Casts `rows` rows of `cols` values from tile `a` (rows `in_row` bytes apart, of `from`)
+    /// to tile `b` (rows 32-byte aligned, of `to`): f16 → f32 exactly, f32 → f16 to nearest.
+    fn cast_rows(
+        &mut self,
+        a: &str,
+        b: &str,
+        (from, to): (Elem, Elem),
+        (rows, cols): (usize, usize),
+        in_row: usize,
+    ) {
+        let out_row = (cols * to.bytes()).div_ceil(32) * 32;
+        let mode = if to == Elem::F16 {
+            "CAST_RINT"
+        } else {
+            "CAST_NONE"
+        };
+        let (c0, one) = (self.constant("0", "i64"), self.constant("1", "i64"));
+        let end = self.constant(&rows.to_string(), "i64");
+        let r = self.fresh();
+        self.line(&format!(
+            "emitc.for {r} = {c0} to {end} step {one} : i64 {{"
+        ));
+        self.indent += 1;
+        let at = |e: &mut Emitter, t: &str, bytes: usize, el: Elem| {
+            let step = e.constant(&(bytes / 4).to_string(), "i64");
+            let off64 = e.binop("mul", &r, &step, "i64");
+            let off = e.fresh();
+            e.line(&format!("{off} = emitc.cast {off64} : i64 to i32"));
+            let v = e.assigned(LT, "{} = {}[{}];", &[(t, LT.into()), (&off, "i32".into())]);
+            e.view_as(&v, el)
+        };
+        let src = at(self, a, in_row, from);
+        let dst = at(self, b, out_row, to);
+        let n = self.constant(&cols.to_string(), "i32");
+        self.call_with(
+            "Cast",
+            &[(&dst, &to.lt()), (&src, &from.lt()), (&n, "i32")],
+            &["0", "1", &format!("AscendC::RoundMode::{mode}"), "2"],
+        );
+        self.indent -= 1;
+        self.line("}");
     }
 }

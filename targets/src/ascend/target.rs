@@ -37,12 +37,13 @@ impl Target for AscendTarget {
     }
 
     /// GEMMs, gathers and scatter-adds as library calls (aclnn on an NPU); 32-byte buffers
-    /// (DataCopy's unit); f32 (f16 kernels are not built yet).
+    /// (DataCopy's unit); f32, and f16 (`--precision fp16`: f16 tensors in GM, computed in f32
+    /// and rounded to f16 after each op, as the interpreter does).
     fn needs(&self) -> TargetNeeds {
         TargetNeeds {
             library_kernels: KernelKind::LIBRARY.to_vec(),
             alignment: 32,
-            precisions: vec![DType::F32],
+            precisions: vec![DType::F32, DType::F16],
         }
     }
 
