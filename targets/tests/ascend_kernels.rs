@@ -121,12 +121,10 @@ fn build_program(kernels: &[(AscendKernel, String)], dir: &Path) -> std::path::P
         std::fs::write(&p, chunk_source(kernels, c)).unwrap();
         sources.push(p);
     }
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu");
     let compile = |src: &Path| {
         let obj = src.with_extension("o");
-        let o = Command::new("g++")
-            .args(["-std=c++17", "-O0", "-w", "-c", "-I"])
-            .arg(&include)
+        let o = gpp_with_ascend_emulation("-O0")
+            .args(["-w", "-c"])
             .arg(src)
             .arg("-o")
             .arg(&obj)

@@ -12,38 +12,15 @@ use ir::{BinaryOp, CmpOp, DType, Graph, Op, UnaryOp, ValueId};
 const MASK: &str = "!emitc.opaque<\"AscendC::LocalTensor<uint8_t>\">";
 
 /// `AscendC::CMPMODE::…` of `c`, with the operands swapped when `flip`.
-fn mode(c: CmpOp, flip: bool) -> &'static str {
-    let c = if flip {
-        match c {
-            CmpOp::Lt => CmpOp::Gt,
-            CmpOp::Gt => CmpOp::Lt,
-            CmpOp::Le => CmpOp::Ge,
-            CmpOp::Ge => CmpOp::Le,
-            c => c,
-        }
-    } else {
-        c
+fn mode(c: CmpOp, flip: bool) -> String {
+    let c = match (flip, c) {
+        (true, CmpOp::Lt) => CmpOp::Gt,
+        (true, CmpOp::Gt) => CmpOp::Lt,
+        (true, CmpOp::Le) => CmpOp::Ge,
+        (true, CmpOp::Ge) => CmpOp::Le,
+        (_, c) => c,
     };
-    match c {
-        CmpOp::Eq => "AscendC::CMPMODE::EQ",
-        CmpOp::Ne => "AscendC::CMPMODE::NE",
-        CmpOp::Lt => "AscendC::CMPMODE::LT",
-        CmpOp::Le => "AscendC::CMPMODE::LE",
-        CmpOp::Gt => "AscendC::CMPMODE::GT",
-        CmpOp::Ge => "AscendC::CMPMODE::GE",
-    }
-}
-
-/// The `emitc.cmp` predicate of `c`.
-fn predicate(c: CmpOp) -> &'static str {
-    match c {
-        CmpOp::Eq => "eq",
-        CmpOp::Ne => "ne",
-        CmpOp::Lt => "lt",
-        CmpOp::Le => "le",
-        CmpOp::Gt => "gt",
-        CmpOp::Ge => "ge",
-    }
+    format!("AscendC::CMPMODE::{}", c.name().to_uppercase())
 }
 
 /// Whether a node is a logic op this file builds (on tiles and on scalars).
@@ -174,13 +151,15 @@ impl Emitter {
                         self.call_with(
                             "Compare",
                             &[(&mask, MASK), (&x, LT), (&y, LT), (&cnt, "i32")],
-                            &["0", "1", "2", mode(*c, false), "3"],
+                            &["0", "1", "2", &mode(*c, false), "3"],
                         );
                     }
                     (Held::Tile(x), Held::Scalar(s)) => {
-                        self.compares(step, &x, &s, mode(*c, false))
+                        self.compares(step, &x, &s, &mode(*c, false))
                     }
-                    (Held::Scalar(s), Held::Tile(y)) => self.compares(step, &y, &s, mode(*c, true)),
+                    (Held::Scalar(s), Held::Tile(y)) => {
+                        self.compares(step, &y, &s, &mode(*c, true))
+                    }
                     (Held::Scalar(_), Held::Scalar(_)) => {
                         unreachable!("scalars compare on the scalar unit")
                     }
@@ -322,7 +301,7 @@ impl Emitter {
         };
         match &node.op {
             Op::Compare(c) => {
-                let b = cmp(self, predicate(*c), &s(0), &s(1));
+                let b = cmp(self, c.name(), &s(0), &s(1));
                 as_01(self, &b)
             }
             Op::Select => {

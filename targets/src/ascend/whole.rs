@@ -102,18 +102,11 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         .filter(|v| matches!(k.node(*v).op, Op::Input { .. }))
         .collect();
     let tensor = |v: &ValueId| !k.ty(*v).shape.is_empty();
-    let computed = (0..k.len())
-        .filter(|&i| {
-            tensor(&ValueId(i as u32))
-                && !matches!(k.nodes[i].op, Op::Input { .. } | Op::Broadcast { .. })
-        })
-        .count();
-    let widened = inputs
-        .iter()
-        .filter(|v| tensor(v) && k.ty(**v).dtype != DType::F32)
-        .count();
     let tensor_outputs = k.outputs.iter().filter(|(_, v)| tensor(v)).count();
-    let conv = widened > 0
+    // Tensors of bool, i32 or f16 in or out go through a conversion tile.
+    let conv = inputs
+        .iter()
+        .any(|v| tensor(v) && k.ty(*v).dtype != DType::F32)
         || k.outputs
             .iter()
             .any(|(_, v)| tensor(v) && k.ty(*v).dtype != DType::F32);
@@ -132,7 +125,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let mut dry = Emitter::default();
     let dry_layout = Layout {
         tile: 64,
-        scratch: computed + widened + 8,
+        // Enough for the dry run's `InitBuffer`; the dry run counts the real need.
+        scratch: k.len() + 8,
         mask,
         conv,
     };

@@ -535,6 +535,14 @@ pub fn find_class(runs: &[Run], class: Class) -> &Run {
         .unwrap_or_else(|| panic!("no {class:?} kernel"))
 }
 
+/// g++ for C++17 at optimization `opt` with the Ascend C emulation header on the include path.
+pub fn gpp_with_ascend_emulation(opt: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("g++");
+    c.args(["-std=c++17", opt, "-I"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu"));
+    c
+}
+
 /// Builds the C++ program `src` with g++ (C++17, `-O1`, `warnings`) against the Ascend C
 /// emulation header (`targets/ascend_emu/`) into `exe`.
 pub fn build_with_ascend_emulation(
@@ -542,11 +550,8 @@ pub fn build_with_ascend_emulation(
     exe: &std::path::Path,
     warnings: &[&str],
 ) {
-    let o = std::process::Command::new("g++")
-        .args(["-std=c++17", "-O1"])
+    let o = gpp_with_ascend_emulation("-O1")
         .args(warnings)
-        .arg("-I")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ascend_emu"))
         .arg(src)
         .arg("-o")
         .arg(exe)
