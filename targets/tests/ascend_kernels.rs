@@ -271,8 +271,13 @@ impl Distinct {
         if let Some(at) = self.kernels.iter().position(|(u, _)| u.mlir == k.mlir) {
             return at;
         }
+        // The kernel under its own name (the name appears only in its function's symbol).
         let name = format!("k{}", self.kernels.len());
-        let k = build_kernel(g, &name, &ASCEND_910B).unwrap();
+        let mlir = k
+            .mlir
+            .replacen("emitc.func @k(", &format!("emitc.func @{name}("), 1);
+        assert_ne!(mlir, k.mlir, "{label}: the symbol was not renamed");
+        let k = AscendKernel { name, mlir, ..k };
         self.kernels.push((k, label.to_string()));
         self.kernels.len() - 1
     }
