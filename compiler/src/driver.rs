@@ -47,6 +47,11 @@ pub trait Target {
             why: "this target writes no separate kernel files (use --compile-to lower or codegen)",
         })
     }
+    /// Where `link` puts the trainer executable given `-o out`: `out` itself, or for a target
+    /// that writes a directory (the trainer beside a kernel project) a file in it.
+    fn trainer_path(&self, out: &Path) -> PathBuf {
+        out.to_path_buf()
+    }
     /// Compiles every phase's kernels and links them, the bundle and the runtime into `out`.
     fn link(
         &self,
@@ -229,10 +234,11 @@ pub fn compile(
                 ),
                 plans: artifacts.iter().map(|a| a.plan.clone()).collect(),
                 gpu: None,
+                ascend: None,
             };
             target.link(&artifacts, &bundle, out)?;
             return Ok(CompileOutput::Trainer {
-                path: out.to_path_buf(),
+                path: target.trainer_path(out),
                 phases: artifacts.len(),
                 loop_kernels: artifacts.iter().map(|a| a.kernels.len()).sum(),
             });

@@ -60,6 +60,7 @@ pub fn compile_tiny_trainer_batch(
     out: &Path,
 ) {
     compile_tiny_trainer_full(
+        "cpu",
         preset,
         phases,
         teacher,
@@ -77,10 +78,23 @@ pub fn compile_tiny_trainer_precision(
     precision: compiler::passes::mixed_precision::Precision,
     out: &Path,
 ) {
-    compile_tiny_trainer_full(preset, phases, None, None, 4, precision, out)
+    compile_tiny_trainer_full("cpu", preset, phases, None, None, 4, precision, out)
 }
 
+/// [`compile_tiny_trainer_precision`] for `--target target` (`-o out`: for `ascend` a folder).
+pub fn compile_tiny_trainer_target(
+    target: &str,
+    preset: &str,
+    phases: &str,
+    precision: compiler::passes::mixed_precision::Precision,
+    out: &Path,
+) {
+    compile_tiny_trainer_full(target, preset, phases, None, None, 4, precision, out)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn compile_tiny_trainer_full(
+    target: &str,
     preset: &str,
     phases: &str,
     teacher: Option<&Path>,
@@ -92,7 +106,7 @@ fn compile_tiny_trainer_full(
     std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
     let t = tiny_dir();
     let args = cli::compile_cmd::CompileArgs {
-        target: "cpu".into(),
+        target: target.into(),
         phases: phases.into(),
         configs: cli::model_args::ConfigArgs {
             teacher_config: Some(teacher.map_or(t.join("teacher.json"), Path::to_path_buf)),

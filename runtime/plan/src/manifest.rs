@@ -92,11 +92,14 @@ impl Manifest {
 }
 
 /// What `tbc compile` links into a trainer: the manifest, one plan per phase, and for a GPU
-/// trainer its kernel library (a CPU trainer's loop kernels are linked as native code).
+/// trainer its kernel library, for an Ascend trainer its kernel table (a CPU trainer's loop
+/// kernels are linked as native code).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainerBundle {
     pub manifest: Manifest,
     pub plans: Vec<ExecutablePlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<crate::gpu::GpuKernelLibrary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ascend: Option<crate::ascend::AscendKernelLibrary>,
 }

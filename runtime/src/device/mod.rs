@@ -4,9 +4,11 @@
 //! in device buffers between steps (the plan's donations are device copies); per step only the
 //! batch goes in and the logged scalars come out.
 //!
-//! [`host::HostDevice`] is the host CPU, [`cuda::CudaDevice`] an NVIDIA GPU; the tests add a
+//! [`host::HostDevice`] is the host CPU, [`cuda::CudaDevice`] an NVIDIA GPU,
+//! [`ascend::AscendDevice`] an Ascend NPU (or tbc's CPU emulation of one); the tests add a
 //! recorder. Every one implements [`Device`] the same way.
 
+pub mod ascend;
 pub mod cuda;
 pub mod host;
 
@@ -117,12 +119,14 @@ pub struct Bindings {
     pub outputs: Vec<BufferId>,
 }
 
-/// Where a trainer's sessions run: the host CPU with the linked loop kernels, or the GPU of a
-/// trainer compiled with `--target gpu`. Every session gets a device of its own from it.
+/// Where a trainer's sessions run: the host CPU with the linked loop kernels, the GPU of a
+/// trainer compiled with `--target gpu`, or the NPU of one compiled with `--target ascend`.
+/// Every session gets a device of its own from it.
 #[derive(Clone)]
 pub enum Backend<'k> {
     Host(&'k dyn crate::exec::LoopKernels),
     Cuda(std::sync::Arc<cuda::CudaRuntime>),
+    Ascend(std::sync::Arc<ascend::AscendRuntime>),
 }
 
 impl<'k> Backend<'k> {
@@ -131,6 +135,7 @@ impl<'k> Backend<'k> {
         match self {
             Backend::Host(k) => Box::new(host::HostDevice::new(*k)),
             Backend::Cuda(rt) => Box::new(cuda::CudaDevice::new(rt.clone())),
+            Backend::Ascend(rt) => Box::new(ascend::AscendDevice::new(rt.clone())),
         }
     }
 }

@@ -174,7 +174,7 @@ fn step(plans: &[ExecutablePlan], backend: &Backend, cmd: &StepCmd) -> Result<()
     let refs: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
     let (outputs, times, profile) = match backend {
         Backend::Host(kernels) => run_on_host(plan, *kernels, &refs, cmd.repeat)?,
-        Backend::Cuda(_) => {
+        Backend::Cuda(_) | Backend::Ascend(_) => {
             let (o, t) = run_on_device(plan, backend, &refs, cmd.repeat)?;
             (o, t, None)
         }
@@ -308,18 +308,21 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
         }
     };
     let plans = &bundle.plans;
-    // A GPU trainer opens its GPU for the commands that run plans (not `info`, `export-hf`).
-    let gpu = bundle
-        .gpu
-        .as_ref()
-        .filter(|_| !matches!(cli.command, Command::Info | Command::ExportHf(_)));
+    // A GPU or Ascend trainer opens its device for the commands that run plans (not `info`,
+    // `export-hf`).
+    let runs_plans = !matches!(cli.command, Command::Info | Command::ExportHf(_));
+    let device = match (&bundle.gpu, &bundle.ascend) {
+        (Some(g), _) if runs_plans => super::job::DeviceLibrary::Gpu(g),
+        (_, Some(a)) if runs_plans => super::job::DeviceLibrary::Ascend(a),
+        _ => super::job::DeviceLibrary::Host,
+    };
     let distribute = match &cli.command {
         Command::GeneralDistill(a) => a.common.distribute,
         Command::TaskDistill(a) => a.common.distribute,
         Command::Finetune(a) => a.common.distribute,
         _ => false,
     };
-    let backend = match super::job::start(kernels, gpu, distribute) {
+    let backend = match super::job::start(kernels, device, distribute) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -333,20 +336,26 @@ pub fn trainer_main(args: Vec<String>, kernels: &CompiledKernels, plans_json: &[
     let result = match &cli.command {
         Command::Info => {
             print!("{}", describe(&bundle.manifest));
-            match &bundle.gpu {
-                Some(g) => println!(
+            match (&bundle.gpu, &bundle.ascend) {
+                (Some(g), _) => println!(
                     "target gpu ({}): {} kernels, {:.1} KiB of PTX",
                     g.arch,
                     g.kernels.len(),
                     g.ptx.len() as f64 / 1024.0
                 ),
-                None => println!("target cpu"),
+                (None, Some(a)) => println!(
+                    "target ascend ({}): {} kernels in {} (built from the project beside the trainer)",
+                    a.soc,
+                    a.kernels.len(),
+                    plan::ascend::KERNEL_LIBRARY_FILE
+                ),
+                (None, None) => println!("target cpu"),
             }
             print!("{}", info(plans));
             let bf16 = plans.iter().flat_map(|p| &p.steps).any(
                 |s| matches!(s, Step::Gemm { precision, .. } if precision.input == ElemType::BF16),
             );
-            if bf16 && bundle.gpu.is_none() {
+            if bf16 && bundle.gpu.is_none() && bundle.ascend.is_none() {
                 match crate::exec::bf16::this_cpu() {
                     Ok(c) => println!("bf16 GEMMs on this CPU: {}", c.describe()),
                     Err(e) => println!("bf16 GEMMs on this CPU: {e}"),

@@ -1,24 +1,46 @@
 //! The process's place in a training job, set up before any session: its data-parallel group
 //! (one process, the ranks of `mpirun`, or for GPU trainers torchrun's environment) and the
-//! backend its sessions run on (the host, or this rank's GPU with the job's NCCL communicator).
+//! backend its sessions run on (the host, this rank's GPU with the job's NCCL communicator, or
+//! an Ascend NPU).
 
+use crate::device::ascend::AscendRuntime;
 use crate::device::cuda::nccl::{Nccl, NcclGroup, UniqueId};
 use crate::device::cuda::CudaRuntime;
 use crate::device::Backend;
 use crate::dist;
 use crate::exec::LoopKernels;
+use plan::ascend::AscendKernelLibrary;
 use plan::gpu::GpuKernelLibrary;
 
+/// The device kernels a command runs with: none (the host's linked kernels, and commands that
+/// run no plan), a GPU trainer's PTX library, or an Ascend trainer's kernel table.
+#[derive(Clone, Copy)]
+pub enum DeviceLibrary<'b> {
+    Host,
+    Gpu(&'b GpuKernelLibrary),
+    Ascend(&'b AscendKernelLibrary),
+}
+
 /// Joins the job (`distribute`: `--distribute true`) and opens the backend: the host for a CPU
-/// trainer (or a command that runs no plan, `gpu` = None), else this rank's GPU.
+/// trainer (or a command that runs no plan), else this rank's GPU or NPU.
 pub fn start<'k>(
     kernels: &'k dyn LoopKernels,
-    gpu: Option<&GpuKernelLibrary>,
+    device: DeviceLibrary,
     distribute: bool,
 ) -> Result<Backend<'k>, String> {
-    let Some(library) = gpu else {
-        dist::init(distribute)?;
-        return Ok(Backend::Host(kernels));
+    let library = match device {
+        DeviceLibrary::Host => {
+            dist::init(distribute)?;
+            return Ok(Backend::Host(kernels));
+        }
+        DeviceLibrary::Ascend(_) if distribute => {
+            return Err("--distribute true is not built for Ascend trainers yet (no HCCL collectives); train on one NPU, or compile for --target cpu|gpu".into());
+        }
+        DeviceLibrary::Ascend(library) => {
+            dist::init(false)?;
+            return Ok(Backend::Ascend(AscendRuntime::open(library, 0)?));
+        }
+        DeviceLibrary::Gpu(library) => library,
     };
     if let Some((rank, size)) = dist::torchrun().filter(|_| distribute && !dist::under_mpi()) {
         return start_torchrun(library, rank, size);

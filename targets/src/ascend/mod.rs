@@ -28,6 +28,24 @@ use std::process::Command;
 /// Our emulation of CANN's `kernel_operator.h` (see the file's header).
 pub const EMULATION_HEADER: &str = include_str!("../../ascend_emu/kernel_operator.h");
 
+/// Our stand-in for the ACL runtime and its aclnn operators over host memory (see
+/// `acl_standin.h`): the kernel project builds it with the emulation, and trainers run on it.
+pub const ACL_STANDIN: [(&str, &str); 4] = [
+    (
+        "acl_standin.h",
+        include_str!("../../ascend_emu/acl/acl_standin.h"),
+    ),
+    (
+        "ascendcl.cpp",
+        include_str!("../../ascend_emu/acl/ascendcl.cpp"),
+    ),
+    (
+        "nnopbase.cpp",
+        include_str!("../../ascend_emu/acl/nnopbase.cpp"),
+    ),
+    ("opapi.cpp", include_str!("../../ascend_emu/acl/opapi.cpp")),
+];
+
 /// A built kernel: its EmitC module and how it runs.
 #[derive(Clone, Debug)]
 pub struct AscendKernel {

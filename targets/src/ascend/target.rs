@@ -1,11 +1,12 @@
 //! The `ascend` [`Target`]: every loop kernel as an EmitC module (`lower`), as Ascend C
 //! (`codegen`), and as a kernel project with launchers and a CMake build for CANN or for our
-//! CPU emulation (`--emit ascend-c DIR`, `project.rs`). `link` is a clear error: the runtime has
-//! no Ascend (ACL) device yet, so there is no trainer to link.
+//! CPU emulation (`--emit ascend-c DIR`, `project.rs`). `link` (`-o DIR`) writes that project
+//! and, beside it, the trainer (`DIR/trainer`), whose runtime loads the kernel library the
+//! project builds and runs the plans on its Ascend device (ACL, or our stand-in of it).
 
 use super::tiling::AscendSoc;
-use super::{build_kernel, emitc_to_cpp, project, AscendKernel, EMULATION_HEADER};
-use crate::gpu::target::write_atomic;
+use super::{build_kernel, emitc_to_cpp, project, AscendKernel, ACL_STANDIN, EMULATION_HEADER};
+use crate::gpu::target::{link_bundle_trainer, write_atomic};
 use compiler::driver::{PhaseArtifacts, Target, TargetError, TargetNeeds};
 use compiler::fusion::KernelKind;
 use ir::DType;
@@ -69,8 +70,42 @@ impl Target for AscendTarget {
 
     /// The kernel project (see `project.rs`).
     fn emit(&self, phases: &[PhaseArtifacts], dir: &Path) -> Result<Vec<PathBuf>, TargetError> {
+        Ok(self.project(phases, dir)?.0)
+    }
+
+    fn trainer_path(&self, out: &Path) -> PathBuf {
+        out.join("trainer")
+    }
+
+    /// `out/trainer` beside the kernel project in `out`, its kernel table in the bundle.
+    fn link(
+        &self,
+        phases: &[PhaseArtifacts],
+        bundle: &TrainerBundle,
+        out: &Path,
+    ) -> Result<(), TargetError> {
+        if out.is_file() {
+            return Err(failed(format!(
+                "-o {}: an Ascend trainer is a directory (the trainer and its kernel project), and this is a file",
+                out.display()
+            )));
+        }
+        let (_, kernels) = self.project(phases, out)?;
+        let mut bundle = bundle.clone();
+        bundle.ascend = Some(project::library(&kernels, self.soc.name));
+        link_bundle_trainer(&bundle, &self.trainer_path(out))
+    }
+}
+
+impl AscendTarget {
+    /// Writes the kernel project of `phases` into `dir`; returns its files and kernels.
+    fn project(
+        &self,
+        phases: &[PhaseArtifacts],
+        dir: &Path,
+    ) -> Result<(Vec<PathBuf>, Vec<AscendKernel>), TargetError> {
         let kernel_dir = dir.join("kernels");
-        for d in [&kernel_dir, &dir.join("emulation")] {
+        for d in [&kernel_dir, &dir.join("emulation/acl")] {
             std::fs::create_dir_all(d)
                 .map_err(|e| failed(format!("cannot create {}: {e}", d.display())))?;
         }
@@ -102,15 +137,9 @@ impl Target for AscendTarget {
             &project::readme(kernels.len(), self.soc.name),
         )?;
         write(dir.join("emulation/kernel_operator.h"), EMULATION_HEADER)?;
-        Ok(written)
-    }
-
-    fn link(&self, _: &[PhaseArtifacts], _: &TrainerBundle, _: &Path) -> Result<(), TargetError> {
-        Err(TargetError::NotBuilt {
-            target: "ascend",
-            stage: "link",
-            why: "the runtime has no Ascend (ACL) device yet; `--emit ascend-c DIR` writes the \
-                  kernels, their launchers and a CMake project for CANN or the CPU emulation",
-        })
+        for (file, text) in ACL_STANDIN {
+            write(dir.join("emulation/acl").join(file), text)?;
+        }
+        Ok((written, kernels))
     }
 }

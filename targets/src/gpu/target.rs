@@ -104,22 +104,9 @@ impl Target for GpuTarget {
         bundle: &TrainerBundle,
         out: &Path,
     ) -> Result<(), TargetError> {
-        let runtime_lib = crate::link::runtime_library().map_err(failed)?;
         let mut bundle = bundle.clone();
         bundle.gpu = Some(kernel_library(phases, &self.arch)?);
-        let json = serde_json::to_vec(&bundle).map_err(failed)?;
-        let dir = tempfile::tempdir()
-            .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
-        let glue = crate::link::glue_object(
-            &[],
-            &[(plan::abi::PLANS_BLOB, &json)],
-            crate::toolchain::DEFAULT_CPU,
-        )
-        .map_err(failed)?;
-        let glue_path = dir.path().join("glue.o");
-        std::fs::write(&glue_path, &glue)
-            .map_err(|e| failed(format!("cannot write {}: {e}", glue_path.display())))?;
-        crate::link::link_executable(&[glue_path], &[runtime_lib], out).map_err(failed)
+        link_bundle_trainer(&bundle, out)
     }
 }
 
@@ -182,6 +169,25 @@ pub fn kernel_library(
         kernels: specs,
     })
 }
+/// Links a trainer whose kernels are not native code (they come with `bundle`, or from a
+/// library loaded at run time): the bundle in a glue object, linked with the runtime into `out`.
+pub(crate) fn link_bundle_trainer(bundle: &TrainerBundle, out: &Path) -> Result<(), TargetError> {
+    let runtime_lib = crate::link::runtime_library().map_err(failed)?;
+    let json = serde_json::to_vec(bundle).map_err(failed)?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
+    let glue = crate::link::glue_object(
+        &[],
+        &[(plan::abi::PLANS_BLOB, &json)],
+        crate::toolchain::DEFAULT_CPU,
+    )
+    .map_err(failed)?;
+    let glue_path = dir.path().join("glue.o");
+    std::fs::write(&glue_path, &glue)
+        .map_err(|e| failed(format!("cannot write {}: {e}", glue_path.display())))?;
+    crate::link::link_executable(&[glue_path], &[runtime_lib], out).map_err(failed)
+}
+
 /// Writes `bytes` to `path` through a temporary in the same directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TargetError> {
     let dir = path.parent().unwrap_or(Path::new("."));
