@@ -105,3 +105,71 @@ pub fn within_twice_autocast(
         phase.name()
     ))
 }
+
+/// A trainer's step `got` against the interpreter's step `want` of the same mixed-precision
+/// graph: the training state the fixtures lack (loss scale, step counters, dropout state) is
+/// not computed in 16 bits and must equal to f32 precision (1e-6); every other tensor is held
+/// to [`within_twice_autocast`] with the interpreter's step as a 16-bit reference (its
+/// round-off of an exact zero, as for the attention key biases' gradients, is at the 16-bit
+/// level and moves those parameters too). Ok: the summary line.
+pub fn against_interpreter(
+    amp: &BTreeMap<String, Tensor>,
+    got: &BTreeMap<String, Tensor>,
+    want: &BTreeMap<String, Tensor>,
+    precision: Precision,
+    preset: &str,
+    phase: Phase,
+) -> Result<String, String> {
+    if want.keys().ne(got.keys()) {
+        return Err(format!(
+            "outputs differ: {:?} vs {:?}",
+            want.keys().collect::<Vec<_>>(),
+            got.keys().collect::<Vec<_>>()
+        ));
+    }
+    let prefix = format!("{precision}/{preset}/{}/", phase.name());
+    let (graded, state): (BTreeMap<_, _>, BTreeMap<_, _>) = want
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| amp.contains_key(&format!("{prefix}{k}")));
+    let cmp = OutputComparer::new(state.iter());
+    for (name, w) in &state {
+        let err = cmp.error(name, &got[name], w);
+        if err > 1e-6 {
+            return Err(format!(
+                "{prefix}{name}: {err:.2e} from the interpreter (> 1e-6)"
+            ));
+        }
+    }
+    within_twice_autocast(
+        Reference::SixteenBit,
+        amp,
+        &graded,
+        got,
+        precision,
+        preset,
+        phase,
+    )
+}
+
+/// The interpreter's step of `phase` in `precision` on the tiny fixture weights and batch (lr
+/// 1e-3; loss scale 256 for a MindSpore training phase, else 1), as `tiny_trainer_step` runs it.
+pub fn interpreter_step(
+    preset: &compiler::frontend::preset::Preset,
+    phase: Phase,
+    precision: Precision,
+) -> BTreeMap<String, Tensor> {
+    let g = crate::tiny_graph_precision(preset, phase, precision);
+    let si = crate::StepInputs {
+        lr: if phase.is_training() { 1e-3 } else { 0.0 },
+        step: 0,
+        loss_scale: if preset.name == "mindspore" && phase.is_training() {
+            256.0
+        } else {
+            1.0
+        },
+    };
+    crate::run_with_fixture_inputs(&g, &si)
+        .into_iter()
+        .collect()
+}

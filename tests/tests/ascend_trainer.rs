@@ -22,7 +22,12 @@ const PHASES: &str = "gd,td1,td2,eval";
 /// Compiles the tiny `preset` trainer for Ascend into `dir` and builds its kernel project on the
 /// emulation (kernels and ACL stand-in in `dir/build`); returns the trainer.
 fn ascend_trainer(preset: &str, dir: &Path) -> PathBuf {
-    compile_tiny_trainer_target("ascend", preset, PHASES, Precision::Fp32, dir);
+    ascend_trainer_precision(preset, Precision::Fp32, dir)
+}
+
+/// [`ascend_trainer`] with `--precision`.
+fn ascend_trainer_precision(preset: &str, precision: Precision, dir: &Path) -> PathBuf {
+    compile_tiny_trainer_target("ascend", preset, PHASES, precision, dir);
     let build = dir.join("build");
     for args in [
         vec![
@@ -158,4 +163,249 @@ fn the_ascend_trainer_steps_equal_the_interpreter_and_the_cpu_trainer() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (e, name) = worst_error("td1 ascend vs cpu trainer", &read(&b), &read(&a), 1e-5);
     println!("mindspore td1 : ascend (emulated) vs CPU trainer max {e:.2e} ({name})");
+}
+
+/// `--precision fp16` on the emulated Ascend (f16 GEMM operands through aclnnMatmul, f16 loop
+/// kernels): every training phase's step against the interpreter's step of the same
+/// mixed-precision graph under the autocast rule (`tbc_tests::amp`), and against the float64
+/// fixtures within twice PyTorch autocast-fp16's own error.
+#[test]
+fn the_fp16_ascend_trainer_stays_within_twice_autocast_error() {
+    use compiler::frontend::preset::Preset;
+    use tbc_tests::amp::{against_interpreter, interpreter_step, within_twice_autocast, Reference};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let amp = read_fixture("amp_errors.safetensors");
+    let preset = Preset::mindspore();
+    let trainer = ascend_trainer_precision(preset.name, Precision::Fp16, &d.join("ascend"));
+    let out = d.join("step.safetensors");
+    for phase in [Phase::Gd, Phase::Td1, Phase::Td2, Phase::Eval] {
+        let o = on_emulation(
+            &trainer,
+            tiny_trainer_step(&trainer, preset.name, phase, &out),
+        )
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "{phase}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = read(&out);
+        let want = interpreter_step(&preset, phase, Precision::Fp16);
+        let vs_interp = against_interpreter(&amp, &got, &want, Precision::Fp16, preset.name, phase)
+            .unwrap_or_else(|e| panic!("{phase}: ascend fp16 vs interpreter: {e}"));
+        let expected = read_fixture(&format!(
+            "expected_{}_{}.safetensors",
+            preset.name,
+            phase.name()
+        ));
+        let vs_f64 = within_twice_autocast(
+            Reference::Float64,
+            &amp,
+            &expected,
+            &got,
+            Precision::Fp16,
+            preset.name,
+            phase,
+        )
+        .unwrap_or_else(|e| panic!("{phase}: ascend fp16 vs float64: {e}"));
+        println!("{phase}: vs interpreter: {vs_interp}\n{phase}: vs float64:     {vs_f64}");
+    }
+}
+
+/// Runs `trainer` with `args` in `cwd` (on the emulation when `emulated`); stdout and stderr.
+fn run_ok(trainer: &Path, args: &[&str], cwd: &Path, emulated: bool) -> String {
+    let mut c = Command::new(trainer);
+    c.args(args).current_dir(cwd);
+    if emulated {
+        c = on_emulation(trainer, c);
+    }
+    let o = c.output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        o.status.success(),
+        "{} {args:?} failed:\n{out}\n{err}",
+        trainer.display()
+    );
+    format!("{out}\n{err}")
+}
+
+/// general-distill → task-distill (td1, td2 with evaluation) → eval of the tiny MindSpore
+/// models on the emulated Ascend and with the CPU trainer, on the same data: every logged loss
+/// within 1e-4 relative of the CPU run's at the same step, the same accuracies, checkpoints
+/// written.
+#[test]
+fn a_tiny_distillation_on_the_emulated_ascend_follows_the_cpu_trainer() {
+    use tbc_tests::e2e::{fixture_model, losses, write_data};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_data(&d.join("train.tfrecord"), 48, 1);
+    write_data(&d.join("dev.tfrecord"), 16, 2);
+    fixture_model("teacher", &d.join("teacher.safetensors"));
+    let s = |p: &str| d.join(p).display().to_string();
+    let cpu = d.join("trainer-cpu");
+    compile_tiny_trainer_precision("mindspore", PHASES, Precision::Fp32, &cpu);
+    let ascend = ascend_trainer("mindspore", &d.join("ascend"));
+    let mut runs = Vec::new();
+    let mut accuracies = Vec::new();
+    for (name, trainer, emulated) in [("cpu", &cpu, false), ("ascend", &ascend, true)] {
+        let gd = s(&format!("gd-{name}"));
+        let td = s(&format!("td-{name}"));
+        let common = ["--data-sink-steps", "3", "--learning-rate", "1e-3"];
+        let gd_args = [
+            "general-distill",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--data-dir",
+            &s("train.tfrecord"),
+            "--epoch-size",
+            "2",
+            "--output-dir",
+            &gd,
+        ];
+        run_ok(trainer, &[&gd_args[..], &common[..]].concat(), d, emulated);
+        let td_args = [
+            "task-distill",
+            "--load-teacher-ckpt-path",
+            &s("teacher.safetensors"),
+            "--load-gd-ckpt-path",
+            &format!("{gd}/tinybert_gd_save_ckpt"),
+            "--train-data-dir",
+            &s("train.tfrecord"),
+            "--eval-data-dir",
+            &s("dev.tfrecord"),
+            "--td-phase1-epoch-size",
+            "2",
+            "--td-phase2-epoch-size",
+            "2",
+            "--output-dir",
+            &td,
+        ];
+        let out = run_ok(trainer, &[&td_args[..], &common[..]].concat(), d, emulated);
+        assert!(out.contains("The best acc is"), "{out}");
+        assert!(Path::new(&format!("{td}/eval_model.safetensors")).is_file());
+        let eval = run_ok(
+            trainer,
+            &[
+                "eval",
+                "--eval-data-dir",
+                &s("dev.tfrecord"),
+                "--load-td1-ckpt-path",
+                &format!("{td}/eval_model.safetensors"),
+            ],
+            d,
+            emulated,
+        );
+        let acc: Vec<String> = eval
+            .lines()
+            .filter(|l| l.contains("acc is"))
+            .map(str::to_string)
+            .collect();
+        assert!(!acc.is_empty(), "{eval}");
+        accuracies.push(acc);
+        let gd = losses(&d.join(format!("gd-{name}/metrics.jsonl")));
+        let mut td = losses(&d.join(format!("td-{name}/metrics.jsonl")));
+        runs.push([
+            gd["gd"].clone(),
+            td.remove("td1").unwrap_or_default(),
+            td.remove("td2").unwrap_or_default(),
+        ]);
+    }
+    assert_eq!(accuracies[0], accuracies[1], "eval accuracy, cpu vs ascend");
+    for (i, phase) in ["gd", "td1", "td2"].iter().enumerate() {
+        let (cpu_run, ascend_run) = (&runs[0][i], &runs[1][i]);
+        assert_eq!(cpu_run.len(), ascend_run.len(), "{phase}");
+        assert!(cpu_run.len() >= 4, "{phase}: {cpu_run:?}");
+        let worst = cpu_run
+            .iter()
+            .zip(ascend_run)
+            .map(|(a, b)| ((a - b) / a).abs())
+            .fold(0.0, f64::max);
+        println!("{phase}: {} logged losses, ascend (emulated) vs cpu worst relative difference {worst:.2e}", cpu_run.len());
+        assert!(
+            worst <= 1e-4,
+            "{phase}: ascend {ascend_run:?} vs cpu {cpu_run:?}"
+        );
+    }
+}
+
+/// What a user without the Ascend runtime, without the built kernel library, with the library
+/// of another trainer, or asking for data parallelism is told.
+#[test]
+fn a_missing_ascend_runtime_or_kernel_library_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trainer = ascend_trainer("paper", &d.join("ascend"));
+    let out = d.join("out.safetensors");
+    let step = |env: &[(&str, PathBuf)], ld: bool| {
+        let mut c = tiny_trainer_step(&trainer, "paper", Phase::Td1, &out);
+        if ld {
+            c = on_emulation(&trainer, c);
+        } else {
+            c.env_remove("LD_LIBRARY_PATH");
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+        err
+    };
+    let err = step(&[], false);
+    assert!(
+        err.contains("the Ascend runtime is missing: cannot load libascendcl.so")
+            && err.contains("install CANN"),
+        "{err}"
+    );
+    let err = step(&[("TBC_ASCEND_KERNELS", d.join("nowhere.so"))], true);
+    assert!(
+        err.contains("nowhere.so is missing: build the kernel project")
+            && err.contains("TBC_ASCEND_EMULATION=ON"),
+        "{err}"
+    );
+    // A library without this trainer's launchers (here: the ACL stand-in itself).
+    let other = trainer.parent().unwrap().join("build/libopapi.so");
+    let err = step(&[("TBC_ASCEND_KERNELS", other)], true);
+    assert!(
+        err.contains("has no tbc_ascend_") && err.contains("built for another trainer"),
+        "{err}"
+    );
+    // A kernel fault on the emulation (a Unified Buffer too small for the plan) stops the step.
+    let err = step(&[("TBC_ASCEND_UB_BYTES", PathBuf::from("2048"))], true);
+    assert!(
+        err.contains("Unified Buffer overflow") && err.contains("its launcher returned 1"),
+        "{err}"
+    );
+    // `info` needs no device.
+    let o = Command::new(&trainer)
+        .arg("info")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = on_emulation(&trainer, {
+        let mut c = Command::new(&trainer);
+        c.args([
+            "general-distill",
+            "--distribute",
+            "true",
+            "--data-dir",
+            "x",
+            "--load-teacher-ckpt-path",
+            "y",
+        ]);
+        c
+    })
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--distribute true is not built for Ascend"),
+        "{err}"
+    );
 }

@@ -47,7 +47,6 @@ fn read(p: &Path) -> BTreeMap<String, Tensor> {
     cli::tensor_file::read(p).unwrap()
 }
 
-/// `got` against the interpreter's step under the autocast rule; the summary line.
 fn against_interpreter(
     amp: &BTreeMap<String, Tensor>,
     got: &BTreeMap<String, Tensor>,
@@ -55,51 +54,12 @@ fn against_interpreter(
     preset: &str,
     phase: Phase,
 ) -> String {
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>()
-    );
-    // The training state the fixtures lack (loss scale, step counters, dropout state) is not
-    // computed in bf16: equal to f32 precision.
-    let prefix = format!("bf16/{preset}/{}/", phase.name());
-    let (graded, state): (BTreeMap<_, _>, BTreeMap<_, _>) = want
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| amp.contains_key(&format!("{prefix}{k}")));
-    let cmp = OutputComparer::new(state.iter());
-    for (name, w) in &state {
-        let err = cmp.error(name, &got[name], w);
-        assert!(
-            err <= 1e-6,
-            "{prefix}{name}: trainer vs interpreter {err:.2e}"
-        );
-    }
-    // The interpreter's step is itself a bf16 computation: its round-off of an exact zero (the
-    // attention key biases' gradients) is at the bf16 level, and moves those parameters too.
-    within_twice_autocast(
-        Reference::SixteenBit,
-        amp,
-        &graded,
-        got,
-        Precision::Bf16,
-        preset,
-        phase,
-    )
-    .unwrap_or_else(|e| panic!("trainer vs interpreter: {e}"))
+    tbc_tests::amp::against_interpreter(amp, got, want, Precision::Bf16, preset, phase)
+        .unwrap_or_else(|e| panic!("trainer vs interpreter: {e}"))
 }
 
 fn interpreter(preset: &Preset, phase: Phase) -> BTreeMap<String, Tensor> {
-    let g = tiny_graph_precision(preset, phase, Precision::Bf16);
-    let si = StepInputs {
-        lr: if phase.is_training() { 1e-3 } else { 0.0 },
-        step: 0,
-        loss_scale: if preset.name == "mindspore" && phase.is_training() {
-            256.0
-        } else {
-            1.0
-        },
-    };
-    run_with_fixture_inputs(&g, &si).into_iter().collect()
+    tbc_tests::amp::interpreter_step(preset, phase, Precision::Bf16)
 }
 
 #[test]

@@ -434,7 +434,7 @@ impl Device for AscendDevice {
                         if status != 0 {
                             return Err(err(
                                 &name,
-                                format!("kernel {symbol} failed to launch (status {status})"),
+                                format!("kernel {symbol}: its launcher returned {status} (launch failed, or on the emulation a fault it reported above)"),
                             ));
                         }
                     }
