@@ -12,8 +12,7 @@ use targets::{target_by_name, TargetOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompileArgs {
-    /// cpu | gpu | ascend (ascend writes kernels with `--emit ascend-c DIR` and links no trainer
-    /// yet: the runtime has no Ascend device)
+    /// cpu | gpu | ascend (ascend: `-o DIR` writes DIR/trainer beside its kernel project)
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// Comma-separated phases to compile (gd, td1, td2, eval, ft, eval_teacher).
@@ -174,6 +173,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let target = match args.target.as_str() {
                 "gpu" => format!("gpu {}, {}", args.gpu_arch, args.precision),
+                "ascend" => format!("ascend {}, {}", args.ascend_soc, args.precision),
                 other => format!("{other} {}", args.cpu),
             };
             eprintln!(
@@ -182,6 +182,12 @@ pub fn run(args: &CompileArgs) -> Result<()> {
                 size as f64 / 1e6,
                 start.elapsed().as_secs_f64()
             );
+            if args.target == "ascend" {
+                let dir = path.parent().unwrap_or(&path).display();
+                eprintln!(
+                    "its kernels are a project to build before it runs: cmake -S {dir} -B {dir}/build && cmake --build {dir}/build -j (CANN 8/9), or add -DTBC_ASCEND_EMULATION=ON for the CPU emulation; see {dir}/README.md"
+                );
+            }
         }
         CompileOutput::Emitted(files) => {
             for f in &files {

@@ -133,8 +133,7 @@ fn bad_flags_are_clear_errors() {
         !ok && err.contains("linking a trainer needs an output path: -o trainer"),
         "{err}"
     );
-    // ascend builds and prints kernels but links no trainer yet (no Ascend device in the
-    // runtime); an unknown SoC is named.
+    // An unknown Ascend SoC is named; an Ascend trainer is a directory, not a file.
     let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--ascend-soc", "ascend310"]);
     assert!(
         !ok && err.contains("unknown --ascend-soc 'ascend310' (known: ascend910b, ascend910)"),
@@ -143,13 +142,21 @@ fn bad_flags_are_clear_errors() {
     assert!(!err.contains("panicked"));
     let d = tempfile::tempdir().unwrap();
     let o = d.path().join("trainer");
-    let o = o.to_str().unwrap();
-    let (ok, _, err) = tbc(&["compile", "--target", "ascend", "--phases", "td1", "-o", o]);
+    std::fs::write(&o, "mine").unwrap();
+    let (ok, _, err) = tbc(&[
+        "compile",
+        "--target",
+        "ascend",
+        "--phases",
+        "td1",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
     assert!(
-        !ok && err.contains("target ascend: the link stage is not built yet (the runtime has no Ascend (ACL) device yet"),
+        !ok && err.contains("an Ascend trainer is a directory (the trainer and its kernel project), and this is a file"),
         "{err}"
     );
-    assert!(!d.path().join("trainer").exists());
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), "mine");
     let (ok, out, err) = tbc(&[
         "compile",
         "--target",

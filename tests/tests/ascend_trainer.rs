@@ -14,7 +14,6 @@ use ir::Tensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tbc_tests::e2e::*;
 use tbc_tests::*;
 
 const PHASES: &str = "gd,td1,td2,eval";
@@ -379,6 +378,11 @@ fn a_missing_ascend_runtime_or_kernel_library_is_a_clear_error() {
     let err = step(&[("TBC_ASCEND_UB_BYTES", PathBuf::from("2048"))], true);
     assert!(
         err.contains("Unified Buffer overflow") && err.contains("its launcher returned 1"),
+        "{err}"
+    );
+    let err = step(&[("ASCEND_DEVICE_ID", PathBuf::from("3"))], true);
+    assert!(
+        err.contains("NPU 3 (ASCEND_DEVICE_ID) does not exist: ACL reports 1"),
         "{err}"
     );
     // `info` needs no device.

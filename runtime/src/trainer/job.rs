@@ -38,7 +38,14 @@ pub fn start<'k>(
         }
         DeviceLibrary::Ascend(library) => {
             dist::init(false)?;
-            return Ok(Backend::Ascend(AscendRuntime::open(library, 0)?));
+            // As MindSpore's scripts choose the NPU: ASCEND_DEVICE_ID, else the first.
+            let id = match std::env::var("ASCEND_DEVICE_ID") {
+                Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+                    format!("ASCEND_DEVICE_ID={v}: expected an NPU number (0, 1, …)")
+                })?,
+                Err(_) => 0,
+            };
+            return Ok(Backend::Ascend(AscendRuntime::open(library, id)?));
         }
         DeviceLibrary::Gpu(library) => library,
     };

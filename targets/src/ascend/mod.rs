@@ -1,12 +1,12 @@
-//! The Ascend back end (in progress, the Ascend target issue): fused loop kernels become Ascend C
-//! vector kernels, built as MLIR EmitC modules at the tile level (`TPipe`, double-buffered
-//! `TQue`s, CopyIn / Compute / CopyOut, the multi-core split by `GetBlockIdx()`, the vector calls
-//! as `emitc.call_opaque`; shared pieces in `emitc.rs`), sized by the tiling planner
-//! (`tiling.rs`) and printed to C++ by MLIR's C++ emitter. Built so far: element-wise kernels
-//! (`elementwise.rs`: same-shape f32 tensors and scalars) and row kernels (`rows.rs`: reductions
-//! along the last axis and the row and column broadcasts around them); the other kernel classes
-//! are clear errors. `ascend_emu/kernel_operator.h` is our CPU emulation of the Ascend C API
-//! subset, which the tests build the printed kernels against.
+//! The Ascend back end: fused loop kernels become Ascend C vector kernels, built as MLIR EmitC
+//! modules at the tile level (`TPipe`, double-buffered `TQue`s, CopyIn / Compute / CopyOut, the
+//! multi-core split by `GetBlockIdx()`, the vector calls as `emitc.call_opaque`; shared pieces in
+//! `emitc.rs`), sized by the tiling planner (`tiling.rs`) and printed to C++ by MLIR's C++
+//! emitter. Kernel classes: element-wise (`elementwise.rs`), rows and column sums (`rows.rs`),
+//! full reductions (`whole.rs`), moves (`moves.rs`). `project.rs` writes the kernel project,
+//! `target.rs` the trainer beside it. `ascend_emu/kernel_operator.h` is our CPU emulation of the
+//! Ascend C API subset and `ascend_emu/acl/` our stand-in for ACL and aclnn, which the tests and
+//! the emulated trainer run on.
 
 mod elem;
 mod elementwise;

@@ -58,7 +58,7 @@ fn kernel_library_path() -> Result<PathBuf, String> {
 }
 
 impl AscendRuntime {
-    /// Opens NPU `ordinal` (modulo the NPUs present) with the kernel library of `library`.
+    /// Opens NPU `ordinal` with the kernel library of `library`.
     pub fn open(
         library: &AscendKernelLibrary,
         ordinal: usize,
@@ -105,7 +105,12 @@ impl AscendRuntime {
                     "ACL reports no Ascend NPU on this machine (npu-smi info lists them)".into(),
                 );
             }
-            let ordinal = (ordinal % count as usize) as i32;
+            if ordinal >= count as usize {
+                return Err(format!(
+                    "NPU {ordinal} (ASCEND_DEVICE_ID) does not exist: ACL reports {count} on this machine"
+                ));
+            }
+            let ordinal = ordinal as i32;
             acl.check((api.set_device)(ordinal), "aclrtSetDevice")?;
             let soc = {
                 let p = (api.soc_name)();
