@@ -2,7 +2,8 @@
 //! small programs (`targets/tests/ascend_emu/*.cpp`): correct kernels give the right numbers
 //! (double-buffered Add in float and half with DataCopyPad tails, exact; a row softmax with V→S
 //! events against float64; ReduceSum in half in the NPU's tree order), and each planted fault
-//! ends the launch with a clear message and a failing status.
+//! ends the launch with a clear message and a failing status. The ACL stand-in
+//! (`targets/ascend_emu/acl/`) is checked here on its own too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,4 +93,25 @@ fn planted_faults_are_caught_with_a_clear_message() {
         .output()
         .unwrap();
     assert!(o.status.success());
+}
+
+/// Our stand-in for ACL and aclnn (`targets/ascend_emu/acl/`, what the emulated Ascend trainer
+/// runs on) on its own: right numbers, and misuse is an error with a message.
+#[test]
+fn the_acl_stand_in_computes_and_refuses_misuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("acl_standin");
+    let acl = here().join("ascend_emu/acl");
+    let o = Command::new("g++")
+        .args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(here().join("tests/ascend_emu/acl_standin.cpp"))
+        .args(["ascendcl.cpp", "nnopbase.cpp", "opapi.cpp"].map(|f| acl.join(f)))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, text) = run(&exe, &[]);
+    print!("{text}");
+    assert!(o.status.success(), "{text}");
+    assert_eq!(text.matches("ok ").count(), 10, "{text}");
 }
