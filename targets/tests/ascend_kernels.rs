@@ -535,3 +535,105 @@ fn big_moves_are_split_into_parts_that_fit() {
         assert!(e.norm == 0.0, "{}: {e:?}", r.graph.name);
     }
 }
+
+/// Builds `g`, runs it on the emulation over random inputs and returns it with its norm-wise
+/// error against the interpreter (the snapshot kernels below are checked, not only printed).
+fn built_and_checked(g: ir::Graph, block_dim: usize) -> (AscendKernel, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let k = build_kernel(&g, &g.name, &ASCEND_910B).unwrap();
+    assert_eq!(k.block_dim, block_dim, "{}", g.name);
+    let mut distinct = Distinct::default();
+    let at = distinct.index(&g, &g.name);
+    let inputs = random_inputs(&g, 11);
+    let outputs = interpret(&g, &inputs);
+    let name = g.name.clone();
+    let run = Run {
+        index: 0,
+        out_names: vec![None; outputs.len()],
+        graph: g,
+        inputs,
+        outputs,
+    };
+    let exe = build_program(&distinct.kernels, dir.path());
+    let e = run_and_compare((&exe, dir.path()), &distinct, &run, at, &name).unwrap();
+    assert!(e.norm <= 1e-6, "{name}: {e:?}");
+    (k, e.norm)
+}
+
+/// LayerNorm forward over rows of 40 (BERT's, eps 1e-12): mean and variance as row
+/// reductions read after V→S events, γ and β broadcast along the rows.
+#[test]
+fn snapshots_of_a_layer_norm_forward_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("layer_norm");
+    let x = b.input("in0", TensorType::new(DType::F32, vec![6, 40]));
+    let gamma = b.input("in1", TensorType::new(DType::F32, vec![40]));
+    let beta = b.input("in2", TensorType::new(DType::F32, vec![40]));
+    let y = compiler::frontend::bert::layer_norm(&mut b, x, gamma, beta, 1e-12);
+    b.output("out0", y);
+    let (k, err) = built_and_checked(b.finish(), 6);
+    println!("layer_norm: {err:.2e} from the interpreter");
+    insta::assert_snapshot!("ascend_emitc_layer_norm", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_layer_norm", emitc_to_cpp(&k.mlir).unwrap());
+}
+
+/// LayerNorm backward to the input over rows of 40: with x̂ = (x − mean)·rstd and g = dy·γ,
+/// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) — three row reductions and their broadcasts.
+#[test]
+fn snapshots_of_a_layer_norm_backward_kernel() {
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("layer_norm_grad");
+    let t = TensorType::new(DType::F32, vec![6, 40]);
+    let x = b.input("in0", t.clone());
+    let dy = b.input("in1", t);
+    let gamma = b.input("in2", TensorType::new(DType::F32, vec![40]));
+    let s = vec![6, 40];
+    let mean = b.mean(x, &[1]);
+    let mean = b.broadcast(mean, &s, &[0]);
+    let xc = b.sub(x, mean);
+    let sq = b.mul(xc, xc);
+    let var = b.mean(sq, &[1]);
+    let var = b.add_scalar(var, 1e-12);
+    let rstd = b.rsqrt(var);
+    let rstd = b.broadcast(rstd, &s, &[0]);
+    let xhat = b.mul(xc, rstd);
+    let gm = b.broadcast(gamma, &s, &[1]);
+    let g = b.mul(dy, gm);
+    let mg = b.mean(g, &[1]);
+    let mg = b.broadcast(mg, &s, &[0]);
+    let gx = b.mul(g, xhat);
+    let mgx = b.mean(gx, &[1]);
+    let mgx = b.broadcast(mgx, &s, &[0]);
+    let t1 = b.sub(g, mg);
+    let t2 = b.mul(xhat, mgx);
+    let d = b.sub(t1, t2);
+    let dx = b.mul(rstd, d);
+    b.output("out0", dx);
+    let (k, err) = built_and_checked(b.finish(), 6);
+    println!("layer_norm_grad: {err:.2e} from the interpreter");
+    insta::assert_snapshot!("ascend_emitc_layer_norm_grad", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_layer_norm_grad", emitc_to_cpp(&k.mlir).unwrap());
+}
+
+/// The prediction-layer loss of task distillation per example: soft cross-entropy
+/// −Σ softmax(t/T)·log_softmax(s/T) over rows of 2 logits (temperature 1), for 8 examples, one
+/// per core — rows of 8 bytes, under one 32-byte block, through `DataCopyPad`.
+#[test]
+fn snapshots_of_a_loss_kernel() {
+    use compiler::frontend::bert::{log_softmax_last, softmax_last};
+    use ir::{Builder, DType, TensorType};
+    let mut b = Builder::new("soft_ce");
+    let t = TensorType::new(DType::F32, vec![8, 2]);
+    let s = b.input("in0", t.clone());
+    let te = b.input("in1", t);
+    let p = softmax_last(&mut b, te);
+    let lq = log_softmax_last(&mut b, s);
+    let pl = b.mul(p, lq);
+    let row = b.sum(pl, &[1]);
+    let loss = b.neg(row);
+    b.output("out0", loss);
+    let (k, err) = built_and_checked(b.finish(), 8);
+    println!("soft_ce: {err:.2e} from the interpreter");
+    insta::assert_snapshot!("ascend_emitc_soft_ce", k.mlir);
+    insta::assert_snapshot!("ascend_cpp_soft_ce", emitc_to_cpp(&k.mlir).unwrap());
+}
