@@ -418,6 +418,23 @@ fn the_ascend_kernel_project_builds_on_the_emulation() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    // The ACL stand-in the emulated trainer runs on is built with the kernels.
+    for stand_in in ["libascendcl.so", "libnnopbase.so", "libopapi.so"] {
+        assert!(build.join(stand_in).is_file(), "{stand_in} not built");
+    }
+    // Every kernel's tiling struct is in the table and at the top of its source.
+    for k in kernels {
+        let tiling = k["tiling"].as_object().unwrap();
+        let name = k["kernel"].as_str().unwrap();
+        let src = std::fs::read_to_string(project.join(format!("kernels/{name}.cpp"))).unwrap();
+        for (field, value) in tiling {
+            assert!(
+                src.contains(&format!("int64_t {field};")) && src.contains(&value.to_string()),
+                "{name}: tiling.{field} = {value} not in its source"
+            );
+        }
+    }
+    assert!(kernels.iter().any(|k| k["tiling"].get("perBlock").is_some()));
     let lib = build.join("libtbc_ascend_kernels.so");
     let o = Command::new("nm").arg("-D").arg(&lib).output().unwrap();
     let symbols = String::from_utf8_lossy(&o.stdout);

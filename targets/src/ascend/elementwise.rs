@@ -111,6 +111,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
+        tiling: e.tiling,
         block_dim: plan.block_dim,
         ub_bytes: plan.ub_used,
         params: inputs.len() + k.outputs.len(),
@@ -203,7 +204,7 @@ impl Emitter {
         self.line(&format!(
             "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
         ));
-        let per = self.constant(&plan.per_block.to_string(), "i64");
+        let per = self.tiling("perBlock", plan.per_block);
         let total = self.constant(&elements.to_string(), "i64");
         let start = self.binop("mul", &blk, &per, "i64");
         let rem = self.binop("sub", &total, &start, "i64");

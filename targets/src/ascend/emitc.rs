@@ -55,6 +55,8 @@ pub(super) struct Emitter {
     pub(super) indent: usize,
     /// Scratch tiles the emitted kernel needs at once (its builders plan the UB with it).
     pub(super) scratch_slots: usize,
+    /// The tiling planner's values the kernel reads, by field: its tiling struct.
+    pub(super) tiling: Vec<(String, usize)>,
 }
 
 impl Emitter {
@@ -77,6 +79,27 @@ impl Emitter {
         self.line(&format!(
             "{v} = \"emitc.constant\"() <{{value = {lit} : {ty}}}> : () -> {ty}"
         ));
+        v
+    }
+
+    /// `value`, a tiling planner's decision, as field `field` of the kernel's tiling struct
+    /// (printed at the top of the kernel by [`Emitter::module`]): an i64 reading `tiling.<field>`.
+    /// A field planned twice with different values gets a numbered name.
+    pub(super) fn tiling(&mut self, field: &str, value: usize) -> String {
+        let mut name = field.to_string();
+        let mut n = 1;
+        while let Some((_, v)) = self.tiling.iter().find(|(f, _)| *f == name) {
+            if *v == value {
+                break;
+            }
+            n += 1;
+            name = format!("{field}{n}");
+        }
+        if !self.tiling.iter().any(|(f, _)| *f == name) {
+            self.tiling.push((name.clone(), value));
+        }
+        let v = self.fresh();
+        self.line(&format!("{v} = emitc.literal \"tiling.{name}\" : i64"));
         v
     }
 
@@ -565,8 +588,26 @@ impl Emitter {
     /// The EmitC module of kernel `name` with `params` (`%pN: GM_ADDR`) and the body emitted
     /// so far; `prelude` are module-level ops before the function.
     pub(super) fn module(&self, name: &str, params: &[String], prelude: &str) -> String {
+        // The tiling struct: the planner's values, compile-time constants (the kernel is built
+        // for its shapes), first in the function. (A verbatim without arguments has no
+        // placeholders: its braces are written as they are.)
+        let tiling = if self.tiling.is_empty() {
+            String::new()
+        } else {
+            let fields: Vec<String> = self
+                .tiling
+                .iter()
+                .map(|(f, _)| format!("int64_t {f};"))
+                .collect();
+            let values: Vec<String> = self.tiling.iter().map(|(_, v)| v.to_string()).collect();
+            format!(
+                "  emitc.verbatim \"constexpr struct {{ {} }} tiling = {{{}}};\"\n",
+                fields.join(" "),
+                values.join(", ")
+            )
+        };
         format!(
-            "emitc.include \"kernel_operator.h\"\n{prelude}emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{\n{}}}\n",
+            "emitc.include \"kernel_operator.h\"\n{prelude}emitc.func @{name}({}) attributes {{specifiers = [\"extern \\\"C\\\" __global__ __aicore__\"]}} {{\n{tiling}{}}}\n",
             params.join(", "),
             self.body
         )
@@ -582,7 +623,7 @@ impl Emitter {
         elems: impl IntoIterator<Item = Elem>,
     ) -> (String, String, Vec<(Elem, String)>) {
         let c0 = self.constant("0", "i64");
-        let tile = &self.constant(&tile.to_string(), "i64");
+        let tile = &self.tiling("tile", tile);
         self.line(&format!(
             "emitc.for {off} = {c0} to {len} step {tile} : i64 {{"
         ));

@@ -58,6 +58,8 @@ pub struct AscendKernel {
     pub ub_bytes: usize,
     /// Parameters in order: the kernel's inputs, then its outputs (`GM_ADDR` each).
     pub params: usize,
+    /// Its tiling struct: the planner's values the kernel reads (`tiling.<field>`), by field.
+    pub tiling: Vec<(String, usize)>,
 }
 
 /// Builds loop kernel `k` (named `name`) for `soc`: an element-wise kernel when every tensor of

@@ -145,6 +145,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
+        tiling: e.tiling,
         block_dim,
         ub_bytes: buffers * group_bytes + chunk * out_row_bytes,
         params: 2,
@@ -193,7 +194,7 @@ impl Emitter {
         self.line(&format!(
             "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
         ));
-        let per = self.constant(&per_block.to_string(), "i64");
+        let per = self.tiling("perBlock", per_block);
         let total = self.constant(&groups.to_string(), "i64");
         let first = self.binop("mul", &blk, &per, "i64");
         let end0 = self.binop("add", &first, &per, "i64");
@@ -244,7 +245,7 @@ impl Emitter {
             let all = self.constant(&(group_bytes / 4).to_string(), "i32");
             self.vector("Duplicate", &[(&t, LT), (&zero, "f32"), (&all, "i32")]);
             self.event("V_MTE2");
-            let chunk_c = self.constant(&chunk.to_string(), "i64");
+            let chunk_c = self.tiling("chunk", chunk);
             let from = self.binop("mul", &c, &chunk_c, "i64");
             let to = self.binop("add", &from, &chunk_c, "i64");
             let low_c = self.constant(&low.to_string(), "i64");

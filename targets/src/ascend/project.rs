@@ -42,7 +42,8 @@ pub(super) fn launcher(kernels: &[AscendKernel]) -> String {
     s
 }
 
-/// `kernels.json`: per kernel its launcher, cores, Unified Buffer bytes and buffer count.
+/// `kernels.json`: per kernel its launcher, cores, Unified Buffer bytes, buffer count and
+/// tiling struct.
 pub(super) fn table(kernels: &[AscendKernel], soc: &str) -> serde_json::Value {
     serde_json::json!({
         "soc": soc,
@@ -52,6 +53,7 @@ pub(super) fn table(kernels: &[AscendKernel], soc: &str) -> serde_json::Value {
             "block_dim": k.block_dim,
             "ub_bytes": k.ub_bytes,
             "buffers": k.params,
+            "tiling": k.tiling.iter().map(|(f, v)| (f.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -339,6 +339,7 @@ fn build_with_tail(
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
+        tiling: e.tiling,
         block_dim: plan.block_dim,
         ub_bytes: plan.ub_used,
         params: inputs.len() + k.outputs.len(),
@@ -399,7 +400,7 @@ impl Emitter {
         self.line(&format!(
             "{blk} = emitc.call_opaque \"AscendC::GetBlockIdx\"() : () -> i64"
         ));
-        let per = self.constant(&plan.per_block.to_string(), "i64");
+        let per = self.tiling("perBlock", plan.per_block);
         let c64 = self.constant(&cols.to_string(), "i64");
         let total = self.constant(&rows.to_string(), "i64");
         let full_elems: Vec<Elem> = inputs

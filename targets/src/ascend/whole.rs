@@ -166,6 +166,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     Ok(AscendKernel {
         name: name.to_string(),
         mlir,
+        tiling: e.tiling,
         block_dim: 1,
         ub_bytes: plan.ub_used,
         params: inputs.len() + k.outputs.len(),
