@@ -434,7 +434,9 @@ fn the_ascend_kernel_project_builds_on_the_emulation() {
             );
         }
     }
-    assert!(kernels.iter().any(|k| k["tiling"].get("perBlock").is_some()));
+    assert!(kernels
+        .iter()
+        .any(|k| k["tiling"].get("perBlock").is_some()));
     let lib = build.join("libtbc_ascend_kernels.so");
     let o = Command::new("nm").arg("-D").arg(&lib).output().unwrap();
     let symbols = String::from_utf8_lossy(&o.stdout);
