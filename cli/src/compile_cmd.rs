@@ -54,6 +54,18 @@ pub struct CompileArgs {
     /// unless `-o`.
     #[arg(long, num_args = 2, value_names = ["KIND", "DIR"])]
     pub emit: Option<Vec<String>>,
+    /// Data-parallel training: gradient megabytes (MiB) per all-reduce bucket. Each bucket is
+    /// averaged as soon as its gradients exist, overlapping the rest of the backward (CPU
+    /// trainers under MPI); smaller buckets overlap more and send more messages.
+    #[arg(long, default_value_t = 25.0, value_parser = bucket_mb)]
+    pub allreduce_bucket_mb: f64,
+}
+
+fn bucket_mb(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a positive number of MiB, got '{s}'")),
+    }
 }
 
 /// Names `--dump-after` accepts: the stages, the mixed-precision pass and the simplify passes.
@@ -158,6 +170,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         dump_after: &args.dump_after,
         output: args.output.as_deref().filter(|_| until == Stage::Link),
         emit: emit_dir.as_deref(),
+        bucket_bytes: ((args.allreduce_bucket_mb * 1048576.0) as usize).max(1),
     };
     let start = std::time::Instant::now();
     let out = compile(&req, target.as_ref(), |phase, name, dump| {

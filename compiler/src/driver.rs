@@ -9,7 +9,7 @@ use crate::frontend::config::ModelConfig;
 use crate::frontend::preset::{Phase, Preset};
 use crate::frontend::{FrontendError, GraphSpec};
 use crate::fusion::KernelKind;
-use crate::pipeline::{compile_aligned, Compiled, Stage};
+use crate::pipeline::{compile_lowered, Compiled, Lowering, Stage};
 use ::plan::exec::{ExecutablePlan, Step};
 use ::plan::manifest::TrainerBundle;
 use ir::{DType, Graph};
@@ -116,6 +116,8 @@ pub struct CompileRequest<'a> {
     pub output: Option<&'a Path>,
     /// A directory for the target's kernel files (`--emit`), written after codegen.
     pub emit: Option<&'a Path>,
+    /// Gradient bytes per all-reduce bucket of data-parallel training.
+    pub bucket_bytes: usize,
 }
 
 /// What a compilation produced.
@@ -182,11 +184,14 @@ pub fn compile(
             dtype: req.dtype,
             precision: req.precision,
         };
-        let compiled = compile_aligned(
+        let compiled = compile_lowered(
             &spec,
             req.until,
             req.dump_after,
-            needs.alignment,
+            &Lowering {
+                alignment: needs.alignment,
+                bucket_bytes: req.bucket_bytes,
+            },
             |name, t| dump(phase, name, t),
         )?;
         if !req.until.is_backend() {

@@ -2,8 +2,11 @@
 //!
 //! Rules (each decision is recorded with its reason, see [`Fusion::explain`]):
 //! - `matmul` is a library GEMM kernel; `gather` and `scatter_add` are kernels of their own.
-//! - Every `all_reduce_mean` of the graph is in one collective kernel: the gradients are
-//!   averaged across devices in one flat buffer, one all-reduce per step.
+//! - The `all_reduce_mean`s of the graph are collective kernels by bucket: in the order their
+//!   gradients are produced, they fill buckets of at least `bucket_bytes` (PyTorch DDP's 25 MB by
+//!   default); each bucket is averaged across devices as one flat buffer, and is scheduled as
+//!   soon as its gradients exist, so its all-reduce overlaps the rest of the backward where the
+//!   runtime can (the host executor with MPI).
 //! - `reshape` is a view: no kernel, it aliases its operand's buffer.
 //! - `input` nodes are external buffers; `constant` nodes are copied into every loop kernel that
 //!   reads them (a splat is free to recompute).
@@ -31,7 +34,7 @@ pub enum KernelKind {
     Gather,
     /// Row scatter-add (embedding gradient).
     ScatterAdd,
-    /// The all-reduces of data parallelism, all in one.
+    /// A bucket of the all-reduces of data parallelism.
     Collective,
 }
 
@@ -118,8 +121,38 @@ pub fn users(g: &Graph) -> Vec<Vec<ValueId>> {
     u
 }
 
-/// Groups `g`'s nodes into kernels.
+/// Gradient bytes per all-reduce bucket by default (PyTorch DDP's `bucket_cap_mb`, 25 MB).
+pub const DEFAULT_BUCKET_BYTES: usize = 25 * 1024 * 1024;
+
+/// Groups `g`'s nodes into kernels, all-reduces in buckets of [`DEFAULT_BUCKET_BYTES`].
 pub fn fuse(g: &Graph) -> Fusion {
+    fuse_with(g, DEFAULT_BUCKET_BYTES)
+}
+
+/// The all-reduce bucket of each `all_reduce_mean` node (by node index): in the order their
+/// operands are produced (node order), each bucket closes once it holds `bucket_bytes`.
+fn all_reduce_buckets(g: &Graph, bucket_bytes: usize) -> (Vec<Option<usize>>, usize) {
+    let mut reduces: Vec<usize> = (0..g.len())
+        .filter(|&i| matches!(g.nodes[i].op, Op::AllReduceMean))
+        .collect();
+    reduces.sort_by_key(|&i| g.nodes[i].inputs[0]);
+    let mut bucket_of = vec![None; g.len()];
+    let (mut bucket, mut filled) = (0, 0);
+    for &i in &reduces {
+        if filled >= bucket_bytes.max(1) {
+            bucket += 1;
+            filled = 0;
+        }
+        bucket_of[i] = Some(bucket);
+        let ty = &g.nodes[i].ty;
+        filled += ty.shape.iter().product::<usize>() * ty.dtype.size_bytes();
+    }
+    let buckets = if reduces.is_empty() { 0 } else { bucket + 1 };
+    (bucket_of, buckets)
+}
+
+/// [`fuse`] with all-reduce buckets of `bucket_bytes`.
+pub fn fuse_with(g: &Graph, bucket_bytes: usize) -> Fusion {
     let n = g.len();
     let users = users(g);
     let is_output: Vec<bool> = {
@@ -132,7 +165,8 @@ pub fn fuse(g: &Graph) -> Fusion {
     let mut group: Vec<Option<usize>> = vec![None; n];
     let mut kinds: Vec<KernelKind> = Vec::new();
     let mut boundaries = Vec::new();
-    let mut collective: Option<usize> = None;
+    let (bucket_of, buckets) = all_reduce_buckets(g, bucket_bytes);
+    let mut collective: Vec<Option<usize>> = vec![None; buckets];
 
     for i in (0..n).rev() {
         let op = &g.nodes[i].op;
@@ -140,7 +174,8 @@ pub fn fuse(g: &Graph) -> Fusion {
             continue;
         }
         if matches!(op, Op::AllReduceMean) {
-            let k = *collective.get_or_insert_with(|| {
+            let bucket = bucket_of[i].expect("every all_reduce_mean has a bucket");
+            let k = *collective[bucket].get_or_insert_with(|| {
                 kinds.push(KernelKind::Collective);
                 kinds.len() - 1
             });
@@ -265,7 +300,8 @@ pub fn fuse(g: &Graph) -> Fusion {
     }
 }
 
-/// A topological order of the kernels (ties broken by the smallest member index).
+/// A topological order of the kernels: a ready collective first (its all-reduce can then
+/// overlap what follows), otherwise the kernel with the smallest member index.
 fn schedule(g: &Graph, kernels: &[Kernel], group: &[Option<usize>]) -> Vec<usize> {
     // Producer kernel of a value, looking through views.
     let producer = |mut v: ValueId| -> Option<usize> {
@@ -297,7 +333,10 @@ fn schedule(g: &Graph, kernels: &[Kernel], group: &[Option<usize>]) -> Vec<usize
             indeg[i] += 1;
         }
     }
-    let first = |i: usize| kernels[i].nodes.first().map_or(0, |v| v.0);
+    let first = |i: usize| match kernels[i].kind {
+        KernelKind::Collective => 0,
+        _ => kernels[i].nodes.first().map_or(0, |v| v.0),
+    };
     let mut ready: BTreeSet<(u32, usize)> = (0..k)
         .filter(|&i| indeg[i] == 0)
         .map(|i| (first(i), i))

@@ -3,7 +3,7 @@
 //! byte-identical text at every stage.
 
 use crate::frontend::{build_forward_graph, build_graph, FrontendError, GraphSpec};
-use crate::fusion::{fuse, Fusion};
+use crate::fusion::{fuse_with, Fusion};
 use crate::passes::mixed_precision::MixedPrecision;
 use crate::passes::simplify::{simplify_pipeline, Simplify};
 use crate::passes::{run_passes, Pass};
@@ -112,17 +112,36 @@ pub fn compile(
     dump_after: &[String],
     dump: impl FnMut(&str, String),
 ) -> Result<Compiled, FrontendError> {
-    compile_aligned(spec, until, dump_after, crate::plan::ALIGN, dump)
+    compile_lowered(spec, until, dump_after, &Lowering::default(), dump)
 }
 
-/// [`compile`] with arena buffers aligned to `alignment` bytes (the target's need).
-pub fn compile_aligned(
+/// How the graph is laid out for a target: arena alignment and all-reduce buckets.
+#[derive(Clone, Copy, Debug)]
+pub struct Lowering {
+    /// Arena buffers are aligned to this many bytes (the target's need).
+    pub alignment: usize,
+    /// Gradient bytes per all-reduce bucket (`--allreduce-bucket-mb`).
+    pub bucket_bytes: usize,
+}
+
+impl Default for Lowering {
+    fn default() -> Lowering {
+        Lowering {
+            alignment: crate::plan::ALIGN,
+            bucket_bytes: crate::fusion::DEFAULT_BUCKET_BYTES,
+        }
+    }
+}
+
+/// [`compile`] with `lowering`'s alignment and all-reduce buckets.
+pub fn compile_lowered(
     spec: &GraphSpec,
     until: Stage,
     dump_after: &[String],
-    alignment: usize,
+    lowering: &Lowering,
     mut dump: impl FnMut(&str, String),
 ) -> Result<Compiled, FrontendError> {
+    let alignment = lowering.alignment;
     let until = until.min(Stage::Plan);
     let wants = |n: &str| dump_after.iter().any(|d| d == n);
     let mut graph = if until == Stage::Frontend {
@@ -180,7 +199,7 @@ pub fn compile_aligned(
     if until == Stage::Simplify {
         return Ok(out);
     }
-    out.fusion = Some(fuse(&out.graph));
+    out.fusion = Some(fuse_with(&out.graph, lowering.bucket_bytes));
     stage_done(Stage::Fuse, &out, &mut dump);
     if until == Stage::Fuse {
         return Ok(out);

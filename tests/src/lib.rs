@@ -92,8 +92,31 @@ pub fn compile_tiny_trainer_target(
     compile_tiny_trainer_full(target, preset, phases, None, None, 4, precision, out)
 }
 
+/// [`compile_tiny_trainer_batch`] with all-reduce buckets of `bucket_mb` MiB.
+pub fn compile_tiny_trainer_buckets(
+    preset: &str,
+    phases: &str,
+    batch: usize,
+    bucket_mb: f64,
+    out: &Path,
+) {
+    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+    let mut args = tiny_compile_args(
+        "cpu",
+        preset,
+        phases,
+        None,
+        None,
+        batch,
+        Default::default(),
+        out,
+    );
+    args.allreduce_bucket_mb = bucket_mb;
+    cli::compile_cmd::run(&args).unwrap();
+}
+
 #[allow(clippy::too_many_arguments)]
-fn compile_tiny_trainer_full(
+fn tiny_compile_args(
     target: &str,
     preset: &str,
     phases: &str,
@@ -102,10 +125,9 @@ fn compile_tiny_trainer_full(
     batch: usize,
     precision: compiler::passes::mixed_precision::Precision,
     out: &Path,
-) {
-    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+) -> cli::compile_cmd::CompileArgs {
     let t = tiny_dir();
-    let args = cli::compile_cmd::CompileArgs {
+    cli::compile_cmd::CompileArgs {
         target: target.into(),
         phases: phases.into(),
         configs: cli::model_args::ConfigArgs {
@@ -123,7 +145,25 @@ fn compile_tiny_trainer_full(
         ascend_soc: "ascend910b".into(),
         emit: None,
         precision,
-    };
+        allreduce_bucket_mb: 25.0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_tiny_trainer_full(
+    target: &str,
+    preset: &str,
+    phases: &str,
+    teacher: Option<&Path>,
+    student: Option<&Path>,
+    batch: usize,
+    precision: compiler::passes::mixed_precision::Precision,
+    out: &Path,
+) {
+    std::env::set_var("TBC_RUNTIME_LIB", runtime_lib());
+    let args = tiny_compile_args(
+        target, preset, phases, teacher, student, batch, precision, out,
+    );
     cli::compile_cmd::run(&args).unwrap();
 }
 
@@ -177,7 +217,7 @@ pub enum Head {
 }
 
 /// Calls `f` with the graph spec of the tiny configs (batch 4, seq 16).
-fn with_tiny_spec<R>(
+pub fn with_tiny_spec<R>(
     preset: &Preset,
     phase: Phase,
     dtype: DType,

@@ -89,3 +89,52 @@ fn every_node_is_in_exactly_one_kernel_or_free() {
         }
     }
 }
+
+/// All-reduce buckets: with the default 25 MiB the tiny td1's gradients are one collective
+/// kernel; with 4 KiB buckets they are several, the first scheduled before the backward's last
+/// GEMM (as soon as its gradients exist, so its all-reduce overlaps the rest of the backward),
+/// and the planned execution still equals the interpreter bit for bit.
+#[test]
+fn small_all_reduce_buckets_start_during_the_backward() {
+    use compiler::pipeline::{compile_lowered, Lowering, Stage};
+    let preset = Preset::mindspore();
+    let collectives = |f: &compiler::fusion::Fusion| -> Vec<usize> {
+        (0..f.kernels.len())
+            .filter(|&i| f.kernels[i].kind == KernelKind::Collective)
+            .collect()
+    };
+    let one = compile_tiny(&preset, Phase::Td1);
+    assert_eq!(collectives(one.fusion.as_ref().unwrap()).len(), 1);
+    let small = with_tiny_spec(&preset, Phase::Td1, DType::F32, |spec| {
+        let lowering = Lowering {
+            bucket_bytes: 4096,
+            ..Default::default()
+        };
+        compile_lowered(spec, Stage::Plan, &[], &lowering, |_, _| {}).unwrap()
+    });
+    let fusion = small.fusion.as_ref().unwrap();
+    let at = collectives(fusion);
+    let last_gemm = (0..fusion.kernels.len())
+        .rev()
+        .find(|&i| fusion.kernels[i].kind == KernelKind::Gemm)
+        .unwrap();
+    println!(
+        "{} buckets at kernels {at:?} of {}; last GEMM at {last_gemm}",
+        at.len(),
+        fusion.kernels.len()
+    );
+    assert!(at.len() >= 3, "{at:?}");
+    assert!(at[0] < last_gemm, "{at:?} vs {last_gemm}");
+    let raw = tiny_graph(&preset, Phase::Td1, DType::F32);
+    let feed = fixture_feed(
+        &raw,
+        &StepInputs {
+            lr: 1e-3,
+            step: 3,
+            loss_scale: 256.0,
+        },
+    );
+    let want = Interpreter::run(&raw, &feed).unwrap();
+    let got = run_planned(&small.graph, fusion, small.plan.as_ref().unwrap(), &feed).unwrap();
+    assert_eq!(want, got);
+}

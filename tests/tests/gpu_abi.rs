@@ -10,7 +10,7 @@ use compiler::executable::step_defaults;
 use compiler::frontend::preset::{Phase, Preset};
 use compiler::frontend::GraphSpec;
 use compiler::passes::mixed_precision::Precision;
-use compiler::pipeline::{compile_aligned, Stage};
+use compiler::pipeline::{compile_lowered, Stage};
 use plan::exec::{BufferRef, ExecutablePlan, Place};
 use runtime::device::cuda::steps::{plan_steps, StepSpec, WORKSPACE_ALIGN};
 use std::collections::HashMap;
@@ -59,7 +59,11 @@ fn plans_kernel_library_and_cuda_step_planning_agree() {
                     dtype: ir::DType::F32,
                     precision,
                 };
-                let c = compile_aligned(&spec, Stage::Plan, &[], 256, |_, _| {}).unwrap();
+                let lowering = compiler::pipeline::Lowering {
+                    alignment: 256,
+                    ..Default::default()
+                };
+                let c = compile_lowered(&spec, Stage::Plan, &[], &lowering, |_, _| {}).unwrap();
                 artifacts.push(phase_artifacts(
                     &c,
                     step_defaults(&preset, phase),

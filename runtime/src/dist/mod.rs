@@ -11,6 +11,26 @@ pub mod mpi;
 
 use std::sync::OnceLock;
 
+/// An all-reduce in flight ([`Group::start_all_reduce_mean`]).
+pub trait PendingAllReduce {
+    /// Lets the transfer move on without waiting for it (MPI moves a non-blocking collective's
+    /// data only inside MPI calls).
+    fn progress(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Waits for it; the averaged values.
+    fn wait(self: Box<Self>) -> Result<Vec<f32>, String>;
+}
+
+/// An all-reduce that completed when it started.
+struct Completed(Vec<f32>);
+
+impl PendingAllReduce for Completed {
+    fn wait(self: Box<Self>) -> Result<Vec<f32>, String> {
+        Ok(self.0)
+    }
+}
+
 /// The ranks of a data-parallel job and their collectives. Every rank calls the same
 /// collectives in the same order.
 pub trait Group: Send + Sync {
@@ -18,6 +38,16 @@ pub trait Group: Send + Sync {
     fn size(&self) -> usize;
     /// In place: every rank gets the element-wise mean of `data` over the ranks.
     fn all_reduce_mean(&self, data: &mut [f32]) -> Result<(), String>;
+    /// Starts [`Group::all_reduce_mean`] of `data` and returns while it runs (the executor
+    /// overlaps a gradient bucket's all-reduce with the rest of the backward); by default it
+    /// runs to completion here.
+    fn start_all_reduce_mean<'g>(
+        &'g self,
+        mut data: Vec<f32>,
+    ) -> Result<Box<dyn PendingAllReduce + 'g>, String> {
+        self.all_reduce_mean(&mut data)?;
+        Ok(Box::new(Completed(data)))
+    }
     /// Every rank gets rank `root`'s `data` (the same length on every rank).
     fn broadcast(&self, root: usize, data: &mut [u8]) -> Result<(), String>;
     /// The smallest and largest of `v` over the ranks.

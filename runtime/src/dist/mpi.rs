@@ -2,7 +2,7 @@
 //! calls are MPI's C API; the handles are Open MPI's (`MPI_COMM_WORLD` is the address of
 //! `ompi_mpi_comm_world`, and so on; `MPI_IN_PLACE` is `(void *)1`).
 
-use super::Group;
+use super::{Group, PendingAllReduce};
 use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_NOW};
 use std::ffi::{c_int, c_void};
 
@@ -18,6 +18,17 @@ struct Api {
     comm_size: unsafe extern "C" fn(Handle, *mut c_int) -> c_int,
     allreduce:
         unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle) -> c_int,
+    iallreduce: unsafe extern "C" fn(
+        *const c_void,
+        *mut c_void,
+        c_int,
+        Handle,
+        Handle,
+        Handle,
+        *mut Handle,
+    ) -> c_int,
+    test: unsafe extern "C" fn(*mut Handle, *mut c_int, *mut c_void) -> c_int,
+    waitall: unsafe extern "C" fn(c_int, *mut Handle, *mut c_void) -> c_int,
     bcast: unsafe extern "C" fn(*mut c_void, c_int, Handle, c_int, Handle) -> c_int,
     abort: unsafe extern "C" fn(Handle, c_int) -> c_int,
     finalize: unsafe extern "C" fn() -> c_int,
@@ -95,6 +106,9 @@ impl Mpi {
                 comm_rank: sym(&lib, "MPI_Comm_rank")?,
                 comm_size: sym(&lib, "MPI_Comm_size")?,
                 allreduce: sym(&lib, "MPI_Allreduce")?,
+                iallreduce: sym(&lib, "MPI_Iallreduce")?,
+                test: sym(&lib, "MPI_Test")?,
+                waitall: sym(&lib, "MPI_Waitall")?,
                 bcast: sym(&lib, "MPI_Bcast")?,
                 abort: sym(&lib, "MPI_Abort")?,
                 finalize: sym(&lib, "MPI_Finalize")?,
@@ -163,6 +177,35 @@ impl Group for Mpi {
         data.iter_mut().for_each(|x| *x /= n);
         Ok(())
     }
+    fn start_all_reduce_mean<'g>(
+        &'g self,
+        mut data: Vec<f32>,
+    ) -> Result<Box<dyn PendingAllReduce + 'g>, String> {
+        let mut requests = Vec::new();
+        for chunk in data.chunks_mut(MAX_COUNT) {
+            let mut request: Handle = std::ptr::null_mut();
+            // SAFETY: an in-place sum of chunk.len() floats, the same count on every rank; the
+            // buffer (a heap allocation the pending all-reduce owns) stays put until it is
+            // waited for, also when dropped early.
+            check("MPI_Iallreduce", unsafe {
+                (self.api.iallreduce)(
+                    MPI_IN_PLACE,
+                    chunk.as_mut_ptr() as *mut c_void,
+                    chunk.len() as c_int,
+                    self.api.float,
+                    self.api.sum,
+                    self.api.comm_world,
+                    &mut request,
+                )
+            })?;
+            requests.push(request);
+        }
+        Ok(Box::new(MpiAllReduce {
+            mpi: self,
+            data,
+            requests,
+        }))
+    }
     fn broadcast(&self, root: usize, data: &mut [u8]) -> Result<(), String> {
         for chunk in data.chunks_mut(MAX_COUNT) {
             // SAFETY: chunk.len() bytes on every rank.
@@ -222,5 +265,60 @@ impl Group for Mpi {
             (self.api.abort)(self.api.comm_world, code);
         }
         std::process::exit(code)
+    }
+}
+
+/// A non-blocking `MPI_Iallreduce` of one buffer (in chunks of at most `MAX_COUNT`).
+struct MpiAllReduce<'g> {
+    mpi: &'g Mpi,
+    data: Vec<f32>,
+    /// Open MPI's request handles; completed ones become `MPI_REQUEST_NULL`.
+    requests: Vec<Handle>,
+}
+
+impl MpiAllReduce<'_> {
+    /// Waits for every request (`MPI_STATUSES_IGNORE` is the null pointer in Open MPI).
+    fn complete(&mut self) -> Result<(), String> {
+        if self.requests.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: requests from MPI_Iallreduce; Waitall completes and frees them.
+        let code = unsafe {
+            (self.mpi.api.waitall)(
+                self.requests.len() as c_int,
+                self.requests.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        self.requests.clear();
+        check("MPI_Waitall", code)
+    }
+}
+
+impl PendingAllReduce for MpiAllReduce<'_> {
+    fn progress(&mut self) -> Result<(), String> {
+        for r in &mut self.requests {
+            let mut done = 0;
+            // SAFETY: a live request (or MPI_REQUEST_NULL once done, which MPI_Test accepts).
+            check("MPI_Test", unsafe {
+                (self.mpi.api.test)(r, &mut done, std::ptr::null_mut())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<Vec<f32>, String> {
+        self.complete()?;
+        let n = self.mpi.size as f32;
+        let mut data = std::mem::take(&mut self.data);
+        data.iter_mut().for_each(|x| *x /= n);
+        Ok(data)
+    }
+}
+
+impl Drop for MpiAllReduce<'_> {
+    /// MPI may still write the buffer: wait before it is freed (on an error path).
+    fn drop(&mut self) {
+        let _ = self.complete();
     }
 }

@@ -209,17 +209,28 @@ impl Bound<'_> {
     }
 }
 
-/// Packs the f32 `inputs` into one flat buffer, averages it over the ranks of `world`, and
-/// unpacks it into `outputs`.
+/// A gradient bucket's all-reduce in flight: started at its collective step, completed (and
+/// unpacked into its outputs) before a later step touches those outputs, so the rest of the
+/// backward runs meanwhile.
+struct InFlight<'w> {
+    pending: Box<dyn crate::dist::PendingAllReduce + 'w>,
+    outputs: Vec<BufferRef>,
+    /// The step's profile label.
+    label: String,
+}
+
+/// Packs the f32 `inputs` into one flat buffer and starts averaging it over the ranks of
+/// `world`.
 ///
 /// # Safety
 /// `addr` gives valid buffers of each reference's size.
-unsafe fn all_reduce_mean(
-    world: &dyn crate::dist::Group,
+unsafe fn start_all_reduce_mean<'w>(
+    world: &'w dyn crate::dist::Group,
     inputs: &[BufferRef],
     outputs: &[BufferRef],
     addr: &dyn Fn(&BufferRef) -> *mut u8,
-) -> Result<(), RuntimeError> {
+    label: String,
+) -> Result<InFlight<'w>, RuntimeError> {
     if let Some(b) = inputs.iter().find(|b| b.elem != plan::ElemType::F32) {
         return Err(RuntimeError::Collective(format!(
             "the gradient all-reduce takes f32 buffers, got {}",
@@ -238,21 +249,78 @@ unsafe fn all_reduce_mean(
         unsafe { std::ptr::copy_nonoverlapping(addr(b) as *const f32, flat[at..].as_mut_ptr(), n) };
         at += n;
     }
-    world
-        .all_reduce_mean(&mut flat)
+    let pending = world
+        .start_all_reduce_mean(flat)
         .map_err(RuntimeError::Collective)?;
-    let mut at = 0;
-    for b in outputs {
-        let n: usize = b.shape.iter().product();
-        // SAFETY: b holds n f32 values.
-        unsafe { std::ptr::copy_nonoverlapping(flat[at..].as_ptr(), addr(b) as *mut f32, n) };
-        at += n;
+    Ok(InFlight {
+        pending,
+        outputs: outputs.to_vec(),
+        label,
+    })
+}
+
+impl InFlight<'_> {
+    /// Waits for the all-reduce and unpacks it into the outputs.
+    ///
+    /// # Safety
+    /// `addr` gives valid buffers of each reference's size.
+    unsafe fn complete(self, addr: &dyn Fn(&BufferRef) -> *mut u8) -> Result<(), RuntimeError> {
+        let flat = self.pending.wait().map_err(RuntimeError::Collective)?;
+        let mut at = 0;
+        for b in &self.outputs {
+            let n: usize = b.shape.iter().product();
+            // SAFETY: b holds n f32 values; `flat` holds every output's values in order.
+            unsafe { std::ptr::copy_nonoverlapping(flat[at..].as_ptr(), addr(b) as *mut f32, n) };
+            at += n;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Whether two buffers share bytes.
+fn overlaps(a: &BufferRef, b: &BufferRef) -> bool {
+    match (a.place, b.place) {
+        (Place::Arena(x), Place::Arena(y)) => x < y + b.bytes() && y < x + a.bytes(),
+        (p, q) => p == q,
+    }
+}
+
+/// Every buffer `step` reads or writes.
+fn step_buffers(step: &Step) -> Vec<&BufferRef> {
+    match step {
+        Step::Loop {
+            inputs, outputs, ..
+        }
+        | Step::Collective {
+            inputs, outputs, ..
+        } => inputs.iter().chain(outputs).collect(),
+        Step::Gemm {
+            a, b, c, epilogue, ..
+        } => {
+            let mut v = vec![a, b, c];
+            if let Some(GemmEpilogue::Bias { bias }) = epilogue {
+                v.push(bias);
+            }
+            v
+        }
+        Step::Gather {
+            table,
+            indices,
+            out,
+        } => vec![table, indices, out],
+        Step::ScatterAdd {
+            indices,
+            updates,
+            out,
+        } => vec![indices, updates, out],
+        Step::Copy { src, dst } => vec![src, dst],
+    }
 }
 
 /// Runs every step of `plan` over the `bound` buffers. With `profile`, adds each step's time to
-/// it. Collectives run in a group of one device (data parallelism brings the others).
+/// it. Collectives run in the process's data-parallel group: a gradient bucket's all-reduce
+/// starts at its step and completes before a later step touches its outputs (or at the end),
+/// the steps between running meanwhile.
 ///
 /// # Safety
 /// Every bound pointer is valid for its slot's bytes (the arena for `plan.arena_bytes`), outputs
@@ -263,14 +331,61 @@ pub unsafe fn execute(
     kernels: &dyn LoopKernels,
     mut profile: Option<&mut std::collections::BTreeMap<String, (u64, f64)>>,
 ) -> Result<(), RuntimeError> {
-    for step in &plan.steps {
-        let started = profile.as_ref().map(|_| std::time::Instant::now());
-        run_step(step, bound, kernels)?;
-        if let (Some(p), Some(t0)) = (profile.as_mut(), started) {
-            let e = p.entry(step_label(step)).or_default();
+    let world = crate::dist::world();
+    let addr = |b: &BufferRef| bound.addr(b);
+    let mut in_flight: Vec<InFlight> = Vec::new();
+    let mut timed = |label: String, t0: std::time::Instant| {
+        if let Some(p) = profile.as_mut() {
+            let e = p.entry(label).or_default();
             e.0 += 1;
             e.1 += t0.elapsed().as_secs_f64();
         }
+    };
+    for step in &plan.steps {
+        let touched = step_buffers(step);
+        let mut i = 0;
+        while i < in_flight.len() {
+            if in_flight[i]
+                .outputs
+                .iter()
+                .any(|o| touched.iter().any(|t| overlaps(o, t)))
+            {
+                let f = in_flight.remove(i);
+                let t0 = std::time::Instant::now();
+                let label = format!("{} (wait)", f.label);
+                // SAFETY: the outputs lie in the bound buffers.
+                unsafe { f.complete(&addr)? };
+                timed(label, t0);
+            } else {
+                in_flight[i]
+                    .pending
+                    .progress()
+                    .map_err(RuntimeError::Collective)?;
+                i += 1;
+            }
+        }
+        let t0 = std::time::Instant::now();
+        match step {
+            Step::Collective {
+                op: CollectiveOp::AllReduceMean,
+                inputs,
+                outputs,
+            } if world.size() > 1 => {
+                // SAFETY: the buffers hold their shapes' elements.
+                in_flight.push(unsafe {
+                    start_all_reduce_mean(world, inputs, outputs, &addr, step_label(step))?
+                });
+            }
+            _ => run_step(step, bound, kernels)?,
+        }
+        timed(step_label(step), t0);
+    }
+    for f in in_flight {
+        let t0 = std::time::Instant::now();
+        let label = format!("{} (wait)", f.label);
+        // SAFETY: as above.
+        unsafe { f.complete(&addr)? };
+        timed(label, t0);
     }
     Ok(())
 }
@@ -379,18 +494,12 @@ unsafe fn run_step(
                         )));
                     }
                 }
-                let world = crate::dist::world();
-                if world.size() == 1 || !matches!(op, CollectiveOp::AllReduceMean) {
-                    // The mean over one device, or its own values: each output is its input.
-                    for (src, dst) in inputs.iter().zip(outputs) {
-                        // SAFETY: both hold dst.bytes() bytes in distinct buffers (the
-                        // compiler gives a collective's outputs buffers of their own).
-                        unsafe { std::ptr::copy_nonoverlapping(addr(src), addr(dst), dst.bytes()) }
-                    }
-                } else {
-                    // One flat buffer, one all-reduce.
-                    // SAFETY: the buffers hold their shapes' elements.
-                    unsafe { all_reduce_mean(world, inputs, outputs, &addr)? }
+                // The mean over one device, or its own values: each output is its input (with
+                // several ranks, `execute` runs the all-reduce).
+                for (src, dst) in inputs.iter().zip(outputs) {
+                    // SAFETY: both hold dst.bytes() bytes in distinct buffers (the compiler
+                    // gives a collective's outputs buffers of their own).
+                    unsafe { std::ptr::copy_nonoverlapping(addr(src), addr(dst), dst.bytes()) }
                 }
             }
             Step::Gather {
