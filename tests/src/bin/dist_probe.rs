@@ -8,6 +8,8 @@
 //! `dist_probe step`: the host executor's collective step (packs several buffers into one).
 //! `dist_probe bench`: median time of the gradient all-reduce (mean) for gradient sizes from 1M
 //! floats to the real students' 14.5M and 19.5M (BENCHMARKS.md).
+//! `dist_probe overlap`: how much of that all-reduce a bucketed, non-blocking one hides behind
+//! a backward pass of compute steps (BENCHMARKS.md).
 
 use plan::exec::{BufferRef, CollectiveOp, ExecutablePlan, Place, Slot, Step, StepDefaults};
 use plan::ElemType;
@@ -54,8 +56,9 @@ fn main() {
         }
         Some("step") => step(rank),
         Some("bench") => bench(w),
+        Some("overlap") => overlap(w),
         _ => {
-            eprintln!("usage: dist_probe collectives | panic-on RANK | step | bench");
+            eprintln!("usage: dist_probe collectives | panic-on RANK | step | bench | overlap");
             std::process::exit(2);
         }
     }
@@ -161,6 +164,73 @@ fn bench(w: &dyn runtime::dist::Group) {
                 (times[4] + times[5]) / 2.0,
                 times[0],
                 times[9]
+            );
+        }
+    }
+}
+
+/// One compute step of a simulated backward: about `ms` milliseconds of single-thread work.
+fn compute(ms: f64, scratch: &mut [f32]) {
+    let t = std::time::Instant::now();
+    while t.elapsed().as_secs_f64() * 1e3 < ms {
+        for x in scratch.iter_mut() {
+            *x = *x * 0.999 + 0.001;
+        }
+    }
+}
+
+/// A backward of 60 compute steps of 5 ms with the 14.49M gradient floats (the paper student's)
+/// becoming ready in buckets as it goes; the time past the 300 ms of compute, median of 5 after a
+/// warm-up: one blocking all-reduce after the backward, against bucketed non-blocking ones
+/// started as each bucket is ready and driven (`progress`) between the steps, as the trainer's
+/// executor does.
+fn overlap(w: &dyn runtime::dist::Group) {
+    const STEPS: usize = 60;
+    const STEP_MS: f64 = 5.0;
+    let n = 14_490_000usize;
+    let mut scratch = vec![1.0f32; 64 * 1024];
+    for buckets in [1usize, 3, 9] {
+        let per = n.div_ceil(buckets);
+        let mut times = Vec::new();
+        for rep in 0..6 {
+            w.min_max(0).unwrap();
+            let t = std::time::Instant::now();
+            let mut in_flight: Vec<Box<dyn runtime::dist::PendingAllReduce + '_>> = Vec::new();
+            for s in 0..STEPS {
+                compute(STEP_MS, &mut scratch);
+                for f in in_flight.iter_mut() {
+                    f.progress().unwrap();
+                }
+                // Bucket b is ready after step (b + 1) · STEPS / (buckets + 1): the last one
+                // before the backward ends, as in the trainer's schedule.
+                for b in (0..buckets).filter(|_| buckets > 1) {
+                    if s + 1 == (b + 1) * STEPS / (buckets + 1) {
+                        let len = per.min(n - b * per);
+                        in_flight.push(w.start_all_reduce_mean(vec![1.0f32; len]).unwrap());
+                    }
+                }
+            }
+            if buckets == 1 {
+                // One bucket: a blocking all-reduce after the backward.
+                let mut all = vec![1.0f32; n];
+                w.all_reduce_mean(&mut all).unwrap();
+            }
+            for f in in_flight {
+                f.wait().unwrap();
+            }
+            if rep >= 1 {
+                times.push(t.elapsed().as_secs_f64() * 1e3 - STEPS as f64 * STEP_MS);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        if w.rank() == 0 {
+            println!(
+                "overlap {buckets} bucket(s) of {:.1} MB: {:.1} ms past the {:.0} ms backward (median of 5; min {:.1}, max {:.1})",
+                per as f64 * 4.0 / 1e6,
+                times[2],
+                STEPS as f64 * STEP_MS,
+                times[0],
+                times[4]
             );
         }
     }
