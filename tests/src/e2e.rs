@@ -179,3 +179,83 @@ pub fn losses(metrics: &Path) -> BTreeMap<String, Vec<f64>> {
     }
     out
 }
+
+/// What a tiny distillation run logged ([`distill`]).
+pub struct Distilled {
+    /// The logged losses of gd, td1 and td2.
+    pub losses: [Vec<f64>; 3],
+    /// `eval`'s accuracy lines.
+    pub accuracy: Vec<String>,
+}
+
+/// general-distill (`epochs.0` epochs) → task-distill (td1 `epochs.1`, td2 `epochs.2`
+/// epochs, evaluating) → eval of the resulting model, on `d`'s `train.tfrecord`,
+/// `dev.tfrecord` and `teacher.safetensors`, into `d/gd-{name}` and `d/td-{name}`, with the
+/// `common` flags on both training commands. `run(args)` runs the trainer (failing the test on
+/// an error) and returns its output.
+pub fn distill(
+    d: &Path,
+    name: &str,
+    epochs: (&str, &str, &str),
+    common: &[&str],
+    run: impl Fn(&[&str]) -> String,
+) -> Distilled {
+    let s = |p: &str| d.join(p).display().to_string();
+    let (gd, td) = (s(&format!("gd-{name}")), s(&format!("td-{name}")));
+    let gd_args = [
+        "general-distill",
+        "--load-teacher-ckpt-path",
+        &s("teacher.safetensors"),
+        "--data-dir",
+        &s("train.tfrecord"),
+        "--epoch-size",
+        epochs.0,
+        "--output-dir",
+        &gd,
+    ];
+    run(&[&gd_args[..], common].concat());
+    let td_args = [
+        "task-distill",
+        "--load-teacher-ckpt-path",
+        &s("teacher.safetensors"),
+        "--load-gd-ckpt-path",
+        &format!("{gd}/tinybert_gd_save_ckpt"),
+        "--train-data-dir",
+        &s("train.tfrecord"),
+        "--eval-data-dir",
+        &s("dev.tfrecord"),
+        "--td-phase1-epoch-size",
+        epochs.1,
+        "--td-phase2-epoch-size",
+        epochs.2,
+        "--output-dir",
+        &td,
+    ];
+    let out = run(&[&td_args[..], common].concat());
+    assert!(out.contains("The best acc is"), "{out}");
+    let model = format!("{td}/eval_model.safetensors");
+    assert!(Path::new(&model).is_file(), "{model} not written");
+    let eval = run(&[
+        "eval",
+        "--eval-data-dir",
+        &s("dev.tfrecord"),
+        "--load-td1-ckpt-path",
+        &model,
+    ]);
+    let accuracy: Vec<String> = eval
+        .lines()
+        .filter(|l| l.contains("acc is"))
+        .map(str::to_string)
+        .collect();
+    assert!(!accuracy.is_empty(), "{eval}");
+    let gd = losses(&d.join(format!("gd-{name}/metrics.jsonl")));
+    let mut td = losses(&d.join(format!("td-{name}/metrics.jsonl")));
+    Distilled {
+        losses: [
+            gd["gd"].clone(),
+            td.remove("td1").unwrap_or_default(),
+            td.remove("td2").unwrap_or_default(),
+        ],
+        accuracy,
+    }
+}

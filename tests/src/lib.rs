@@ -196,6 +196,34 @@ pub fn tiny_trainer_step(
     c
 }
 
+/// `tbc step` (the interpreter, f32) of `phase` on the tiny fixture weights and batch with the
+/// settings of [`tiny_trainer_step`], writing `out`.
+pub fn interpreter_fixture_step(preset: &str, phase: Phase, out: &Path) {
+    let t = tiny_dir();
+    let args = cli::step::StepArgs {
+        model: cli::model_args::ModelArgs {
+            phase: phase.name().into(),
+            configs: cli::model_args::ConfigArgs {
+                teacher_config: Some(t.join("teacher.json")),
+                student_config: Some(t.join("student.json")),
+                preset: preset.into(),
+            },
+            dtype: "f32".into(),
+            precision: Default::default(),
+        },
+        weights: t.join("weights.safetensors"),
+        batch: t.join("batch.safetensors"),
+        out: out.to_path_buf(),
+        lr: Some(1e-3),
+        step: 0,
+        loss_scale: Some(if preset == "mindspore" { 256.0 } else { 1.0 }),
+        warmup_steps: 0.0,
+        decay_steps: 1e30,
+        seed: 0,
+    };
+    cli::step::run(&args).unwrap();
+}
+
 /// The tiny teacher and student configs resolved with `preset`.
 pub fn tiny_configs(preset: &Preset) -> (ModelConfig, ModelConfig) {
     let load = |f: &str| {

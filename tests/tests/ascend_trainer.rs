@@ -6,8 +6,6 @@
 //! task-distill → eval follows the CPU trainer's losses and accuracy; a missing runtime or
 //! kernel library, a library of another trainer and `--distribute true` are clear errors.
 
-use cli::model_args::{ConfigArgs, ModelArgs};
-use cli::step::StepArgs;
 use compiler::frontend::preset::Phase;
 use compiler::passes::mixed_precision::Precision;
 use ir::Tensor;
@@ -58,32 +56,6 @@ fn on_emulation(trainer: &Path, mut c: Command) -> Command {
     c
 }
 
-fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
-    let t = tiny_dir();
-    let args = StepArgs {
-        model: ModelArgs {
-            phase: phase.name().into(),
-            configs: ConfigArgs {
-                teacher_config: Some(t.join("teacher.json")),
-                student_config: Some(t.join("student.json")),
-                preset: preset.into(),
-            },
-            dtype: "f32".into(),
-            precision: Default::default(),
-        },
-        weights: t.join("weights.safetensors"),
-        batch: t.join("batch.safetensors"),
-        out: out.to_path_buf(),
-        lr: Some(1e-3),
-        step: 0,
-        loss_scale: Some(if preset == "mindspore" { 256.0 } else { 1.0 }),
-        warmup_steps: 0.0,
-        decay_steps: 1e30,
-        seed: 0,
-    };
-    cli::step::run(&args).unwrap();
-}
-
 fn read(p: &Path) -> BTreeMap<String, Tensor> {
     cli::tensor_file::read(p).unwrap()
 }
@@ -123,7 +95,7 @@ fn the_ascend_trainer_steps_equal_the_interpreter_and_the_cpu_trainer() {
         assert!(info.contains("target ascend (ascend910b)"), "{info}");
         for phase in [Phase::Gd, Phase::Td1, Phase::Td2, Phase::Eval] {
             let (a, b) = (d.join("interp.safetensors"), d.join("ascend.safetensors"));
-            interpreter_step(preset, phase, &a);
+            interpreter_fixture_step(preset, phase, &a);
             let o = on_emulation(&trainer, tiny_trainer_step(&trainer, preset, phase, &b))
                 .output()
                 .unwrap();
@@ -239,80 +211,23 @@ fn run_ok(trainer: &Path, args: &[&str], cwd: &Path, emulated: bool) -> String {
 /// written.
 #[test]
 fn a_tiny_distillation_on_the_emulated_ascend_follows_the_cpu_trainer() {
-    use tbc_tests::e2e::{fixture_model, losses, write_data};
+    use tbc_tests::e2e::{distill, fixture_model, write_data};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_data(&d.join("train.tfrecord"), 48, 1);
     write_data(&d.join("dev.tfrecord"), 16, 2);
     fixture_model("teacher", &d.join("teacher.safetensors"));
-    let s = |p: &str| d.join(p).display().to_string();
     let cpu = d.join("trainer-cpu");
     compile_tiny_trainer_precision("mindspore", PHASES, Precision::Fp32, &cpu);
     let ascend = ascend_trainer("mindspore", &d.join("ascend"));
     let mut runs = Vec::new();
     let mut accuracies = Vec::new();
     for (name, trainer, emulated) in [("cpu", &cpu, false), ("ascend", &ascend, true)] {
-        let gd = s(&format!("gd-{name}"));
-        let td = s(&format!("td-{name}"));
+        let run = |args: &[&str]| run_ok(trainer, args, d, emulated);
         let common = ["--data-sink-steps", "3", "--learning-rate", "1e-3"];
-        let gd_args = [
-            "general-distill",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--data-dir",
-            &s("train.tfrecord"),
-            "--epoch-size",
-            "2",
-            "--output-dir",
-            &gd,
-        ];
-        run_ok(trainer, &[&gd_args[..], &common[..]].concat(), d, emulated);
-        let td_args = [
-            "task-distill",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--load-gd-ckpt-path",
-            &format!("{gd}/tinybert_gd_save_ckpt"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--td-phase1-epoch-size",
-            "2",
-            "--td-phase2-epoch-size",
-            "2",
-            "--output-dir",
-            &td,
-        ];
-        let out = run_ok(trainer, &[&td_args[..], &common[..]].concat(), d, emulated);
-        assert!(out.contains("The best acc is"), "{out}");
-        assert!(Path::new(&format!("{td}/eval_model.safetensors")).is_file());
-        let eval = run_ok(
-            trainer,
-            &[
-                "eval",
-                "--eval-data-dir",
-                &s("dev.tfrecord"),
-                "--load-td1-ckpt-path",
-                &format!("{td}/eval_model.safetensors"),
-            ],
-            d,
-            emulated,
-        );
-        let acc: Vec<String> = eval
-            .lines()
-            .filter(|l| l.contains("acc is"))
-            .map(str::to_string)
-            .collect();
-        assert!(!acc.is_empty(), "{eval}");
-        accuracies.push(acc);
-        let gd = losses(&d.join(format!("gd-{name}/metrics.jsonl")));
-        let mut td = losses(&d.join(format!("td-{name}/metrics.jsonl")));
-        runs.push([
-            gd["gd"].clone(),
-            td.remove("td1").unwrap_or_default(),
-            td.remove("td2").unwrap_or_default(),
-        ]);
+        let done = distill(d, name, ("2", "2", "2"), &common, run);
+        runs.push(done.losses);
+        accuracies.push(done.accuracy);
     }
     assert_eq!(accuracies[0], accuracies[1], "eval accuracy, cpu vs ascend");
     for (i, phase) in ["gd", "td1", "td2"].iter().enumerate() {

@@ -163,65 +163,14 @@ fn a_bf16_distillation_tracks_the_f32_one() {
     write_data(&d.join("train.tfrecord"), 64, 1);
     write_data(&d.join("dev.tfrecord"), 32, 2);
     fixture_model("teacher", &d.join("teacher.safetensors"));
-    let s = |p: &str| d.join(p).display().to_string();
     let mut runs = Vec::new();
     for precision in [Precision::Fp32, Precision::Bf16] {
         let name = precision.name();
         let trainer = d.join(format!("trainer-{name}"));
         compile_tiny_trainer_precision("paper", "gd,td1,td2,eval", precision, &trainer);
-        let gd = s(&format!("gd-{name}"));
-        let td = s(&format!("td-{name}"));
+        let run = |args: &[&str]| ok(&trainer, args, d);
         let common = ["--data-sink-steps", "4", "--learning-rate", "1e-3"];
-        let gd_args = [
-            "general-distill",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--data-dir",
-            &s("train.tfrecord"),
-            "--epoch-size",
-            "3",
-            "--output-dir",
-            &gd,
-        ];
-        ok(&trainer, &[&gd_args[..], &common[..]].concat(), d);
-        let td_args = [
-            "task-distill",
-            "--load-teacher-ckpt-path",
-            &s("teacher.safetensors"),
-            "--load-gd-ckpt-path",
-            &format!("{gd}/tinybert_gd_save_ckpt"),
-            "--train-data-dir",
-            &s("train.tfrecord"),
-            "--eval-data-dir",
-            &s("dev.tfrecord"),
-            "--td-phase1-epoch-size",
-            "2",
-            "--td-phase2-epoch-size",
-            "3",
-            "--output-dir",
-            &td,
-        ];
-        let out = ok(&trainer, &[&td_args[..], &common[..]].concat(), d);
-        assert!(out.contains("The best acc is"), "{out}");
-        let eval = ok(
-            &trainer,
-            &[
-                "eval",
-                "--eval-data-dir",
-                &s("dev.tfrecord"),
-                "--load-td1-ckpt-path",
-                &format!("{td}/eval_model.safetensors"),
-            ],
-            d,
-        );
-        assert!(eval.contains("acc is"), "{eval}");
-        let gd = losses(&d.join(format!("gd-{name}/metrics.jsonl")));
-        let mut td = losses(&d.join(format!("td-{name}/metrics.jsonl")));
-        runs.push([
-            gd["gd"].clone(),
-            td.remove("td1").unwrap_or_default(),
-            td.remove("td2").unwrap_or_default(),
-        ]);
+        runs.push(distill(d, name, ("3", "2", "3"), &common, run).losses);
     }
     for (i, phase) in ["gd", "td1", "td2"].iter().enumerate() {
         let (f32_run, bf16_run) = (&runs[0][i], &runs[1][i]);

@@ -3,8 +3,6 @@
 //! every phase and both presets — every output tensor within 1e-5 relative — and with the
 //! PyTorch fixtures. `info` lists the phases.
 
-use cli::model_args::{ConfigArgs, ModelArgs};
-use cli::step::StepArgs;
 use compiler::frontend::preset::Phase;
 use ir::Tensor;
 use std::collections::BTreeMap;
@@ -14,32 +12,6 @@ use tbc_tests::*;
 
 fn compile_trainer(preset: &str, out: &Path) {
     compile_tiny_trainer(preset, "gd,td1,td2,eval,ft,eval_teacher", None, out);
-}
-
-fn interpreter_step(preset: &str, phase: Phase, out: &Path) {
-    let t = tiny_dir();
-    let args = StepArgs {
-        model: ModelArgs {
-            phase: phase.name().into(),
-            configs: ConfigArgs {
-                teacher_config: Some(t.join("teacher.json")),
-                student_config: Some(t.join("student.json")),
-                preset: preset.into(),
-            },
-            dtype: "f32".into(),
-            precision: Default::default(),
-        },
-        weights: t.join("weights.safetensors"),
-        batch: t.join("batch.safetensors"),
-        out: out.to_path_buf(),
-        lr: Some(1e-3),
-        step: 0,
-        loss_scale: Some(if preset == "mindspore" { 256.0 } else { 1.0 }),
-        warmup_steps: 0.0,
-        decay_steps: 1e30,
-        seed: 0,
-    };
-    cli::step::run(&args).unwrap();
 }
 
 fn trainer_step(trainer: &Path, preset: &str, phase: Phase, out: &Path) {
@@ -76,7 +48,7 @@ fn compiled_trainer_matches_the_interpreter_and_pytorch() {
                 dir.path().join("interp.safetensors"),
                 dir.path().join("compiled.safetensors"),
             );
-            interpreter_step(preset, phase, &a);
+            interpreter_fixture_step(preset, phase, &a);
             trainer_step(&trainer, preset, phase, &b);
             let (want, got) = (read(&a), read(&b));
             assert_eq!(

@@ -112,6 +112,24 @@ pub(crate) fn check_copy_into(
     })
 }
 
+/// `Ok` when `bindings` give `plan` one buffer per input and per output slot.
+pub(crate) fn check_slots(
+    device: String,
+    plan: &ExecutablePlan,
+    bindings: &Bindings,
+) -> Result<(), DeviceError> {
+    if bindings.inputs.len() == plan.inputs.len() && bindings.outputs.len() == plan.outputs.len() {
+        return Ok(());
+    }
+    Err(DeviceError::Binding {
+        device,
+        plan: plan.name.clone(),
+        what: "slots",
+        expected: plan.inputs.len() + plan.outputs.len(),
+        got: bindings.inputs.len() + bindings.outputs.len(),
+    })
+}
+
 /// Which buffers a submission's plan inputs and outputs are (slot order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bindings {

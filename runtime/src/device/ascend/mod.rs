@@ -388,17 +388,7 @@ impl Device for AscendDevice {
             .executables
             .get(exe.0)
             .ok_or_else(|| err(&name, format!("no executable {}", exe.0)))?;
-        if bindings.inputs.len() != e.plan.inputs.len()
-            || bindings.outputs.len() != e.plan.outputs.len()
-        {
-            return Err(DeviceError::Binding {
-                device: name,
-                plan: e.plan.name.clone(),
-                what: "slots",
-                expected: e.plan.inputs.len() + e.plan.outputs.len(),
-                got: bindings.inputs.len() + bindings.outputs.len(),
-            });
-        }
+        super::check_slots(name.clone(), &e.plan, bindings)?;
         let ptr = |b: &BufferId| self.buffer(*b).map(|m| m.ptr as *mut u8);
         let inputs = bindings
             .inputs

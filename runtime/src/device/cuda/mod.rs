@@ -621,17 +621,7 @@ impl Device for CudaDevice {
         let name = self.name();
         self.rt.bind()?;
         let e = &self.executables[exe.0];
-        if bindings.inputs.len() != e.plan.inputs.len()
-            || bindings.outputs.len() != e.plan.outputs.len()
-        {
-            return Err(DeviceError::Binding {
-                device: name,
-                plan: e.plan.name.clone(),
-                what: "slots",
-                expected: e.plan.inputs.len() + e.plan.outputs.len(),
-                got: bindings.inputs.len() + bindings.outputs.len(),
-            });
-        }
+        super::check_slots(name.clone(), &e.plan, bindings)?;
         if let Some((bound, graph)) = &e.graph {
             if bound == bindings {
                 return graph
