@@ -370,6 +370,9 @@ fn the_ascend_kernel_project_builds_on_the_emulation() {
     };
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("ascend");
+    // A kernel left by an earlier compile into the same folder is removed.
+    std::fs::create_dir_all(project.join("kernels")).unwrap();
+    std::fs::write(project.join("kernels/stale_k0.cpp"), "#error stale").unwrap();
     let (ok, _, err) = tbc(&[
         "compile",
         "--target",

@@ -12,19 +12,24 @@ use ir::Tensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use tbc_tests::*;
 
 const PHASES: &str = "gd,td1,td2,eval";
 
-/// Compiles the tiny `preset` trainer for Ascend into `dir` and builds its kernel project on the
-/// emulation (kernels and ACL stand-in in `dir/build`); returns the trainer.
-fn ascend_trainer(preset: &str, dir: &Path) -> PathBuf {
-    ascend_trainer_precision(preset, Precision::Fp32, dir)
-}
-
-/// [`ascend_trainer`] with `--precision`.
-fn ascend_trainer_precision(preset: &str, precision: Precision, dir: &Path) -> PathBuf {
-    compile_tiny_trainer_target("ascend", preset, PHASES, precision, dir);
+/// The tiny `preset` trainer for Ascend with its kernel project built on the emulation
+/// (kernels and ACL stand-in in its `build/`), compiled once per preset and precision for all
+/// the tests of this file, in `target/tmp` (cmake rebuilds only what changed between runs).
+fn ascend_trainer(preset: &str, precision: Precision) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, Precision)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("ascend_trainer")
+        .join(format!("{preset}-{precision}"));
+    if built.contains(&(preset.to_string(), precision)) {
+        return dir.join("trainer");
+    }
+    compile_tiny_trainer_target("ascend", preset, PHASES, precision, &dir);
     let build = dir.join("build");
     for args in [
         vec![
@@ -47,6 +52,7 @@ fn ascend_trainer_precision(preset: &str, precision: Precision, dir: &Path) -> P
             String::from_utf8_lossy(&o.stderr)
         );
     }
+    built.push((preset.to_string(), precision));
     dir.join("trainer")
 }
 
@@ -89,7 +95,7 @@ fn the_ascend_trainer_steps_equal_the_interpreter_and_the_cpu_trainer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for preset in ["mindspore", "paper"] {
-        let trainer = ascend_trainer(preset, &d.join(format!("ascend-{preset}")));
+        let trainer = ascend_trainer(preset, Precision::Fp32);
         let info = Command::new(&trainer).arg("info").output().unwrap();
         let info = String::from_utf8_lossy(&info.stdout);
         assert!(info.contains("target ascend (ascend910b)"), "{info}");
@@ -124,7 +130,7 @@ fn the_ascend_trainer_steps_equal_the_interpreter_and_the_cpu_trainer() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let trainer = d.join("ascend-mindspore/trainer");
+    let trainer = ascend_trainer("mindspore", Precision::Fp32);
     let o = on_emulation(
         &trainer,
         tiny_trainer_step(&trainer, "mindspore", Phase::Td1, &b),
@@ -148,7 +154,7 @@ fn the_fp16_ascend_trainer_stays_within_twice_autocast_error() {
     let d = dir.path();
     let amp = read_fixture("amp_errors.safetensors");
     let preset = Preset::mindspore();
-    let trainer = ascend_trainer_precision(preset.name, Precision::Fp16, &d.join("ascend"));
+    let trainer = ascend_trainer(preset.name, Precision::Fp16);
     let out = d.join("step.safetensors");
     for phase in [Phase::Gd, Phase::Td1, Phase::Td2, Phase::Eval] {
         let o = on_emulation(
@@ -219,7 +225,7 @@ fn a_tiny_distillation_on_the_emulated_ascend_follows_the_cpu_trainer() {
     fixture_model("teacher", &d.join("teacher.safetensors"));
     let cpu = d.join("trainer-cpu");
     compile_tiny_trainer_precision("mindspore", PHASES, Precision::Fp32, &cpu);
-    let ascend = ascend_trainer("mindspore", &d.join("ascend"));
+    let ascend = ascend_trainer("mindspore", Precision::Fp32);
     let mut runs = Vec::new();
     let mut accuracies = Vec::new();
     for (name, trainer, emulated) in [("cpu", &cpu, false), ("ascend", &ascend, true)] {
@@ -253,7 +259,7 @@ fn a_tiny_distillation_on_the_emulated_ascend_follows_the_cpu_trainer() {
 fn a_missing_ascend_runtime_or_kernel_library_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trainer = ascend_trainer("paper", &d.join("ascend"));
+    let trainer = ascend_trainer("paper", Precision::Fp32);
     let out = d.join("out.safetensors");
     let step = |env: &[(&str, PathBuf)], ld: bool| {
         let mut c = tiny_trainer_step(&trainer, "paper", Phase::Td1, &out);

@@ -127,6 +127,20 @@ impl AscendTarget {
             let cpp = emitc_to_cpp(&k.mlir).map_err(failed)?;
             write(kernel_dir.join(format!("{}.cpp", k.name)), &cpp)?;
         }
+        // Kernels of an earlier compile into the same DIR would be built into the library too.
+        let current: std::collections::HashSet<String> =
+            kernels.iter().map(|k| format!("{}.cpp", k.name)).collect();
+        let stale = std::fs::read_dir(&kernel_dir)
+            .map_err(|e| failed(format!("cannot list {}: {e}", kernel_dir.display())))?
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".cpp") && !current.contains(&name)
+            });
+        for e in stale {
+            std::fs::remove_file(e.path())
+                .map_err(|err| failed(format!("cannot remove {}: {err}", e.path().display())))?;
+        }
         let table = serde_json::to_string_pretty(&project::table(&kernels, self.soc.name))
             .map_err(failed)?;
         write(dir.join("kernels.json"), &table)?;

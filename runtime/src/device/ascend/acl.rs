@@ -37,6 +37,7 @@ pub type RunOp = unsafe extern "C" fn(*mut c_void, u64, Handle, Stream) -> i32;
 
 pub struct Api {
     pub init: unsafe extern "C" fn(*const c_char) -> AclError,
+    pub finalize: unsafe extern "C" fn() -> AclError,
     pub set_device: unsafe extern "C" fn(i32) -> AclError,
     pub reset_device: unsafe extern "C" fn(i32) -> AclError,
     pub device_count: unsafe extern "C" fn(*mut u32) -> AclError,
@@ -126,6 +127,7 @@ impl Acl {
         let api = unsafe {
             Api {
                 init: symbol(&acl, ACL, "aclInit")?,
+                finalize: symbol(&acl, ACL, "aclFinalize")?,
                 set_device: symbol(&acl, ACL, "aclrtSetDevice")?,
                 reset_device: symbol(&acl, ACL, "aclrtResetDevice")?,
                 device_count: symbol(&acl, ACL, "aclrtGetDeviceCount")?,

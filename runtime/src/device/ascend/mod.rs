@@ -191,6 +191,7 @@ impl Drop for AscendRuntime {
             (self.acl.api.synchronize_stream)(self.stream);
             (self.acl.api.destroy_stream)(self.stream);
             (self.acl.api.reset_device)(self.ordinal);
+            (self.acl.api.finalize)();
         }
     }
 }
