@@ -120,9 +120,12 @@ else()
     message(FATAL_ERROR "CANN not found under ${{ASCEND_CANN_PACKAGE_PATH}}: install the CANN toolkit (8.0 or later) and source set_env.sh, or build the CPU emulation with -DTBC_ASCEND_EMULATION=ON")
   endif()
   include(${{ASCENDC_CMAKE_DIR}}/ascendc.cmake)
-  ascendc_library(tbc_ascend_device_kernels STATIC ${{TBC_KERNELS}})
+  # The kernels through bisheng (as CANN's kernel-launch samples build them), the launchers
+  # against CANN's host interface (ACL runtime headers and libraries) and the kernels.
+  ascendc_library(tbc_ascend_device_kernels SHARED ${{TBC_KERNELS}})
   add_library(tbc_ascend_kernels SHARED launch.cpp)
-  target_link_libraries(tbc_ascend_kernels PRIVATE tbc_ascend_device_kernels)
+  target_compile_options(tbc_ascend_kernels PRIVATE -O2 -std=c++17)
+  target_link_libraries(tbc_ascend_kernels PRIVATE host_intf_pub tbc_ascend_device_kernels)
 endif()
 "#
     )
@@ -145,7 +148,9 @@ is the trainer: it loads `build/libtbc_ascend_kernels.so` from beside itself (or
     cmake -S . -B build -DSOC_VERSION=Ascend910B1   # your SoC: npu-smi info
     cmake --build build -j
 
-This makes `build/libtbc_ascend_kernels.so` (bisheng through CANN's `ascendc_library`). Then,
+This makes `build/libtbc_ascend_kernels.so` (the launchers, linked against CANN's
+`host_intf_pub`) and `build/libtbc_ascend_device_kernels.so` (the kernels, bisheng through
+CANN's `ascendc_library`, as CANN's kernel-launch samples build them). Then,
 with CANN's environment still set (its libraries on LD_LIBRARY_PATH):
 
     ./trainer info
