@@ -637,3 +637,30 @@ fn snapshots_of_a_loss_kernel() {
     insta::assert_snapshot!("ascend_emitc_soft_ce", k.mlir);
     insta::assert_snapshot!("ascend_cpp_soft_ce", emitc_to_cpp(&k.mlir).unwrap());
 }
+
+/// A row kernel whose queues fit the 910B Unified Buffer only single-buffered (seven inputs and
+/// an output in rows of 3072 floats: 16 double-buffered rows of 12 KiB are 192 KiB) runs with
+/// one buffer per queue, and still equals the interpreter; one with fewer inputs is
+/// double-buffered.
+#[test]
+fn queues_are_single_buffered_only_where_double_buffering_does_not_fit() {
+    use ir::{Builder, DType, TensorType};
+    for (inputs, buffers) in [(7, 1), (3, 2)] {
+        let mut b = Builder::new(&format!("rows{inputs}"));
+        let t = TensorType::new(DType::F32, vec![4, 3072]);
+        let mut acc = b.input("in0", t.clone());
+        for i in 1..inputs {
+            let x = b.input(&format!("in{i}"), t.clone());
+            acc = b.add(acc, x);
+        }
+        let m = b.mean(acc, &[1]);
+        let m = b.broadcast(m, &[4, 3072], &[0]);
+        let y = b.sub(acc, m);
+        b.output("out0", y);
+        let (k, err) = built_and_checked(b.finish(), 4);
+        let cpp = emitc_to_cpp(&k.mlir).unwrap();
+        let queues = cpp.matches(&format!(", {buffers}, 12288);")).count();
+        assert_eq!(queues, inputs + 1, "{inputs} inputs:\n{cpp}");
+        println!("{inputs} inputs: {buffers} buffer(s) per queue, {} UB bytes, {err:.2e} from the interpreter", k.ub_bytes);
+    }
+}

@@ -89,6 +89,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
         block_dim: 1,
         per_block: elements,
         tile: 64,
+        buffers: 2,
         ub_used: 0,
     };
     let mut dry = Emitter::default();
@@ -267,7 +268,7 @@ impl Emitter {
         {
             let bytes = (plan.tile * el.bytes()).div_ceil(32) * 32;
             self.verbatim(
-                &format!("{{}}.InitBuffer({{}}, 2, {bytes});"),
+                &format!("{{}}.InitBuffer({{}}, {}, {bytes});", plan.buffers),
                 &[(&pipe, lv(PIPE)), (q, lv(queue(input)))],
             );
         }

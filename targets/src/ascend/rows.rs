@@ -303,6 +303,7 @@ fn build_with_tail(
         block_dim: 1,
         per_block: rows.max(cols),
         step_bytes: dry_bytes,
+        buffers: 2,
         // Enough for the dry run's `InitBuffer`s; the dry run counts the real need.
         ub_used: (2 * queues + 2 * k.len()) * dry_bytes,
     };
@@ -461,7 +462,11 @@ impl Emitter {
             if kinds[v.index()] == Kind::Full {
                 let q = self.variable(QIN);
                 self.verbatim(
-                    &format!("{{}}.InitBuffer({{}}, 2, {});", queue_bytes(elem(v))),
+                    &format!(
+                        "{{}}.InitBuffer({{}}, {}, {});",
+                        plan.buffers,
+                        queue_bytes(elem(v))
+                    ),
                     &[(&pipe, lv(PIPE)), (&q, lv(QIN))],
                 );
                 in_q[i] = Some(q);
@@ -472,7 +477,11 @@ impl Emitter {
             out_q.push(if kinds[v.index()] == Kind::Full {
                 let q = self.variable(QOUT);
                 self.verbatim(
-                    &format!("{{}}.InitBuffer({{}}, 2, {});", queue_bytes(elem(*v))),
+                    &format!(
+                        "{{}}.InitBuffer({{}}, {}, {});",
+                        plan.buffers,
+                        queue_bytes(elem(*v))
+                    ),
                     &[(&pipe, lv(PIPE)), (&q, lv(QOUT))],
                 );
                 Some(q)
@@ -481,7 +490,7 @@ impl Emitter {
             });
         }
         let slots = plan.ub_used / row_bytes
-            - 2 * (in_q.iter().flatten().count() + out_q.iter().flatten().count());
+            - plan.buffers * (in_q.iter().flatten().count() + out_q.iter().flatten().count());
         self.verbatim(
             &format!("{{}}.InitBuffer({{}}, {});", slots * row_bytes),
             &[(&pipe, lv(PIPE)), (&scratch, lv(TBUF))],

@@ -47,12 +47,16 @@ pub struct ElementwisePlan {
     pub per_block: usize,
     /// Elements per tile, a multiple of 256 bytes.
     pub tile: usize,
+    /// Buffers per queue: 2 (double buffering: the next tile's copy-in overlaps this tile's
+    /// compute), or 1 where two do not fit.
+    pub buffers: usize,
     /// UB bytes the kernel's buffers take.
     pub ub_used: usize,
 }
 
-/// Plans `elements` values of `elem_bytes` each through `queues` double-buffered queues (inputs
-/// and outputs) and `scratch` single tile-sized buffers, on `soc`.
+/// Plans `elements` values of `elem_bytes` each through `queues` queues (inputs and outputs;
+/// double-buffered where one 256-byte tile fits that way, else single) and `scratch` single
+/// tile-sized buffers, on `soc`.
 pub fn plan_elementwise(
     soc: &AscendSoc,
     elements: usize,
@@ -60,17 +64,26 @@ pub fn plan_elementwise(
     queues: usize,
     scratch: usize,
 ) -> Result<ElementwisePlan, String> {
-    let slots = 2 * queues + scratch;
     let budget = soc.ub_bytes - UB_HEADROOM;
     let repeat = REPEAT_BYTES / elem_bytes;
-    let fit = budget / (slots.max(1) * elem_bytes) / repeat * repeat;
-    if fit == 0 {
-        return Err(format!(
-            "{queues} double-buffered queues and {scratch} scratch tiles need {} bytes for one \
-             256-byte tile each, more than the {budget} bytes of UB available",
-            slots * REPEAT_BYTES
-        ));
-    }
+    let fit_with = |buffers: usize| {
+        let slots = buffers * queues + scratch;
+        (
+            slots,
+            budget / (slots.max(1) * elem_bytes) / repeat * repeat,
+        )
+    };
+    let (buffers, (slots, fit)) = match (fit_with(2), fit_with(1)) {
+        ((s, f), _) if f > 0 => (2, (s, f)),
+        (_, (s, f)) if f > 0 => (1, (s, f)),
+        _ => {
+            return Err(format!(
+                "{queues} queues (even single-buffered) and {scratch} scratch tiles need {} \
+                 bytes for one 256-byte tile each, more than the {budget} bytes of UB available",
+                (queues + scratch) * REPEAT_BYTES
+            ))
+        }
+    };
     let block = BLOCK_BYTES / elem_bytes;
     // Enough work per core to be worth a core: at least one repeat.
     let block_dim = soc.vector_cores.min(elements.div_ceil(repeat)).max(1);
@@ -81,6 +94,7 @@ pub fn plan_elementwise(
         block_dim,
         per_block,
         tile,
+        buffers,
         ub_used: slots * tile * elem_bytes,
     })
 }
@@ -94,27 +108,32 @@ pub struct StepPlan {
     pub per_block: usize,
     /// UB bytes of one step's tile (32-byte multiple).
     pub step_bytes: usize,
+    /// Buffers per queue: 2 (double buffering), or 1 where two do not fit.
+    pub buffers: usize,
     pub ub_used: usize,
 }
 
-/// Checks `slots` buffers of `step_bytes` against the UB of `soc`.
+/// The buffers per queue (2 where they fit, else 1) and the UB bytes of `queues` queues and
+/// `scratch` buffers of `step_bytes` on `soc`.
 fn fits(
     soc: &AscendSoc,
     step_bytes: usize,
     queues: usize,
     scratch: usize,
-) -> Result<usize, String> {
-    let slots = 2 * queues + scratch;
+) -> Result<(usize, usize), String> {
     let budget = soc.ub_bytes - UB_HEADROOM;
-    if slots * step_bytes > budget {
-        return Err(format!(
-            "steps of {step_bytes} bytes in {queues} double-buffered queues and {scratch} \
-             scratch buffers need {} bytes, more than the {budget} bytes of UB available \
-             (rows this long need column tiles, not built yet)",
-            slots * step_bytes
-        ));
+    for buffers in [2, 1] {
+        let bytes = (buffers * queues + scratch) * step_bytes;
+        if bytes <= budget {
+            return Ok((buffers, bytes));
+        }
     }
-    Ok(slots * step_bytes)
+    Err(format!(
+        "steps of {step_bytes} bytes in {queues} queues (even single-buffered) and {scratch} \
+         scratch buffers need {} bytes, more than the {budget} bytes of UB available (rows this \
+         long need column tiles, not built yet)",
+        (queues + scratch) * step_bytes
+    ))
 }
 
 /// Bytes of a step's buffers: whole 32-byte blocks, or whole 256-byte repeats for a kernel
@@ -135,12 +154,13 @@ pub fn plan_rows(
     repeats: bool,
 ) -> Result<StepPlan, String> {
     let step_bytes = step_buffer(cols * elem_bytes, repeats);
-    let ub_used = fits(soc, step_bytes, queues, scratch)?;
+    let (buffers, ub_used) = fits(soc, step_bytes, queues, scratch)?;
     let per_block = rows.div_ceil(soc.vector_cores.min(rows).max(1));
     Ok(StepPlan {
         block_dim: rows.div_ceil(per_block).max(1),
         per_block,
         step_bytes,
+        buffers,
         ub_used,
     })
 }
@@ -158,11 +178,12 @@ pub fn plan_cols(
     let per_block = cols.div_ceil(soc.vector_cores.min(cols.div_ceil(block)).max(1));
     let per_block = per_block.div_ceil(block) * block;
     let step_bytes = step_buffer(per_block * elem_bytes, repeats);
-    let ub_used = fits(soc, step_bytes, queues, scratch)?;
+    let (buffers, ub_used) = fits(soc, step_bytes, queues, scratch)?;
     Ok(StepPlan {
         block_dim: cols.div_ceil(per_block).max(1),
         per_block,
         step_bytes,
+        buffers,
         ub_used,
     })
 }
@@ -204,11 +225,28 @@ mod tests {
 
     #[test]
     fn a_kernel_that_cannot_fit_says_why() {
-        let e = plan_elementwise(&ASCEND_910B, 1024, 4, 400, 300).unwrap_err();
+        let e = plan_elementwise(&ASCEND_910B, 1024, 4, 500, 300).unwrap_err();
         assert!(
-            e.contains("400 double-buffered queues and 300 scratch tiles"),
+            e.contains("500 queues (even single-buffered) and 300 scratch tiles need 204800"),
             "{e}"
         );
         assert!(e.contains("188416 bytes of UB"), "{e}");
+    }
+
+    #[test]
+    fn queues_are_double_buffered_where_that_fits() {
+        // Rows of 12 KiB: 3 queues and 4 scratch rows fit double-buffered (120 KiB), 6 queues
+        // and 4 scratch rows only single-buffered (192 KiB > 184, then 120 KiB).
+        let p = plan_rows(&ASCEND_910B, 8, 3072, 4, (3, 4), false).unwrap();
+        assert_eq!((p.buffers, p.ub_used), (2, 10 * 12288));
+        let p = plan_rows(&ASCEND_910B, 8, 3072, 4, (6, 4), false).unwrap();
+        assert_eq!((p.buffers, p.ub_used), (1, 10 * 12288));
+        let e = plan_rows(&ASCEND_910B, 8, 3072, 4, (6, 10), false).unwrap_err();
+        assert!(e.contains("even single-buffered"), "{e}");
+        // Element-wise: 300 queues fit one 256-byte tile only single-buffered.
+        let p = plan_elementwise(&ASCEND_910B, 1024, 4, 300, 300).unwrap();
+        assert_eq!((p.buffers, p.tile), (1, 64));
+        let p = plan_elementwise(&ASCEND_910B, 1024, 4, 3, 3).unwrap();
+        assert_eq!(p.buffers, 2);
     }
 }

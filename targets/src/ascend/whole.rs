@@ -125,6 +125,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let mut dry = Emitter::default();
     let dry_layout = Layout {
         tile: 64,
+        buffers: 2,
         // Enough for the dry run's `InitBuffer`; the dry run counts the real need.
         scratch: k.len() + 8,
         mask,
@@ -158,6 +159,7 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
     let mut e = Emitter::default();
     let layout = Layout {
         tile: plan.tile,
+        buffers: plan.buffers,
         scratch,
         mask,
         conv,
@@ -175,6 +177,8 @@ pub fn build(k: &Graph, name: &str, soc: &AscendSoc) -> Result<AscendKernel, Asc
 
 struct Layout {
     tile: usize,
+    /// Buffers per queue (2: double buffering; 1 where that does not fit).
+    buffers: usize,
     scratch: usize,
     mask: bool,
     conv: bool,
@@ -223,7 +227,7 @@ impl Emitter {
                 let q = self.variable(qt);
                 let bytes = (layout.tile * el.bytes()).div_ceil(32) * 32;
                 self.verbatim(
-                    &format!("{{}}.InitBuffer({{}}, 2, {bytes});"),
+                    &format!("{{}}.InitBuffer({{}}, {}, {bytes});", layout.buffers),
                     &[(&pipe, lv(PIPE)), (&q, lv(qt))],
                 );
                 Some(q)
