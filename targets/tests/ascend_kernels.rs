@@ -646,11 +646,11 @@ fn snapshots_of_a_loss_kernel() {
 fn queues_are_single_buffered_only_where_double_buffering_does_not_fit() {
     use ir::{Builder, DType, TensorType};
     for (inputs, buffers) in [(7, 1), (3, 2)] {
-        let mut b = Builder::new(&format!("rows{inputs}"));
+        let mut b = Builder::new(format!("rows{inputs}"));
         let t = TensorType::new(DType::F32, vec![4, 3072]);
         let mut acc = b.input("in0", t.clone());
         for i in 1..inputs {
-            let x = b.input(&format!("in{i}"), t.clone());
+            let x = b.input(format!("in{i}"), t.clone());
             acc = b.add(acc, x);
         }
         let m = b.mean(acc, &[1]);
