@@ -254,7 +254,8 @@ fn a_tiny_distillation_on_the_emulated_ascend_follows_the_cpu_trainer() {
 }
 
 /// What a user without the Ascend runtime, without the built kernel library, with the library
-/// of another trainer, or asking for data parallelism is told.
+/// of another trainer, on another chip than the kernels were planned for, or asking for data
+/// parallelism is told.
 #[test]
 fn a_missing_ascend_runtime_or_kernel_library_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +305,23 @@ fn a_missing_ascend_runtime_or_kernel_library_is_a_clear_error() {
     let err = step(&[("ASCEND_DEVICE_ID", PathBuf::from("3"))], true);
     assert!(
         err.contains("NPU 3 (ASCEND_DEVICE_ID) does not exist: ACL reports 1"),
+        "{err}"
+    );
+    // Kernels planned for another chip's Unified Buffer are refused.
+    let err = step(
+        &[("TBC_ACL_STANDIN_SOC", PathBuf::from("Ascend910A"))],
+        true,
+    );
+    assert!(
+        err.contains("planned for --ascend-soc ascend910b, but NPU 0 is Ascend910A: recompile with --ascend-soc ascend910"),
+        "{err}"
+    );
+    let err = step(
+        &[("TBC_ACL_STANDIN_SOC", PathBuf::from("Ascend310P3"))],
+        true,
+    );
+    assert!(
+        err.contains("tbc plans for ascend910b and ascend910"),
         "{err}"
     );
     // `info` needs no device.

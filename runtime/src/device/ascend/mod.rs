@@ -57,6 +57,19 @@ fn kernel_library_path() -> Result<PathBuf, String> {
     Ok(dir.join("build").join(plan::ascend::KERNEL_LIBRARY_FILE))
 }
 
+/// The `--ascend-soc` of an SoC as ACL names it (`Ascend910B1` → `ascend910b`, `Ascend910A` →
+/// `ascend910`), if tbc plans for it.
+fn soc_family(soc: &str) -> Option<&'static str> {
+    let s = soc.to_ascii_lowercase();
+    if s.starts_with("ascend910b") || s.starts_with("ascend910_93") {
+        Some("ascend910b")
+    } else if s.starts_with("ascend910") {
+        Some("ascend910")
+    } else {
+        None
+    }
+}
+
 impl AscendRuntime {
     /// Opens NPU `ordinal` with the kernel library of `library`.
     pub fn open(
@@ -120,6 +133,21 @@ impl AscendRuntime {
                     CStr::from_ptr(p).to_string_lossy().into_owned()
                 }
             };
+            // Kernels planned for another SoC's Unified Buffer would overflow this one's.
+            match soc_family(&soc) {
+                Some(f) if f == library.soc => {}
+                found => {
+                    let _ = (api.reset_device)(ordinal);
+                    return Err(format!(
+                        "this trainer's kernels were planned for --ascend-soc {}, but NPU {ordinal} is {soc}{}",
+                        library.soc,
+                        match found {
+                            Some(f) => format!(": recompile with --ascend-soc {f}"),
+                            None => " (tbc plans for ascend910b and ascend910)".into(),
+                        }
+                    ));
+                }
+            }
             let mut stream: Stream = std::ptr::null_mut();
             acl.check((api.create_stream)(&mut stream), "aclrtCreateStream")?;
             Ok(Arc::new(AscendRuntime {
