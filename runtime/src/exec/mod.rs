@@ -334,34 +334,37 @@ pub unsafe fn execute(
     let world = crate::dist::world();
     let addr = |b: &BufferRef| bound.addr(b);
     let mut in_flight: Vec<InFlight> = Vec::new();
-    let mut timed = |label: String, t0: std::time::Instant| {
+    // Step labels are made only when profiling.
+    let mut timed = |label: &dyn Fn() -> String, t0: std::time::Instant| {
         if let Some(p) = profile.as_mut() {
-            let e = p.entry(label).or_default();
+            let e = p.entry(label()).or_default();
             e.0 += 1;
             e.1 += t0.elapsed().as_secs_f64();
         }
     };
     for step in &plan.steps {
-        let touched = step_buffers(step);
-        let mut i = 0;
-        while i < in_flight.len() {
-            if in_flight[i]
-                .outputs
-                .iter()
-                .any(|o| touched.iter().any(|t| overlaps(o, t)))
-            {
-                let f = in_flight.remove(i);
-                let t0 = std::time::Instant::now();
-                let label = format!("{} (wait)", f.label);
-                // SAFETY: the outputs lie in the bound buffers.
-                unsafe { f.complete(&addr)? };
-                timed(label, t0);
-            } else {
-                in_flight[i]
-                    .pending
-                    .progress()
-                    .map_err(RuntimeError::Collective)?;
-                i += 1;
+        if !in_flight.is_empty() {
+            let touched = step_buffers(step);
+            let mut i = 0;
+            while i < in_flight.len() {
+                if in_flight[i]
+                    .outputs
+                    .iter()
+                    .any(|o| touched.iter().any(|t| overlaps(o, t)))
+                {
+                    let f = in_flight.remove(i);
+                    let t0 = std::time::Instant::now();
+                    let label = format!("{} (wait)", f.label);
+                    // SAFETY: the outputs lie in the bound buffers.
+                    unsafe { f.complete(&addr)? };
+                    timed(&|| label.clone(), t0);
+                } else {
+                    in_flight[i]
+                        .pending
+                        .progress()
+                        .map_err(RuntimeError::Collective)?;
+                    i += 1;
+                }
             }
         }
         let t0 = std::time::Instant::now();
@@ -378,14 +381,14 @@ pub unsafe fn execute(
             }
             _ => run_step(step, bound, kernels)?,
         }
-        timed(step_label(step), t0);
+        timed(&|| step_label(step), t0);
     }
     for f in in_flight {
         let t0 = std::time::Instant::now();
         let label = format!("{} (wait)", f.label);
         // SAFETY: as above.
         unsafe { f.complete(&addr)? };
-        timed(label, t0);
+        timed(&|| label.clone(), t0);
     }
     Ok(())
 }

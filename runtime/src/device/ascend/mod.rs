@@ -241,10 +241,11 @@ impl Drop for DeviceMemory {
 }
 
 struct AscendExecutable {
-    plan: ExecutablePlan,
+    /// Shared with each submission, which runs the steps while it borrows the device.
+    plan: Arc<ExecutablePlan>,
     arena: DeviceMemory,
     /// The launcher of each loop step (None for the other steps), in step order.
-    launchers: Vec<Option<Launcher>>,
+    launchers: Arc<[Option<Launcher>]>,
 }
 
 /// A device on an [`AscendRuntime`]: buffers and loaded plans of one session.
@@ -404,9 +405,9 @@ impl Device for AscendDevice {
         }
         let arena = self.rt.alloc(plan.arena_bytes, "the plan's arena")?;
         self.executables.push(AscendExecutable {
-            plan: plan.clone(),
+            plan: Arc::new(plan.clone()),
             arena,
-            launchers,
+            launchers: launchers.into(),
         });
         Ok(ExecutableId(self.executables.len() - 1))
     }
@@ -438,12 +439,10 @@ impl Device for AscendDevice {
                 Place::Arena(off) => unsafe { arena.add(off) },
             }
         };
-        let plan_name = e.plan.name.clone();
-        let steps = e.plan.steps.clone();
-        let launchers = e.launchers.clone();
+        let (plan, launchers) = (e.plan.clone(), e.launchers.clone());
         let mut pending = ops::Pending::default();
         let result = (|| {
-            for (step, launcher) in steps.iter().zip(&launchers) {
+            for (step, launcher) in plan.steps.iter().zip(launchers.iter()) {
                 match step {
                     Step::Loop {
                         symbol,
@@ -489,7 +488,7 @@ impl Device for AscendDevice {
             Ok(())
         })();
         // The steps' aclnn descriptors live until the stream has run them.
-        let synced = self.rt.synchronize(&format!("plan \"{plan_name}\""));
+        let synced = self.rt.synchronize(&format!("plan \"{}\"", plan.name));
         pending.release(&self.rt.acl);
         result?;
         synced
